@@ -1,0 +1,290 @@
+//! Code generation. Everything refers to the runtime through `::multisession::__private`.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::{DeriveInput, Index, spanned::Spanned};
+
+use crate::{
+    ast::{Field, Input},
+    attr::{Initial, Ttl},
+    ctxt::{Ctxt, to_compile_errors},
+    valid,
+};
+
+/// Parse → validate → expand.
+pub fn derive(input: &DeriveInput) -> TokenStream {
+    let mut cx = Ctxt::default();
+    let parsed = Input::from_syn(&mut cx, input);
+    if let Some(parsed) = &parsed {
+        valid::check(&mut cx, parsed);
+    }
+    match (cx.check(), parsed) {
+        (Ok(()), Some(parsed)) => expand(&parsed),
+        (Err(error), _) => to_compile_errors(error),
+        // `from_syn` records an error whenever it returns `None`.
+        (Ok(()), None) => TokenStream::new(),
+    }
+}
+
+fn expand(input: &Input<'_>) -> TokenStream {
+    let ident = input.ident;
+    let vis = input.vis;
+    let lazy = format_ident!("{}Lazy", ident);
+    let builder = format_ident!("{}Builder", ident);
+    let count = input.fields.len();
+
+    let fields: Vec<_> = input.fields.iter().map(|f| f.ident).collect();
+    let tys: Vec<_> = input.fields.iter().map(|f| f.ty).collect();
+    let names: Vec<_> = input.fields.iter().map(|f| f.name.as_str()).collect();
+    let indices: Vec<_> = (0..count).map(Index::from).collect();
+    let specs: Vec<_> = input.fields.iter().map(spec).collect();
+
+    let lazy_doc = format!(
+        "The lazy per-update view of [`{ident}`]: one accessor per fragment.\n\n\
+         [`multisession::Session<{ident}>`](::multisession::Session) derefs to it."
+    );
+    let builder_doc = format!(
+        "Builds the [`Sessions`](::multisession::Sessions) of [`{ident}`]: one store per fragment."
+    );
+    let accessor_docs = input.fields.iter().map(|f| {
+        format!(
+            "The `{}` fragment (keys under `{}`). `.await` it to read or change the value; \
+             `.set(v)` and `.delete()` do not read.",
+            f.name,
+            f.prefix()
+        )
+    });
+    let setter_docs = input
+        .fields
+        .iter()
+        .map(|f| format!("The store of the `{}` fragment.", f.name));
+
+    quote! {
+        #[doc = #lazy_doc]
+        #vis struct #lazy {
+            #( #fields: ::multisession::__private::Cell<#tys>, )*
+        }
+
+        #[doc = #builder_doc]
+        #[must_use = "call `.build()` to get the sessions"]
+        #vis struct #builder {
+            core: ::multisession::__private::BuilderCore,
+        }
+
+        const _: () = {
+            #[automatically_derived]
+            impl #lazy {
+                #(
+                    #[doc = #accessor_docs]
+                    #vis fn #fields(&self) -> ::multisession::Fragment<'_, #tys> {
+                        ::multisession::Fragment::new(&self.#fields)
+                    }
+                )*
+            }
+
+            #[automatically_derived]
+            impl #builder {
+                #(
+                    #[doc = #setter_docs]
+                    #vis fn #fields(
+                        mut self,
+                        store: impl ::core::convert::Into<::multisession::store::StoreRef>,
+                    ) -> Self {
+                        self.core.set_store(#indices, store.into());
+                        self
+                    }
+                )*
+
+                /// The store of every fragment not given its own (default: one shared
+                /// in-memory store).
+                #vis fn default_store(
+                    mut self,
+                    store: impl ::core::convert::Into<::multisession::store::StoreRef>,
+                ) -> Self {
+                    self.core.set_default_store(store.into());
+                    self
+                }
+
+                /// The runtime options.
+                #vis fn config(mut self, config: ::multisession::Config) -> Self {
+                    self.core.set_config(config);
+                    self
+                }
+
+                /// The sessions, ready to run updates.
+                #vis fn build(self) -> ::multisession::Sessions<#ident> {
+                    let (stores, config) = self.core.finish();
+                    let mut stores = stores.into_iter();
+                    let shared = (
+                        #(
+                            ::multisession::__private::shared(
+                                #specs,
+                                ::multisession::__private::next_store(&mut stores),
+                            ),
+                        )*
+                    );
+                    ::multisession::Sessions::__new(shared, config)
+                }
+            }
+
+            #[automatically_derived]
+            impl #ident {
+                /// A builder of the sessions: one store per fragment.
+                #vis fn builder() -> #builder {
+                    #builder {
+                        core: ::multisession::__private::BuilderCore::new(#count),
+                    }
+                }
+            }
+
+            #[automatically_derived]
+            impl ::multisession::MultiSession for #ident {
+                type Lazy = #lazy;
+                type Shared = (
+                    #( ::multisession::__private::Arc<::multisession::__private::FragmentShared<#tys>>, )*
+                );
+
+                const FRAGMENTS: &'static [&'static str] = &[ #( #names ),* ];
+
+                fn __open(
+                    shared: &Self::Shared,
+                    ctx: &dyn ::multisession::SessionContext,
+                    update: &::multisession::__private::Arc<::multisession::__private::UpdateCtx>,
+                ) -> Self::Lazy {
+                    #lazy {
+                        #( #fields: ::multisession::__private::Cell::new(&shared.#indices, #indices, ctx, update), )*
+                    }
+                }
+
+                fn __cells(lazy: &Self::Lazy) -> ::std::vec::Vec<&dyn ::multisession::__private::ErasedCell> {
+                    ::std::vec![ #( &lazy.#fields as &dyn ::multisession::__private::ErasedCell ),* ]
+                }
+
+                fn __take(lazy: &Self::Lazy) -> Self {
+                    Self { #( #fields: lazy.#fields.take_value(), )* }
+                }
+
+                fn __put(self, lazy: &Self::Lazy) {
+                    #( lazy.#fields.put_value(self.#fields); )*
+                }
+            }
+        };
+    }
+}
+
+/// The `FragmentSpec` of one field. User-supplied expressions keep their spans, so type
+/// errors land on them; checks of the field type land on the type.
+fn spec(field: &Field<'_>) -> TokenStream {
+    let ty = field.ty;
+    let name = &field.name;
+    let prefix = field.prefix();
+    let key = match &field.attrs.key {
+        Some(key) => {
+            let expr = &key.value;
+            quote_spanned!(expr.span()=> ::multisession::__private::key_fn(#expr))
+        }
+        None => quote!(::multisession::__private::key_fn(
+            ::multisession::keys::chat
+        )),
+    };
+    let initial = match field.attrs.initial.as_ref().map(|i| &i.value) {
+        Some(Initial::Function(expr)) => {
+            quote_spanned!(expr.span()=> ::multisession::__private::initial_fn::<#ty, _>(#expr))
+        }
+        Some(Initial::Value(expr)) => {
+            quote_spanned!(expr.span()=> ::multisession::__private::initial_fn::<#ty, _>(|| #expr))
+        }
+        None => quote_spanned!(ty.span()=>
+            ::multisession::__private::initial_fn::<#ty, _>(<#ty as ::core::default::Default>::default)
+        ),
+    };
+    let codec = match &field.attrs.codec {
+        Some(codec) => {
+            let path = &codec.value;
+            quote_spanned!(path.span()=> #path)
+        }
+        None => quote!(::multisession::codec::Json),
+    };
+    let encoder = quote_spanned!(ty.span()=> ::multisession::__private::encoder::<#ty, #codec>());
+    let decoder = quote_spanned!(ty.span()=> ::multisession::__private::decoder::<#ty, #codec>());
+    let none_deletes = field
+        .option_inner
+        .is_some()
+        .then(|| quote!(.none_deletes(::core::option::Option::is_none)));
+    let ttl = field.attrs.ttl.as_ref().map(|ttl| match &ttl.value {
+        Ttl::Millis(ms) => quote!(.ttl(::core::time::Duration::from_millis(#ms))),
+        Ttl::Expr(expr) => {
+            quote_spanned!(expr.span()=> .ttl(::multisession::__private::ttl_value(#expr)))
+        }
+    });
+    let migrations = field
+        .attrs
+        .migrations
+        .as_ref()
+        .map(|m| migrations(field, &codec, &m.value));
+    quote! {
+        ::multisession::__private::FragmentSpec::<#ty>::new(
+            #name,
+            #prefix,
+            #key,
+            #initial,
+            #encoder,
+            #decoder,
+        )
+        #none_deletes
+        #ttl
+        #migrations
+    }
+}
+
+/// The versioned decoder of a fragment with migrations `steps` (oldest first): a value
+/// stored at version `v` goes through steps `v..`; the last step yields the field type
+/// (for `Option<T>` fields, `T`).
+fn migrations(field: &Field<'_>, codec: &TokenStream, steps: &[syn::Expr]) -> TokenStream {
+    let ty = field.ty;
+    let target = field.option_inner.unwrap_or(ty);
+    let wrap = if field.option_inner.is_some() {
+        quote!(::core::option::Option::Some)
+    } else {
+        quote!()
+    };
+    let current = steps.len() as u32;
+    let arms = (0..steps.len()).map(|from| {
+        let version = from as u32;
+        let names: Vec<_> = (from..steps.len()).map(|i| format_ident!("step_{}", i)).collect();
+        let bindings = steps[from..]
+            .iter()
+            .zip(&names)
+            .map(|(step, name)| quote_spanned!(step.span()=> let #name = #step;));
+        let calls = steps[from..]
+            .iter()
+            .zip(&names)
+            .map(|(step, name)| quote_spanned!(step.span()=> let value = #name(value);));
+        let first = &names[0];
+        quote! {
+            #version => {
+                #( #bindings )*
+                let value = ::multisession::__private::decode_input::<#codec, _, _>(#first, payload)?;
+                #( #calls )*
+                let value: #target = value;
+                ::core::result::Result::Ok((#wrap(value), true))
+            }
+        }
+    });
+    quote! {
+        .migrations(#current, |bytes: &[u8]| -> ::core::result::Result<(#ty, bool), ::multisession::__private::DecodeFailure> {
+            let (version, payload) = ::multisession::__private::split_version(bytes);
+            match version {
+                #( #arms )*
+                #current => ::core::result::Result::Ok((
+                    ::multisession::__private::decode_current::<#codec, #ty>(payload)?,
+                    false,
+                )),
+                found => ::core::result::Result::Err(::multisession::__private::DecodeFailure::TooNew {
+                    found,
+                    supported: #current,
+                }),
+            }
+        })
+    }
+}

@@ -1,0 +1,128 @@
+//! What the runtime needs to know about an update: who sent it and where.
+//!
+//! Any framework's context can implement [`SessionContext`]; the runtime ships an
+//! implementation for its own Telegram [`Update`](crate::telegram::Update) model and a
+//! plain [`ChatContext`] for tests and console bots.
+
+/// The identifiers a session key can be derived from.
+///
+/// Every method may return `None`: an inline query has no chat, a channel post has no
+/// sender. A key function that needs a missing id yields no key, and the fragment is then
+/// unavailable for that update (rule S3).
+///
+/// ```
+/// use multisession::{ChatContext, SessionContext};
+///
+/// let ctx = ChatContext::new(-100_42).with_user(7);
+/// assert_eq!(ctx.chat_id(), Some(-100_42));
+/// assert_eq!(ctx.user_id(), Some(7));
+/// assert_eq!(ctx.thread_id(), None);
+/// ```
+pub trait SessionContext {
+    /// The chat the update belongs to.
+    fn chat_id(&self) -> Option<i64>;
+
+    /// The user who caused the update.
+    fn user_id(&self) -> Option<i64>;
+
+    /// The forum topic (`message_thread_id`) where the update happened, if any.
+    fn thread_id(&self) -> Option<i64> {
+        None
+    }
+
+    /// A group-to-supergroup migration announced by this update, if any.
+    fn chat_migration(&self) -> Option<ChatMigration> {
+        None
+    }
+}
+
+/// Telegram turned a group into a supergroup: per-chat data moves from `from` to `to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ChatMigration {
+    /// The old (group) chat id.
+    pub from: i64,
+    /// The new (supergroup) chat id.
+    pub to: i64,
+}
+
+impl<T: SessionContext + ?Sized> SessionContext for &T {
+    fn chat_id(&self) -> Option<i64> {
+        (**self).chat_id()
+    }
+    fn user_id(&self) -> Option<i64> {
+        (**self).user_id()
+    }
+    fn thread_id(&self) -> Option<i64> {
+        (**self).thread_id()
+    }
+    fn chat_migration(&self) -> Option<ChatMigration> {
+        (**self).chat_migration()
+    }
+}
+
+/// A plain context: a chat, optionally a user and a forum topic.
+///
+/// Handy for tests, console bots and frameworks whose own context is easier to convert
+/// than to wrap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ChatContext {
+    /// The chat id, if the update has a chat.
+    pub chat: Option<i64>,
+    /// The sender's user id, if the update has a sender.
+    pub user: Option<i64>,
+    /// The forum topic, if any.
+    pub thread: Option<i64>,
+    /// A group-to-supergroup migration this update announces, if any.
+    pub migration: Option<ChatMigration>,
+}
+
+impl ChatContext {
+    /// A context in chat `chat` with no user.
+    pub fn new(chat: i64) -> Self {
+        Self {
+            chat: Some(chat),
+            ..Self::default()
+        }
+    }
+
+    /// A context with a user and no chat (an inline query, say).
+    pub fn user_only(user: i64) -> Self {
+        Self {
+            user: Some(user),
+            ..Self::default()
+        }
+    }
+
+    /// The same context with sender `user`.
+    pub fn with_user(mut self, user: i64) -> Self {
+        self.user = Some(user);
+        self
+    }
+
+    /// The same context announcing that chat `from` became chat `to`.
+    pub fn with_migration(mut self, from: i64, to: i64) -> Self {
+        self.migration = Some(ChatMigration { from, to });
+        self
+    }
+
+    /// The same context in forum topic `thread`.
+    pub fn with_thread(mut self, thread: i64) -> Self {
+        self.thread = Some(thread);
+        self
+    }
+}
+
+impl SessionContext for ChatContext {
+    fn chat_id(&self) -> Option<i64> {
+        self.chat
+    }
+    fn user_id(&self) -> Option<i64> {
+        self.user
+    }
+    fn thread_id(&self) -> Option<i64> {
+        self.thread
+    }
+    fn chat_migration(&self) -> Option<ChatMigration> {
+        self.migration
+    }
+}

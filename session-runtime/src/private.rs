@@ -1,0 +1,83 @@
+//! What the derive's generated code calls. Not a public API: it may change in any release.
+
+pub use std::sync::Arc;
+
+pub use crate::{
+    codec::{Codec, CodecError, DecodeFailure, split_version},
+    context::SessionContext,
+    fragment::{Cell, ErasedCell, Fragment, FragmentShared, FragmentSpec, UpdateCtx},
+    keys::IntoSessionKey,
+    session::{BuilderCore, Config, MultiSession, Sessions},
+    store::StoreRef,
+};
+
+use crate::{
+    fragment::{InitialFn, KeyFn},
+    stores::MemoryStore,
+};
+
+/// A key function from any function or closure of the right shape.
+pub fn key_fn<F, K>(f: F) -> KeyFn
+where
+    F: Fn(&dyn SessionContext) -> K + Send + Sync + 'static,
+    K: IntoSessionKey,
+{
+    Box::new(move |ctx| f(ctx).into_session_key())
+}
+
+/// An initial-value function returning `T`.
+pub fn initial_fn<T, F>(f: F) -> InitialFn<T>
+where
+    F: Fn() -> T + Send + Sync + 'static,
+{
+    Box::new(f)
+}
+
+/// Checks that a field type can be a fragment.
+pub const fn assert_fragment<T>()
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+}
+
+/// The encoder of codec `C` for `T`.
+pub fn encoder<T: serde::Serialize, C: Codec>() -> fn(&T) -> Result<Vec<u8>, CodecError> {
+    C::encode::<T>
+}
+
+/// The decoder of codec `C` for `T`.
+pub fn decoder<T: serde::de::DeserializeOwned, C: Codec>() -> fn(&[u8]) -> Result<T, CodecError> {
+    C::decode::<T>
+}
+
+/// A fragment with its store, as `Sessions` holds it.
+pub fn shared<T>(spec: FragmentSpec<T>, store: StoreRef) -> Arc<FragmentShared<T>> {
+    Arc::new(FragmentShared::new(spec, store))
+}
+
+/// The next store of the builder's list.
+pub fn next_store(stores: &mut std::vec::IntoIter<StoreRef>) -> StoreRef {
+    stores
+        .next()
+        .unwrap_or_else(|| StoreRef::new(MemoryStore::new()))
+}
+
+/// Decodes `bytes` as the input type of migration `step`.
+pub fn decode_input<C: Codec, I: serde::de::DeserializeOwned, O>(
+    _step: fn(I) -> O,
+    bytes: &[u8],
+) -> Result<I, DecodeFailure> {
+    Ok(C::decode::<I>(bytes)?)
+}
+
+/// Decodes the current version.
+pub fn decode_current<C: Codec, T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, DecodeFailure> {
+    Ok(C::decode::<T>(bytes)?)
+}
+
+/// Checks that a `ttl` expression is a `Duration`.
+pub fn ttl_value(ttl: std::time::Duration) -> std::time::Duration {
+    ttl
+}

@@ -1,0 +1,76 @@
+//! Counters of what the sessions did, readable at any time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What a [`Sessions`](crate::Sessions) did since it was built. Cheap to read; every
+/// counter only grows.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, MultiSession};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+/// }
+///
+/// let sessions = Bot::builder().build();
+/// let ctx = ChatContext::new(1);
+/// sessions.run(&ctx, |s| async move { *s.count().await? += 1; Ok::<_, multisession::Error>(()) }).await?;
+/// sessions.run(&ctx, |s| async move { let _ = *s.count().await?; Ok::<_, multisession::Error>(()) }).await?;
+/// let stats = sessions.stats();
+/// assert_eq!((stats.updates, stats.reads, stats.writes), (2, 2, 1));
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Updates committed or discarded by `run`, `commit` and strict `save`.
+    pub updates: u64,
+    /// Fragment values read from stores.
+    pub reads: u64,
+    /// Fragment values written.
+    pub writes: u64,
+    /// Fragment values deleted.
+    pub deletes: u64,
+    /// Fragments changed through `DerefMut` whose bytes ended up equal: not written.
+    pub skipped_writes: u64,
+    /// Conditional writes rejected because another process changed the value.
+    pub conflicts: u64,
+    /// Handler re-runs (after a conflict, or a contended key in this process).
+    pub retries: u64,
+    /// Errors returned by loads and commits (store, decode, conflict, save errors).
+    pub errors: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) updates: AtomicU64,
+    pub(crate) reads: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) deletes: AtomicU64,
+    pub(crate) skipped_writes: AtomicU64,
+    pub(crate) conflicts: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) errors: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            updates: get(&self.updates),
+            reads: get(&self.reads),
+            writes: get(&self.writes),
+            deletes: get(&self.deletes),
+            skipped_writes: get(&self.skipped_writes),
+            conflicts: get(&self.conflicts),
+            retries: get(&self.retries),
+            errors: get(&self.errors),
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! The store contract: bytes by key, with revisions for compare-and-set.
+//!
+//! A custom store implements three methods ([`Store::read`], [`Store::write`],
+//! [`Store::delete`]) and gets the rest from defaults. Stores that can do more say so
+//! through [`Store::capabilities`] and override [`Store::read_many`] (one round trip for a
+//! batch) and [`Store::apply`] (conditional, batched writes).
+//!
+//! ```
+//! use multisession::store::{Record, Store, StoreError};
+//! use std::{collections::HashMap, sync::Mutex, time::Duration};
+//!
+//! /// A store in a few lines: no revisions, no expiry, no batching.
+//! #[derive(Default)]
+//! struct TinyStore(Mutex<HashMap<String, Vec<u8>>>);
+//!
+//! #[multisession::async_trait]
+//! impl Store for TinyStore {
+//!     fn name(&self) -> &str {
+//!         "tiny"
+//!     }
+//!     async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
+//!         let map = self.0.lock().map_err(StoreError::backend)?;
+//!         Ok(map.get(key).map(|v| Record::new(v.clone(), 0)))
+//!     }
+//!     async fn write(&self, key: &str, value: &[u8], _ttl: Option<Duration>) -> Result<(), StoreError> {
+//!         self.0.lock().map_err(StoreError::backend)?.insert(key.to_owned(), value.to_vec());
+//!         Ok(())
+//!     }
+//!     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+//!         self.0.lock().map_err(StoreError::backend)?.remove(key);
+//!         Ok(())
+//!     }
+//! }
+//! ```
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+
+/// A stored value and the revision it was stored at.
+///
+/// Revisions exist for compare-and-set (rule S17). A store that supports conditional writes
+/// must never hand out the same revision twice for one key, not even after a delete (so a
+/// write based on a read from before the delete cannot succeed). Stores without conditional
+/// writes use revision `0` throughout.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The encoded value.
+    pub value: Vec<u8>,
+    /// The revision the value was written at.
+    pub revision: u64,
+}
+
+impl Record {
+    /// A record of `value` at `revision`.
+    pub fn new(value: Vec<u8>, revision: u64) -> Self {
+        Self { value, revision }
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("len", &self.value.len())
+            .field("revision", &self.revision)
+            .finish()
+    }
+}
+
+/// What a conditional write expects to find.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Expect {
+    /// Write whatever is there (last writer wins).
+    Any,
+    /// Write only if the key holds no value.
+    Absent,
+    /// Write only if the key still holds this revision.
+    Revision(u64),
+}
+
+impl Expect {
+    /// Whether a key in state `current` (its revision, or `None` if absent) meets this
+    /// expectation. Stores that check revisions in memory can use this directly.
+    pub fn is_met_by(self, current: Option<u64>) -> bool {
+        match self {
+            Expect::Any => true,
+            Expect::Absent => current.is_none(),
+            Expect::Revision(rev) => current == Some(rev),
+        }
+    }
+}
+
+/// One write of a batch handed to [`Store::apply`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Store `value` under `key`, expiring after `ttl` if given.
+    Put {
+        /// The full storage key (namespace included).
+        key: String,
+        /// The encoded value.
+        value: Vec<u8>,
+        /// Expire the value this long after the write.
+        ttl: Option<Duration>,
+        /// The precondition.
+        expect: Expect,
+    },
+    /// Remove `key`.
+    Delete {
+        /// The full storage key (namespace included).
+        key: String,
+        /// The precondition.
+        expect: Expect,
+    },
+}
+
+impl Write {
+    /// The key this write touches.
+    pub fn key(&self) -> &str {
+        match self {
+            Write::Put { key, .. } | Write::Delete { key, .. } => key,
+        }
+    }
+
+    /// The precondition of this write.
+    pub fn expect(&self) -> Expect {
+        match self {
+            Write::Put { expect, .. } | Write::Delete { expect, .. } => *expect,
+        }
+    }
+}
+
+/// How one write of a batch went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The write took effect.
+    Applied,
+    /// The precondition did not hold; nothing was written.
+    Conflict,
+}
+
+/// One page of a [`Store::list`] listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Full storage keys and their records.
+    pub entries: Vec<(String, Record)>,
+    /// Where the next page starts; `None` when the listing is complete. Opaque: pass it
+    /// back to [`Store::list`] as it is.
+    pub cursor: Option<String>,
+}
+
+/// What a store can do beyond read, write and delete.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// [`Store::apply`] honours [`Expect`] (compare-and-set). Without it, the runtime still
+    /// prevents lost updates inside one process, but not across processes.
+    pub conditional: bool,
+    /// [`Store::apply`] applies a whole batch atomically: all of it or none.
+    pub atomic_batch: bool,
+    /// [`Store::read_many`] reads a batch in one round trip.
+    pub batch_read: bool,
+    /// The store expires values by itself when a write carries a TTL.
+    pub native_ttl: bool,
+    /// [`Store::list`] is implemented.
+    pub listing: bool,
+}
+
+impl Capabilities {
+    /// A store that does nothing beyond the three basic operations.
+    pub const BASIC: Capabilities = Capabilities {
+        conditional: false,
+        atomic_batch: false,
+        batch_read: false,
+        native_ttl: false,
+        listing: false,
+    };
+
+    /// A store that does everything.
+    pub const FULL: Capabilities = Capabilities {
+        conditional: true,
+        atomic_batch: true,
+        batch_read: true,
+        native_ttl: true,
+        listing: true,
+    };
+}
+
+/// A failure inside a store (the runtime adds fragment, key and store name around it).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed: a connection, a query, a file.
+    #[error("{0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The operation did not finish in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// What the backend returned is not a valid record.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The store does not support this operation.
+    #[error("not supported by this store: {0}")]
+    Unsupported(&'static str),
+}
+
+impl StoreError {
+    /// Wraps any error (or message) as a backend failure.
+    pub fn backend<E: fmt::Display>(error: E) -> Self {
+        StoreError::Backend(error.to_string().into())
+    }
+
+    /// Wraps an error value, keeping it as the source.
+    pub fn from_error<E: std::error::Error + Send + Sync + 'static>(error: E) -> Self {
+        StoreError::Backend(Box::new(error))
+    }
+}
+
+/// A key-value store of session bytes, usable as `Arc<dyn Store>`.
+///
+/// Only [`name`](Store::name), [`read`](Store::read), [`write`](Store::write) and
+/// [`delete`](Store::delete) are required. Keys arrive fully namespaced; a store must treat
+/// them as opaque bytes (spaces, quotes, `%`, `*`, unicode) and never interpret them.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for error messages and logs, such as `"memory"` or `"redis"`.
+    fn name(&self) -> &str;
+
+    /// What the store can do beyond the basics. Default: [`Capabilities::BASIC`].
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::BASIC
+    }
+
+    /// An identity shared by handles onto one backend, so strict mode can batch reads of
+    /// fragments that sit on clones of the same store. Default: the address of `self`.
+    fn instance(&self) -> usize {
+        self as *const Self as *const () as usize
+    }
+
+    /// Reads `key`; `None` if it holds no (unexpired) value.
+    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError>;
+
+    /// Stores `value` under `key` unconditionally.
+    async fn write(&self, key: &str, value: &[u8], ttl: Option<Duration>)
+    -> Result<(), StoreError>;
+
+    /// Removes `key`; removing a missing key is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Reads several keys; the result has one entry per key, in order (duplicates included).
+    ///
+    /// The default reads them one by one; stores with a batch command override it.
+    async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Record>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.read(key).await?);
+        }
+        Ok(out)
+    }
+
+    /// Lists the live keys that start with `prefix` (plain text, never a pattern), a page of
+    /// about `limit` entries at a time; pass the returned cursor to get the next page. Every
+    /// key present for the whole listing is returned once; keys written meanwhile may or may
+    /// not be. Default: [`StoreError::Unsupported`].
+    async fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let _ = (prefix, cursor, limit);
+        Err(StoreError::Unsupported("list"))
+    }
+
+    /// Applies a batch of writes; one result per write, in order.
+    ///
+    /// The default applies them one by one with [`write`](Store::write) and
+    /// [`delete`](Store::delete), ignoring preconditions (a store without
+    /// [`Capabilities::conditional`] cannot check them). Stores with compare-and-set
+    /// override it and return [`Outcome::Conflict`] where a precondition fails.
+    async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
+        let mut out = Vec::with_capacity(writes.len());
+        for write in writes {
+            let result = match write {
+                Write::Put {
+                    key, value, ttl, ..
+                } => self.write(key, value, *ttl).await,
+                Write::Delete { key, .. } => self.delete(key).await,
+            };
+            out.push(result.map(|()| Outcome::Applied));
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl<T: Store + ?Sized> Store for Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    fn instance(&self) -> usize {
+        (**self).instance()
+    }
+    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        (**self).read(key).await
+    }
+    async fn write(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        (**self).write(key, value, ttl).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        (**self).delete(key).await
+    }
+    async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Record>>, StoreError> {
+        (**self).read_many(keys).await
+    }
+    async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
+        (**self).apply(writes).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        (**self).list(prefix, cursor, limit).await
+    }
+}
+
+/// A shared handle to a store, as fragments hold it.
+///
+/// Anything that implements [`Store`] converts into it, `Arc<dyn Store>` and `Arc<S>` included.
+#[derive(Clone)]
+pub struct StoreRef(pub(crate) Arc<dyn Store>);
+
+impl StoreRef {
+    /// Wraps a store.
+    pub fn new<S: Store>(store: S) -> Self {
+        StoreRef(Arc::new(store))
+    }
+
+    /// The store behind this handle.
+    pub fn as_dyn(&self) -> &dyn Store {
+        &*self.0
+    }
+
+    /// The shared store.
+    pub fn arc(&self) -> Arc<dyn Store> {
+        self.0.clone()
+    }
+}
+
+impl fmt::Debug for StoreRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("StoreRef").field(&self.0.name()).finish()
+    }
+}
+
+impl<S: Store> From<S> for StoreRef {
+    fn from(store: S) -> Self {
+        StoreRef::new(store)
+    }
+}

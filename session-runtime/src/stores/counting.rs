@@ -1,0 +1,207 @@
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+
+use crate::store::{Capabilities, Outcome, Page, Record, Store, StoreError, StoreRef, Write};
+
+/// Wraps a store and counts what goes through it.
+///
+/// Cheap to clone; clones share the counters. Use it to check what a handler costs, in
+/// tests and in production metrics alike.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use multisession::{store::Store, stores::{CountingStore, MemoryStore}};
+///
+/// let store = CountingStore::new(MemoryStore::new());
+/// store.write("k", b"v", None).await.unwrap();
+/// store.read("k").await.unwrap();
+/// store.read_many(&["k", "missing"]).await.unwrap();
+/// let counts = store.counts();
+/// assert_eq!((counts.reads, counts.read_calls, counts.writes), (3, 2, 1));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CountingStore {
+    inner: StoreRef,
+    counters: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    reads: AtomicU64,
+    read_calls: AtomicU64,
+    writes: AtomicU64,
+    deletes: AtomicU64,
+    write_calls: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+/// A snapshot of a [`CountingStore`]'s counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Keys read (a batch read of three keys counts three).
+    pub reads: u64,
+    /// Read round trips (`read` and `read_many` calls).
+    pub read_calls: u64,
+    /// Values written.
+    pub writes: u64,
+    /// Keys deleted.
+    pub deletes: u64,
+    /// Write round trips (`write`, `delete` and `apply` calls).
+    pub write_calls: u64,
+    /// Conditional writes rejected as conflicts.
+    pub conflicts: u64,
+}
+
+impl Counts {
+    /// Reads, writes and deletes added up.
+    pub fn operations(&self) -> u64 {
+        self.reads + self.writes + self.deletes
+    }
+
+    /// Round trips of any kind.
+    pub fn round_trips(&self) -> u64 {
+        self.read_calls + self.write_calls
+    }
+}
+
+impl std::ops::Sub for Counts {
+    type Output = Counts;
+    fn sub(self, rhs: Counts) -> Counts {
+        Counts {
+            reads: self.reads - rhs.reads,
+            read_calls: self.read_calls - rhs.read_calls,
+            writes: self.writes - rhs.writes,
+            deletes: self.deletes - rhs.deletes,
+            write_calls: self.write_calls - rhs.write_calls,
+            conflicts: self.conflicts - rhs.conflicts,
+        }
+    }
+}
+
+impl CountingStore {
+    /// Counts the operations on `inner`.
+    pub fn new(inner: impl Into<StoreRef>) -> Self {
+        Self {
+            inner: inner.into(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// The counters now.
+    pub fn counts(&self) -> Counts {
+        let c = &self.counters;
+        Counts {
+            reads: c.reads.load(Ordering::Relaxed),
+            read_calls: c.read_calls.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            deletes: c.deletes.load(Ordering::Relaxed),
+            write_calls: c.write_calls.load(Ordering::Relaxed),
+            conflicts: c.conflicts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sets every counter back to zero.
+    pub fn reset(&self) {
+        let c = &self.counters;
+        for counter in [
+            &c.reads,
+            &c.read_calls,
+            &c.writes,
+            &c.deletes,
+            &c.write_calls,
+            &c.conflicts,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &StoreRef {
+        &self.inner
+    }
+
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl Store for CountingStore {
+    fn name(&self) -> &str {
+        self.inner.as_dyn().name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.as_dyn().capabilities()
+    }
+
+    fn instance(&self) -> usize {
+        Arc::as_ptr(&self.counters) as usize
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        Self::add(&self.counters.reads, 1);
+        Self::add(&self.counters.read_calls, 1);
+        self.inner.as_dyn().read(key).await
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        Self::add(&self.counters.writes, 1);
+        Self::add(&self.counters.write_calls, 1);
+        self.inner.as_dyn().write(key, value, ttl).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        Self::add(&self.counters.deletes, 1);
+        Self::add(&self.counters.write_calls, 1);
+        self.inner.as_dyn().delete(key).await
+    }
+
+    async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Record>>, StoreError> {
+        Self::add(&self.counters.reads, keys.len());
+        Self::add(&self.counters.read_calls, 1);
+        self.inner.as_dyn().read_many(keys).await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        Self::add(&self.counters.read_calls, 1);
+        let page = self.inner.as_dyn().list(prefix, cursor, limit).await?;
+        Self::add(&self.counters.reads, page.entries.len());
+        Ok(page)
+    }
+
+    async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
+        let deletes = writes
+            .iter()
+            .filter(|w| matches!(w, Write::Delete { .. }))
+            .count();
+        Self::add(&self.counters.writes, writes.len() - deletes);
+        Self::add(&self.counters.deletes, deletes);
+        Self::add(&self.counters.write_calls, 1);
+        let results = self.inner.as_dyn().apply(writes).await;
+        let conflicts = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Outcome::Conflict)))
+            .count();
+        Self::add(&self.counters.conflicts, conflicts);
+        results
+    }
+}

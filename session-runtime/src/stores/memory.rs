@@ -1,0 +1,492 @@
+use std::{
+    collections::HashMap,
+    io::{self, Read, Write as _},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, MutexGuard, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use async_trait::async_trait;
+
+use crate::store::{Capabilities, Outcome, Page, Record, Store, StoreError, Write};
+
+/// An in-process store: a hash map behind a mutex.
+///
+/// Cheap to clone; clones share the data. It supports everything the runtime can use:
+/// compare-and-set, atomic batches, batch reads and expiry (an expired value reads as
+/// missing and is dropped when it is next touched).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use multisession::{store::Store, stores::MemoryStore};
+///
+/// let store = MemoryStore::new();
+/// store.write("k", b"v", None).await.unwrap();
+/// assert_eq!(store.read("k").await.unwrap().unwrap().value, b"v");
+/// assert_eq!(store.len(), 1);
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    map: Mutex<HashMap<String, Entry>>,
+    revisions: AtomicU64,
+    default_ttl: Option<Duration>,
+    snapshot: Option<PathBuf>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: save the snapshot one final time.
+        if let (Some(path), Ok(map)) = (&self.snapshot, self.map.get_mut())
+            && let Err(error) = write_snapshot(path, map)
+        {
+            tracing::error!(path = %path.display(), %error, "could not save the memory store snapshot");
+        }
+    }
+}
+
+/// Options of a [`MemoryStore`]: default TTL, sweep interval, snapshot file.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+/// use multisession::stores::MemoryStore;
+/// use std::time::Duration;
+///
+/// let store = MemoryStore::options()
+///     .default_ttl(Duration::from_secs(24 * 3600))
+///     .sweep_every(Duration::from_secs(60))
+///     .snapshot("sessions.snapshot", Duration::from_secs(30))
+///     .open()?;
+/// // ... run the bot ...
+/// store.save_snapshot()?; // also saved every 30 s and when the last handle is dropped
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default)]
+#[must_use = "call `.open()` to get the store"]
+pub struct MemoryOptions {
+    default_ttl: Option<Duration>,
+    sweep_every: Option<Duration>,
+    snapshot: Option<(PathBuf, Duration)>,
+}
+
+impl MemoryOptions {
+    /// Values written without a TTL expire after `ttl`.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = Some(ttl);
+        self
+    }
+
+    /// Removes expired values every `interval` in a background task (needs a tokio
+    /// runtime). Without it, expired values read as missing and are dropped when touched.
+    pub fn sweep_every(mut self, interval: Duration) -> Self {
+        self.sweep_every = Some(interval);
+        self
+    }
+
+    /// Loads the store from `path` if it exists, saves it there every `interval` (in a
+    /// background task) and when the last handle is dropped. Saves are atomic: a temporary
+    /// file renamed over the old one.
+    pub fn snapshot(mut self, path: impl Into<PathBuf>, interval: Duration) -> Self {
+        self.snapshot = Some((path.into(), interval));
+        self
+    }
+
+    /// The store. Fails if the snapshot file exists but cannot be read or is corrupt:
+    /// a damaged snapshot is never silently replaced by an empty store.
+    pub fn open(self) -> Result<MemoryStore, StoreError> {
+        let (map, last_revision) = match &self.snapshot {
+            Some((path, _)) => read_snapshot(path)?,
+            None => (HashMap::new(), 0),
+        };
+        let store = MemoryStore {
+            inner: Arc::new(Inner {
+                map: Mutex::new(map),
+                revisions: AtomicU64::new(last_revision),
+                default_ttl: self.default_ttl,
+                snapshot: self.snapshot.as_ref().map(|(path, _)| path.clone()),
+            }),
+        };
+        if let Some(interval) = self.sweep_every {
+            spawn_every(&store, interval, |store| {
+                store.sweep();
+            })?;
+        }
+        if let Some((_, interval)) = self.snapshot {
+            spawn_every(&store, interval, |store| {
+                if let Err(error) = store.save_snapshot() {
+                    tracing::error!(%error, "could not save the memory store snapshot");
+                }
+            })?;
+        }
+        Ok(store)
+    }
+}
+
+/// Runs `job` every `interval` for as long as the store has handles.
+fn spawn_every(
+    store: &MemoryStore,
+    interval: Duration,
+    job: fn(&MemoryStore),
+) -> Result<(), StoreError> {
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|_| StoreError::backend("memory store background tasks need a tokio runtime"))?;
+    let weak: Weak<Inner> = Arc::downgrade(&store.inner);
+    handle.spawn(async move {
+        let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(1)));
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(inner) = weak.upgrade() else { break };
+            job(&MemoryStore { inner });
+        }
+    });
+    Ok(())
+}
+
+#[derive(Clone)]
+struct Entry {
+    value: Vec<u8>,
+    revision: u64,
+    expires_at: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Options: default TTL, sweep interval, snapshot file.
+    pub fn options() -> MemoryOptions {
+        MemoryOptions::default()
+    }
+
+    /// Removes every expired value now; returns how many.
+    pub fn sweep(&self) -> usize {
+        let Ok(mut map) = self.lock() else { return 0 };
+        let now = Instant::now();
+        let before = map.len();
+        map.retain(|_, entry| entry.live(now));
+        before - map.len()
+    }
+
+    /// Saves the snapshot file now (atomically). Does nothing without a snapshot file.
+    pub fn save_snapshot(&self) -> Result<(), StoreError> {
+        let Some(path) = &self.inner.snapshot else {
+            return Ok(());
+        };
+        // Copy under the lock, write without it.
+        let copy: HashMap<String, Entry> = {
+            let map = self.lock()?;
+            map.iter().map(|(k, e)| (k.clone(), e.clone())).collect()
+        };
+        write_snapshot(path, &copy)
+            .map_err(|e| StoreError::backend(format!("snapshot {}: {e}", path.display())))
+    }
+
+    /// How many live values the store holds.
+    pub fn len(&self) -> usize {
+        let now = Instant::now();
+        self.lock()
+            .map_or(0, |map| map.values().filter(|e| e.live(now)).count())
+    }
+
+    /// Whether the store holds no live value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, HashMap<String, Entry>>, StoreError> {
+        self.inner
+            .map
+            .lock()
+            .map_err(|_| StoreError::backend("memory store mutex poisoned"))
+    }
+
+    fn next_revision(&self) -> u64 {
+        // Revisions are unique across the whole store, so a key that is deleted and written
+        // again never repeats a revision a reader may still hold.
+        self.inner.revisions.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn get(map: &mut HashMap<String, Entry>, key: &str, now: Instant) -> Option<Record> {
+        match map.get(key) {
+            Some(entry) if entry.live(now) => {
+                Some(Record::new(entry.value.clone(), entry.revision))
+            }
+            Some(_) => {
+                map.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn current_revision(map: &HashMap<String, Entry>, key: &str, now: Instant) -> Option<u64> {
+        map.get(key).filter(|e| e.live(now)).map(|e| e.revision)
+    }
+
+    fn put(
+        &self,
+        map: &mut HashMap<String, Entry>,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        now: Instant,
+    ) {
+        let entry = Entry {
+            value: value.to_vec(),
+            revision: self.next_revision(),
+            expires_at: ttl.or(self.inner.default_ttl).map(|ttl| now + ttl),
+        };
+        map.insert(key.to_owned(), entry);
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::FULL
+    }
+
+    fn instance(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        let mut map = self.lock()?;
+        Ok(Self::get(&mut map, key, Instant::now()))
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let mut map = self.lock()?;
+        self.put(&mut map, key, value, ttl, Instant::now());
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.lock()?.remove(key);
+        Ok(())
+    }
+
+    async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Record>>, StoreError> {
+        let mut map = self.lock()?;
+        let now = Instant::now();
+        Ok(keys
+            .iter()
+            .map(|key| Self::get(&mut map, key, now))
+            .collect())
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let map = self.lock()?;
+        let now = Instant::now();
+        // Keyset pagination in key order: the cursor is the last key returned.
+        let mut keys: Vec<&String> = map
+            .iter()
+            .filter(|(key, entry)| key.starts_with(prefix) && entry.live(now))
+            .filter(|(key, _)| cursor.is_none_or(|after| key.as_str() > after))
+            .map(|(key, _)| key)
+            .collect();
+        keys.sort_unstable();
+        let limit = limit.max(1);
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let entries: Vec<(String, Record)> = keys
+            .into_iter()
+            .filter_map(|key| {
+                map.get(key)
+                    .map(|e| (key.clone(), Record::new(e.value.clone(), e.revision)))
+            })
+            .collect();
+        let cursor = if more {
+            entries.last().map(|(key, _)| key.clone())
+        } else {
+            None
+        };
+        Ok(Page { entries, cursor })
+    }
+
+    async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
+        let mut map = match self.lock() {
+            Ok(map) => map,
+            Err(_) => {
+                return writes
+                    .iter()
+                    .map(|_| Err(StoreError::backend("memory store mutex poisoned")))
+                    .collect();
+            }
+        };
+        let now = Instant::now();
+        // All or nothing: check every precondition first.
+        let all_met = writes.iter().all(|w| {
+            w.expect()
+                .is_met_by(Self::current_revision(&map, w.key(), now))
+        });
+        if !all_met {
+            return writes.iter().map(|_| Ok(Outcome::Conflict)).collect();
+        }
+        for write in writes {
+            match write {
+                Write::Put {
+                    key, value, ttl, ..
+                } => self.put(&mut map, key, value, *ttl, now),
+                Write::Delete { key, .. } => {
+                    map.remove(key);
+                }
+            }
+        }
+        writes.iter().map(|_| Ok(Outcome::Applied)).collect()
+    }
+}
+
+// Snapshot format: "MSSNAP1\n", the last revision (u64), the entry count (u64), then per
+// entry: key length (u32), key, value length (u32), value, revision (u64), expiry in unix
+// milliseconds (i64, -1 for none); last, an FNV-1a 64 checksum of everything before it.
+// All numbers little-endian.
+const MAGIC: &[u8] = b"MSSNAP1\n";
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn write_snapshot(path: &Path, map: &HashMap<String, Entry>) -> io::Result<()> {
+    let now_instant = Instant::now();
+    let now_wall = SystemTime::now();
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    let last_revision = map.values().map(|e| e.revision).max().unwrap_or(0);
+    out.extend_from_slice(&last_revision.to_le_bytes());
+    let live: Vec<(&String, &Entry)> = map.iter().filter(|(_, e)| e.live(now_instant)).collect();
+    out.extend_from_slice(&(live.len() as u64).to_le_bytes());
+    for (key, entry) in live {
+        let len =
+            |n: usize| u32::try_from(n).map_err(|_| io::Error::other("entry larger than 4 GiB"));
+        out.extend_from_slice(&len(key.len())?.to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&len(entry.value.len())?.to_le_bytes());
+        out.extend_from_slice(&entry.value);
+        out.extend_from_slice(&entry.revision.to_le_bytes());
+        let expires = entry.expires_at.map_or(-1i64, |at| {
+            let wall = now_wall + at.saturating_duration_since(now_instant);
+            wall.duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        });
+        out.extend_from_slice(&expires.to_le_bytes());
+    }
+    let checksum = fnv1a(&out);
+    out.extend_from_slice(&checksum.to_le_bytes());
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&out)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)
+}
+
+fn read_snapshot(path: &Path) -> Result<(HashMap<String, Entry>, u64), StoreError> {
+    let corrupt = |what: &str| {
+        StoreError::Corrupt(format!("memory store snapshot {}: {what}", path.display()))
+    };
+    let mut bytes = Vec::new();
+    match std::fs::File::open(path) {
+        Ok(mut file) => file
+            .read_to_end(&mut bytes)
+            .map_err(|e| StoreError::backend(format!("snapshot {}: {e}", path.display())))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((HashMap::new(), 0)),
+        Err(e) => {
+            return Err(StoreError::backend(format!(
+                "snapshot {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    if bytes.len() < MAGIC.len() + 24 || !bytes.starts_with(MAGIC) {
+        return Err(corrupt("not a multisession snapshot (bad header)"));
+    }
+    let (body, checksum) = bytes.split_at(bytes.len() - 8);
+    if fnv1a(body) != u64::from_le_bytes(checksum.try_into().map_err(|_| corrupt("truncated"))?) {
+        return Err(corrupt("checksum mismatch (truncated or damaged)"));
+    }
+    let mut rest = &body[MAGIC.len()..];
+    let mut take = |n: usize| -> Result<&[u8], StoreError> {
+        if rest.len() < n {
+            return Err(corrupt("truncated entry"));
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    let u64_of = |b: &[u8]| {
+        b.try_into()
+            .map(u64::from_le_bytes)
+            .map_err(|_| corrupt("bad number"))
+    };
+    let last_revision = u64_of(take(8)?)?;
+    let count = u64_of(take(8)?)?;
+    let now_instant = Instant::now();
+    let now_wall = SystemTime::now();
+    let mut map = HashMap::new();
+    for _ in 0..count {
+        let key_len =
+            u32::from_le_bytes(take(4)?.try_into().map_err(|_| corrupt("bad length"))?) as usize;
+        let key =
+            String::from_utf8(take(key_len)?.to_vec()).map_err(|_| corrupt("key is not UTF-8"))?;
+        let value_len =
+            u32::from_le_bytes(take(4)?.try_into().map_err(|_| corrupt("bad length"))?) as usize;
+        let value = take(value_len)?.to_vec();
+        let revision = u64_of(take(8)?)?;
+        let expires = i64::from_le_bytes(take(8)?.try_into().map_err(|_| corrupt("bad expiry"))?);
+        let expires_at = if expires < 0 {
+            None
+        } else {
+            let wall = UNIX_EPOCH + Duration::from_millis(expires as u64);
+            match wall.duration_since(now_wall) {
+                Ok(left) => Some(now_instant + left),
+                Err(_) => continue, // expired while the bot was down
+            }
+        };
+        map.insert(
+            key,
+            Entry {
+                value,
+                revision,
+                expires_at,
+            },
+        );
+    }
+    if !rest.is_empty() {
+        return Err(corrupt("trailing bytes"));
+    }
+    Ok((map, last_revision))
+}

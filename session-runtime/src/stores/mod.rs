@@ -1,0 +1,19 @@
+//! The stores that ship with multisession.
+
+mod counting;
+mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+pub use counting::{CountingStore, Counts};
+pub use memory::{MemoryOptions, MemoryStore};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresConfig, PostgresStore};
+#[cfg(feature = "redis")]
+pub use redis::{RedisConfig, RedisStore};
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteConfig, SqliteStore};

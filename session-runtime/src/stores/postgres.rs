@@ -1,0 +1,1027 @@
+//! PostgreSQL: sessions in one table, through a pool of async connections.
+//!
+//! Layout (created on first connect if missing, under an advisory lock so several
+//! processes may start at once):
+//!
+//! ```sql
+//! CREATE SEQUENCE "<table>_revision_seq";
+//! CREATE TABLE "<table>" (
+//!     key        BYTEA PRIMARY KEY,   -- BYTEA, not TEXT: keys may contain NUL
+//!     value      BYTEA NOT NULL,
+//!     revision   BIGINT NOT NULL,     -- nextval of the sequence: unique forever
+//!     expires_at TIMESTAMPTZ NULL     -- NULL: never expires
+//! );
+//! CREATE INDEX "<table>_expires_idx" ON "<table>" (expires_at) WHERE expires_at IS NOT NULL;
+//! ```
+//!
+//! Every statement is parameterized; the only text put into SQL is the table name, which
+//! is checked to be a plain identifier (optionally `schema.table`) and quoted.
+//! Expiry is computed and checked with the server's clock (`now()`), so processes with
+//! skewed clocks agree on it.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use futures_util::future::{join, join_all};
+use tokio_postgres::{
+    NoTls, Row, Statement,
+    error::{Severity, SqlState},
+};
+
+use crate::store::{Capabilities, Expect, Outcome, Page, Record, Store, StoreError, Write};
+
+/// TTLs are capped at this (100 years): longer ones are kept as "practically never".
+const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The first key of the advisory lock taken while creating the table ("mult").
+const DDL_LOCK_CLASS: i32 = 0x6d75_6c74;
+
+/// Options of a [`PostgresStore`].
+///
+/// ```
+/// use multisession::stores::PostgresConfig;
+/// use std::time::Duration;
+///
+/// let config = PostgresConfig::new()
+///     .table("bot.sessions")
+///     .pool_size(8)
+///     .connect_timeout(Duration::from_secs(3))
+///     .statement_timeout(Duration::from_secs(5));
+/// ```
+#[derive(Clone, Debug)]
+pub struct PostgresConfig {
+    table: String,
+    pool_size: usize,
+    connect_timeout: Duration,
+    statement_timeout: Duration,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            table: "multisession_sessions".to_owned(),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// The defaults: table `multisession_sessions`, 16 connections, 5 s connect timeout,
+    /// 10 s statement timeout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The table: a plain identifier (ASCII letters, digits and `_`, not starting with a
+    /// digit, at most 48 characters), optionally schema-qualified (`schema.table`; the
+    /// schema must exist). The name is quoted, so its case is kept. The revision sequence
+    /// is `<table>_revision_seq` and the expiry index `<table>_expires_idx`, in the same
+    /// schema. Anything else is rejected by [`PostgresStore::connect_with`].
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// The most connections the pool opens (at least 1).
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// How long to wait for a connection: the TCP/startup handshake of a new one, or a
+    /// free one from a busy pool. Past it an operation fails with
+    /// [`StoreError::Timeout`].
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one store operation may take once it has a connection (the server is also
+    /// told, as its `statement_timeout`, so it cancels what the client gave up on). Past
+    /// it the operation fails with [`StoreError::Timeout`].
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = timeout;
+        self
+    }
+}
+
+/// Sessions in a PostgreSQL table, through a pool of async connections. Cheap to clone;
+/// clones share the pool.
+///
+/// Built on `tokio-postgres` with a `deadpool-postgres` pool (plain TCP or Unix socket,
+/// no TLS). It has every capability:
+///
+/// - reads: one statement, one round trip; [`Store::read_many`] is one `key = ANY($1)`
+///   query, whatever the number of keys;
+/// - [`Store::apply`] (compare-and-set, rule S17): a single write is one conditional
+///   statement (`UPDATE … WHERE revision = $n`, `INSERT … ON CONFLICT DO UPDATE … WHERE
+///   expired`), one round trip; a batch is one transaction whose statements are pipelined
+///   (`BEGIN` and all writes in one round trip, then `COMMIT` or `ROLLBACK`), all of it
+///   or none. Two processes creating the same key at once get one
+///   [`Outcome::Applied`] and one [`Outcome::Conflict`], never a unique-violation error.
+///   Rows are written in key order, so concurrent batches cannot deadlock each other;
+/// - revisions come from a sequence: never reused, not even after a delete;
+/// - expiry is native: an `expires_at` column, expired rows read as missing, and
+///   [`PostgresStore::sweep_expired`] deletes them (run it on a schedule).
+///
+/// **Failures.** An unreachable server is a [`StoreError`] within the connect timeout,
+/// never a hang or a panic. The pool hands out only connections whose socket is open; a
+/// connection the server dropped (restart, `pg_terminate_backend`, network cut) is
+/// discarded and a new one opened on the next use, so the store recovers by itself once
+/// the server is back. A read that meets a connection dropped under it is retried once on
+/// another. A write that fails that way is not retried: it returns an error (its outcome
+/// is then unknown only if the connection died during `COMMIT`). An operation that times
+/// out, or whose future is dropped midway, closes its connection instead of returning it
+/// to the pool, so no half-done transaction is ever reused.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use multisession::{ChatContext, MultiSession, stores::PostgresStore};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+/// }
+///
+/// let store = PostgresStore::connect("postgres://bot@localhost/bot").await?;
+/// let sessions = Bot::builder().default_store(store.clone()).build();
+/// sessions
+///     .run(&ChatContext::new(42), async |s| {
+///         *s.count().await? += 1;
+///         Ok::<_, multisession::Error>(())
+///     })
+///     .await?;
+/// // From a scheduled task: drop expired sessions.
+/// store.sweep_expired().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    table: String,
+    sql: Sql,
+    connect_timeout: Duration,
+    statement_timeout: Duration,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("table", &self.inner.table)
+            .field("pool", &self.inner.pool.status())
+            .finish()
+    }
+}
+
+/// The statements, built once from the checked and quoted table name.
+struct Sql {
+    read: String,
+    read_many: String,
+    upsert: String,
+    insert_absent: String,
+    update_if: String,
+    delete: String,
+    delete_if: String,
+    exists: String,
+    list: String,
+    sweep: String,
+}
+
+impl Sql {
+    fn new(table: &str, sequence_literal: &str) -> Self {
+        const LIVE: &str = "(expires_at IS NULL OR expires_at > now())";
+        let expires = "now() + $3::bigint * interval '1 microsecond'";
+        let revision = format!("nextval({sequence_literal}::regclass)");
+        let insert = format!(
+            "INSERT INTO {table} AS cur (key, value, revision, expires_at) \
+             VALUES ($1, $2, {revision}, {expires}) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, \
+             revision = EXCLUDED.revision, expires_at = EXCLUDED.expires_at"
+        );
+        Sql {
+            read: format!("SELECT value, revision FROM {table} WHERE key = $1 AND {LIVE}"),
+            read_many: format!(
+                "SELECT key, value, revision FROM {table} WHERE key = ANY($1::bytea[]) AND {LIVE}"
+            ),
+            insert_absent: format!(
+                "{insert} WHERE cur.expires_at IS NOT NULL AND cur.expires_at <= now()"
+            ),
+            upsert: insert,
+            update_if: format!(
+                "UPDATE {table} SET value = $2, revision = {revision}, expires_at = {expires} \
+                 WHERE key = $1 AND revision = $4 AND {LIVE}"
+            ),
+            delete: format!("DELETE FROM {table} WHERE key = $1"),
+            delete_if: format!("DELETE FROM {table} WHERE key = $1 AND revision = $2 AND {LIVE}"),
+            exists: format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE key = $1 AND {LIVE})"),
+            list: format!(
+                "SELECT key, value, revision FROM {table} \
+                 WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2) \
+                 AND ($3::bytea IS NULL OR key > $3) AND {LIVE} \
+                 ORDER BY key LIMIT $4"
+            ),
+            sweep: format!("DELETE FROM {table} WHERE expires_at <= now()"),
+        }
+    }
+}
+
+/// The quoted names derived from a checked table name.
+struct Names {
+    /// `"schema"."table"` or `"table"`.
+    table: String,
+    /// `"schema"."table_revision_seq"`.
+    sequence: String,
+    /// `"table_expires_idx"` (an index lives in its table's schema).
+    index: String,
+}
+
+fn valid_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 48
+}
+
+/// Checks `name` (`table` or `schema.table`) and quotes it; `None` if it is not plain.
+fn table_names(name: &str) -> Option<Names> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let (schema, table) = match parts.as_slice() {
+        [table] => (None, *table),
+        [schema, table] => (Some(*schema), *table),
+        _ => return None,
+    };
+    if !valid_identifier(table) || !schema.is_none_or(valid_identifier) {
+        return None;
+    }
+    let qualify = |object: &str| match schema {
+        Some(schema) => format!("\"{schema}\".\"{object}\""),
+        None => format!("\"{object}\""),
+    };
+    Some(Names {
+        table: qualify(table),
+        sequence: qualify(&format!("{table}_revision_seq")),
+        index: format!("\"{table}_expires_idx\""),
+    })
+}
+
+/// A PostgreSQL error with its whole cause chain in the message (tokio-postgres' own
+/// `Display` says only "db error").
+#[derive(Debug)]
+struct PgError {
+    context: &'static str,
+    source: tokio_postgres::Error,
+}
+
+impl fmt::Display for PgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "postgres {}: {}", self.context, self.source)?;
+        let mut cause = std::error::Error::source(&self.source);
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PgError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Whether a failed batch left the data untouched for a reason a retry can fix: the
+/// runtime then re-reads and retries, as for any conflict.
+fn is_conflict(error: &tokio_postgres::Error) -> bool {
+    matches!(
+        error.code(),
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION
+            || *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::T_R_DEADLOCK_DETECTED
+    )
+}
+
+/// Whether `error` means the connection is gone (dropped by the server, a restart, a
+/// network failure), as opposed to a failed statement on a healthy connection.
+fn connection_lost(error: &StoreError) -> bool {
+    let StoreError::Backend(error) = error else {
+        return false;
+    };
+    let Some(PgError { source: error, .. }) = error.downcast_ref::<PgError>() else {
+        return false;
+    };
+    error.is_closed()
+        || std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>())
+        || error.as_db_error().is_some_and(|db| {
+            matches!(
+                db.parsed_severity(),
+                Some(Severity::Fatal | Severity::Panic)
+            ) || db.code().code().starts_with("08")
+                || db.code().code().starts_with("57P")
+        })
+}
+
+fn corrupt(what: impl fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("postgres: {what}"))
+}
+
+/// A copy of an error for each write of a failed batch (`StoreError` is not `Clone`).
+fn replicate(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Timeout(d) => StoreError::Timeout(*d),
+        StoreError::Corrupt(what) => StoreError::Corrupt(what.clone()),
+        StoreError::Unsupported(what) => StoreError::Unsupported(what),
+        other => StoreError::backend(other),
+    }
+}
+
+fn ttl_micros(ttl: Option<Duration>) -> Option<i64> {
+    ttl.map(|ttl| ttl.min(MAX_TTL).as_micros() as i64)
+}
+
+fn record(row: &Row, value: usize, revision: usize) -> Result<Record, StoreError> {
+    let bytes: Vec<u8> = row.try_get(value).map_err(corrupt)?;
+    let revision: i64 = row.try_get(revision).map_err(corrupt)?;
+    let revision =
+        u64::try_from(revision).map_err(|_| corrupt(format!("negative revision {revision}")))?;
+    Ok(Record::new(bytes, revision))
+}
+
+fn key_of(row: &Row) -> Result<String, StoreError> {
+    let bytes: Vec<u8> = row.try_get(0).map_err(corrupt)?;
+    String::from_utf8(bytes).map_err(|_| corrupt("a stored key is not UTF-8"))
+}
+
+/// The smallest byte string greater than every string starting with `prefix`
+/// (`None`: there is none, the range is open).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// A pooled connection for one operation. Unless the operation marks it reusable (it
+/// finished, outside any transaction), dropping it closes the connection instead of
+/// returning it to the pool: a timed-out or cancelled operation never leaves a
+/// half-done transaction or a running statement on a pooled connection.
+struct Conn {
+    object: Option<Object>,
+    reusable: bool,
+}
+
+impl Conn {
+    fn client(&self) -> &deadpool_postgres::Client {
+        // Only `Drop` takes the object out.
+        self.object.as_ref().expect("connection present until drop")
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if !self.reusable
+            && let Some(object) = self.object.take()
+        {
+            // Detached from the pool and dropped: the socket closes, and the server
+            // rolls back whatever was open.
+            drop(Object::take(object));
+        }
+    }
+}
+
+/// How one planned write is checked and done.
+enum Step<'a> {
+    Upsert(&'a [u8], Option<i64>),
+    InsertAbsent(&'a [u8], Option<i64>),
+    UpdateIf(&'a [u8], Option<i64>, i64),
+    Delete,
+    DeleteIf(i64),
+    CheckAbsent,
+}
+
+impl Step<'_> {
+    fn sql<'s>(&self, sql: &'s Sql) -> &'s str {
+        match self {
+            Step::Upsert(..) => &sql.upsert,
+            Step::InsertAbsent(..) => &sql.insert_absent,
+            Step::UpdateIf(..) => &sql.update_if,
+            Step::Delete => &sql.delete,
+            Step::DeleteIf(_) => &sql.delete_if,
+            Step::CheckAbsent => &sql.exists,
+        }
+    }
+
+    /// Runs the statement; `Ok(true)` if its precondition held.
+    async fn run(
+        &self,
+        client: &tokio_postgres::Client,
+        statement: &Statement,
+        key: &[u8],
+    ) -> Result<bool, tokio_postgres::Error> {
+        match self {
+            Step::Upsert(value, ttl) => client
+                .execute(statement, &[&key, value, ttl])
+                .await
+                .map(|_| true),
+            Step::InsertAbsent(value, ttl) => client
+                .execute(statement, &[&key, value, ttl])
+                .await
+                .map(|n| n == 1),
+            Step::UpdateIf(value, ttl, revision) => client
+                .execute(statement, &[&key, value, ttl, revision])
+                .await
+                .map(|n| n == 1),
+            Step::Delete => client.execute(statement, &[&key]).await.map(|_| true),
+            Step::DeleteIf(revision) => client
+                .execute(statement, &[&key, revision])
+                .await
+                .map(|n| n == 1),
+            Step::CheckAbsent => client
+                .query_one(statement, &[&key])
+                .await
+                .and_then(|row| row.try_get::<_, bool>(0))
+                .map(|exists| !exists),
+        }
+    }
+}
+
+/// The plan of a batch: one step per distinct key, in key order (so concurrent batches
+/// lock rows in one order and cannot deadlock). `None`: the batch cannot succeed.
+fn plan(writes: &[Write]) -> Option<Vec<(&str, Step<'_>)>> {
+    // Like the memory store: every precondition is checked against the state before the
+    // batch, then the writes are applied in order. For a key written twice, that means
+    // every expectation must hold at once, and the last write wins.
+    let mut by_key: BTreeMap<&str, (Expect, &Write)> = BTreeMap::new();
+    for write in writes {
+        let entry = by_key.entry(write.key()).or_insert((Expect::Any, write));
+        entry.0 = match (entry.0, write.expect()) {
+            (Expect::Any, e) | (e, Expect::Any) => e,
+            (a, b) if a == b => a,
+            _ => return None,
+        };
+        entry.1 = write;
+    }
+    let revision = |r: u64| i64::try_from(r).ok();
+    by_key
+        .into_iter()
+        .map(|(key, (expect, write))| {
+            let step = match (write, expect) {
+                (Write::Put { value, ttl, .. }, Expect::Any) => {
+                    Step::Upsert(value, ttl_micros(*ttl))
+                }
+                (Write::Put { value, ttl, .. }, Expect::Absent) => {
+                    Step::InsertAbsent(value, ttl_micros(*ttl))
+                }
+                (Write::Put { value, ttl, .. }, Expect::Revision(r)) => {
+                    Step::UpdateIf(value, ttl_micros(*ttl), revision(r)?)
+                }
+                (Write::Delete { .. }, Expect::Any) => Step::Delete,
+                (Write::Delete { .. }, Expect::Revision(r)) => Step::DeleteIf(revision(r)?),
+                // Nothing to delete if the precondition holds: only check it.
+                (Write::Delete { .. }, Expect::Absent) => Step::CheckAbsent,
+            };
+            Some((key, step))
+        })
+        .collect()
+}
+
+/// Runs a read-only `$body` (an expression that may use `.await` and `?`) with
+/// `$client` bound to a pooled connection, within the statement timeout; retried once on
+/// another connection if the first turns out to be closed (the server dropped it while it
+/// sat idle). A macro rather than a function taking an async closure, so the futures of
+/// the `Store` methods stay provably `Send`.
+macro_rules! read_op {
+    ($store:expr, |$client:ident| $body:expr) => {{
+        let store = $store;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut conn = store.conn().await?;
+            let result = store
+                .bounded(async {
+                    let $client = conn.client();
+                    $body
+                })
+                .await;
+            let lost = store.release(&mut conn, &result, false);
+            match result {
+                Err(_) if lost && tries < 2 => continue,
+                result => break result,
+            }
+        }
+    }};
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user:password@host:port/database`, or any form
+    /// `tokio-postgres` accepts) with the default options, and creates the table if
+    /// it is missing.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, PostgresConfig::default()).await
+    }
+
+    /// Connects to `url` with `config`, and creates the table if it is missing. Fails if
+    /// the table name is not a plain identifier, if the URL does not parse, or if the
+    /// server cannot be reached within the connect timeout.
+    pub async fn connect_with(url: &str, config: PostgresConfig) -> Result<Self, StoreError> {
+        let names = table_names(&config.table).ok_or_else(|| {
+            StoreError::backend(format!(
+                "invalid PostgreSQL table name {:?}: use letters, digits and `_` \
+                 (at most 48, not starting with a digit), optionally as `schema.table`",
+                config.table
+            ))
+        })?;
+        let mut pg: tokio_postgres::Config = url.parse().map_err(|e| {
+            StoreError::from_error(PgError {
+                context: "connection URL",
+                source: e,
+            })
+        })?;
+        pg.connect_timeout(config.connect_timeout);
+        if pg.get_application_name().is_none() {
+            pg.application_name("multisession");
+        }
+        // The server cancels statements the client has given up on.
+        let millis = config
+            .statement_timeout
+            .as_millis()
+            .clamp(1, i32::MAX as u128);
+        let options = match pg.get_options() {
+            Some(options) => format!("{options} -c statement_timeout={millis}"),
+            None => format!("-c statement_timeout={millis}"),
+        };
+        pg.options(&options);
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .build()
+            .map_err(StoreError::backend)?;
+        let sequence_literal = format!("'{}'", names.sequence);
+        let store = PostgresStore {
+            inner: Arc::new(Inner {
+                pool,
+                table: config.table.clone(),
+                sql: Sql::new(&names.table, &sequence_literal),
+                connect_timeout: config.connect_timeout,
+                statement_timeout: config.statement_timeout,
+            }),
+        };
+        store.create_table(&names).await?;
+        Ok(store)
+    }
+
+    /// The table name, as configured.
+    pub fn table(&self) -> &str {
+        &self.inner.table
+    }
+
+    /// The connection pool, to run your own SQL on the same connections (or to read its
+    /// [`status`](deadpool_postgres::Pool::status)).
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Deletes every expired row now; returns how many. Expired rows already read as
+    /// missing; this reclaims their space (run it on a schedule). Uses the index on
+    /// `expires_at`.
+    pub async fn sweep_expired(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        let result = self
+            .bounded(async {
+                let client = conn.client();
+                let statement = self.prepare(client, &self.inner.sql.sweep).await?;
+                client
+                    .execute(&statement, &[])
+                    .await
+                    .map_err(|e| self.pg("sweep", e))
+            })
+            .await;
+        self.release(&mut conn, &result, false);
+        result
+    }
+
+    async fn create_table(&self, names: &Names) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let tx_open = AtomicBool::new(false);
+        let result = self
+            .bounded(async {
+                let client = conn.client();
+                let exists = client
+                    .query_one(
+                        "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
+                        &[&names.table, &names.sequence],
+                    )
+                    .await
+                    .and_then(|row| row.try_get::<_, bool>(0))
+                    .map_err(|e| self.pg("checking the table", e))?;
+                if exists {
+                    return Ok(());
+                }
+                // One creator at a time (CREATE ... IF NOT EXISTS alone races on the
+                // catalog). The lock ends with the transaction.
+                let (table, sequence, index) = (&names.table, &names.sequence, &names.index);
+                let ddl = format!(
+                    "CREATE SEQUENCE IF NOT EXISTS {sequence};
+                     CREATE TABLE IF NOT EXISTS {table} (
+                         key BYTEA PRIMARY KEY,
+                         value BYTEA NOT NULL,
+                         revision BIGINT NOT NULL,
+                         expires_at TIMESTAMPTZ NULL
+                     );
+                     CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at)
+                         WHERE expires_at IS NOT NULL;"
+                );
+                let run = async {
+                    tx_open.store(true, Ordering::Relaxed);
+                    client.batch_execute("BEGIN").await?;
+                    client
+                        .execute(
+                            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                            &[&DDL_LOCK_CLASS, &names.table],
+                        )
+                        .await?;
+                    client.batch_execute(&ddl).await?;
+                    client.batch_execute("COMMIT").await
+                };
+                let outcome = run.await;
+                match outcome {
+                    Ok(()) => {
+                        tx_open.store(false, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // Leave no open transaction behind (if this fails too, the
+                        // connection is not reused: see `Conn`).
+                        client
+                            .batch_execute("ROLLBACK")
+                            .await
+                            .map_err(|e| self.pg("rolling back the table creation", e))?;
+                        tx_open.store(false, Ordering::Relaxed);
+                        Err(self.pg("creating the table", e))
+                    }
+                }
+            })
+            .await;
+        self.release(&mut conn, &result, tx_open.load(Ordering::Relaxed));
+        result
+    }
+
+    /// Decides whether `conn` goes back to the pool after an operation that ended with
+    /// `result`, leaving a transaction open or not; returns whether the connection was
+    /// lost. A lost connection usually means the server dropped them all (a restart), so
+    /// the idle ones are evicted too rather than failing one operation each.
+    fn release<T>(&self, conn: &mut Conn, result: &Result<T, StoreError>, tx_open: bool) -> bool {
+        let lost = conn.client().is_closed() || result.as_ref().err().is_some_and(connection_lost);
+        if lost {
+            self.inner.pool.retain(|_, _| false);
+        }
+        conn.reusable = !lost && !tx_open && !matches!(result, Err(StoreError::Timeout(_)));
+        lost
+    }
+
+    /// A connection from the pool, within the connect timeout.
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        let timeout = self.inner.connect_timeout;
+        match tokio::time::timeout(timeout, self.inner.pool.get()).await {
+            Err(_) => Err(StoreError::Timeout(timeout)),
+            Ok(Ok(object)) => Ok(Conn {
+                object: Some(object),
+                reusable: false,
+            }),
+            Ok(Err(PoolError::Backend(e))) => Err(StoreError::from_error(PgError {
+                context: "connect",
+                source: e,
+            })),
+            Ok(Err(PoolError::Timeout(_))) => Err(StoreError::Timeout(timeout)),
+            Ok(Err(e)) => Err(StoreError::backend(format!("postgres pool: {e}"))),
+        }
+    }
+
+    /// Runs `op` within the statement timeout.
+    async fn bounded<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let timeout = self.inner.statement_timeout;
+        tokio::time::timeout(timeout, op)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(timeout)))
+    }
+
+    fn pg(&self, context: &'static str, error: tokio_postgres::Error) -> StoreError {
+        if error.code() == Some(&SqlState::QUERY_CANCELED) {
+            return StoreError::Timeout(self.inner.statement_timeout);
+        }
+        StoreError::from_error(PgError {
+            context,
+            source: error,
+        })
+    }
+
+    /// A prepared statement, from the connection's cache after its first use there.
+    async fn prepare(
+        &self,
+        client: &deadpool_postgres::Client,
+        sql: &str,
+    ) -> Result<Statement, StoreError> {
+        client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.pg("prepare", e))
+    }
+
+    async fn apply_batch(&self, writes: &[Write]) -> Result<Outcome, StoreError> {
+        let Some(steps) = plan(writes) else {
+            return Ok(Outcome::Conflict);
+        };
+        let mut conn = self.conn().await?;
+        let transaction = steps.len() > 1;
+        let tx_open = AtomicBool::new(false);
+        let result = self
+            .bounded(async {
+                let client = conn.client();
+                // Prepared once per connection; after that, from the cache (no round trip).
+                let statements = join_all(
+                    steps
+                        .iter()
+                        .map(|(_, step)| self.prepare(client, step.sql(&self.inner.sql))),
+                )
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
+                let run_all = join_all(
+                    steps
+                        .iter()
+                        .zip(&statements)
+                        .map(|((key, step), statement)| {
+                            step.run(client, statement, key.as_bytes())
+                        }),
+                );
+                if !transaction {
+                    let met = run_all.await.pop().unwrap_or(Ok(false));
+                    return match met {
+                        Ok(true) => Ok(Outcome::Applied),
+                        Ok(false) => Ok(Outcome::Conflict),
+                        Err(e) if is_conflict(&e) => Ok(Outcome::Conflict),
+                        Err(e) => Err(self.pg("apply", e)),
+                    };
+                }
+                // Pipelined: BEGIN and every statement go out before the first answer
+                // comes back (requests are sent in the order their futures are first
+                // polled, and `join` polls BEGIN first).
+                tx_open.store(true, Ordering::Relaxed);
+                let (begun, results) = join(client.batch_execute("BEGIN"), run_all).await;
+                let mut all_met = true;
+                let mut errors: Vec<tokio_postgres::Error> = begun.err().into_iter().collect();
+                for result in results {
+                    match result {
+                        Ok(met) => all_met &= met,
+                        Err(e) => errors.push(e),
+                    }
+                }
+                // After a failed statement the rest only say "transaction aborted".
+                let failure = errors
+                    .iter()
+                    .position(|e| e.code() != Some(&SqlState::IN_FAILED_SQL_TRANSACTION))
+                    .or(if errors.is_empty() { None } else { Some(0) })
+                    .map(|i| errors.swap_remove(i));
+                if failure.is_some() || !all_met {
+                    client
+                        .batch_execute("ROLLBACK")
+                        .await
+                        .map_err(|e| self.pg("rollback", e))?;
+                    tx_open.store(false, Ordering::Relaxed);
+                    return match failure {
+                        Some(e) if is_conflict(&e) => Ok(Outcome::Conflict),
+                        Some(e) => Err(self.pg("apply", e)),
+                        None => Ok(Outcome::Conflict),
+                    };
+                }
+                let committed = client.batch_execute("COMMIT").await;
+                // An error answer to COMMIT ends the transaction too (rolled back); a lost
+                // connection leaves the outcome unknown, and the error says so.
+                tx_open.store(false, Ordering::Relaxed);
+                match committed {
+                    Ok(()) => Ok(Outcome::Applied),
+                    Err(e) if is_conflict(&e) => Ok(Outcome::Conflict),
+                    Err(e) => Err(self.pg("commit", e)),
+                }
+            })
+            .await;
+        // Reusable only if the transaction (if any) was closed: a ROLLBACK or COMMIT
+        // answered. A timeout or a failed ROLLBACK leaves it unknown, so the connection
+        // is closed instead (and the server rolls back).
+        self.release(&mut conn, &result, tx_open.load(Ordering::Relaxed));
+        result
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn name(&self) -> &str {
+        "postgres"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::FULL
+    }
+
+    fn instance(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        read_op!(self, |client| {
+            let statement = self.prepare(client, &self.inner.sql.read).await?;
+            let row = client
+                .query_opt(&statement, &[&key.as_bytes()])
+                .await
+                .map_err(|e| self.pg("read", e))?;
+            row.map(|row| record(&row, 0, 1)).transpose()
+        })
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let write = Write::Put {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            ttl,
+            expect: Expect::Any,
+        };
+        self.apply_batch(std::slice::from_ref(&write))
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let write = Write::Delete {
+            key: key.to_owned(),
+            expect: Expect::Any,
+        };
+        self.apply_batch(std::slice::from_ref(&write))
+            .await
+            .map(|_| ())
+    }
+
+    async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Record>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found = read_op!(self, |client| {
+            let statement = self.prepare(client, &self.inner.sql.read_many).await?;
+            let wanted: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+            let rows = client
+                .query(&statement, &[&wanted])
+                .await
+                .map_err(|e| self.pg("read_many", e))?;
+            let mut found = HashMap::with_capacity(rows.len());
+            for row in &rows {
+                let key: Vec<u8> = row.try_get(0).map_err(corrupt)?;
+                found.insert(key, record(row, 1, 2)?);
+            }
+            Ok(found)
+        })?;
+        Ok(keys
+            .iter()
+            .map(|key| found.get(key.as_bytes()).cloned())
+            .collect())
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let limit = limit.max(1);
+        let rows = read_op!(self, |client| {
+            let statement = self.prepare(client, &self.inner.sql.list).await?;
+            // A byte range, never a pattern: `%`, `_` and the like are plain bytes.
+            let end = prefix_end(prefix.as_bytes());
+            let after = cursor.map(str::as_bytes);
+            let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+            client
+                .query(&statement, &[&prefix.as_bytes(), &end, &after, &fetch])
+                .await
+                .map_err(|e| self.pg("list", e))
+        })?;
+        let more = rows.len() > limit;
+        let mut entries = Vec::with_capacity(rows.len().min(limit));
+        for row in rows.iter().take(limit) {
+            entries.push((key_of(row)?, record(row, 1, 2)?));
+        }
+        let cursor = if more {
+            entries.last().map(|(key, _)| key.clone())
+        } else {
+            None
+        };
+        Ok(Page { entries, cursor })
+    }
+
+    async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
+        if writes.is_empty() {
+            return Vec::new();
+        }
+        match self.apply_batch(writes).await {
+            Ok(outcome) => writes.iter().map(|_| Ok(outcome)).collect(),
+            Err(error) => {
+                let mut out: Vec<_> = writes[1..].iter().map(|_| Err(replicate(&error))).collect();
+                out.insert(0, Err(error));
+                out
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_checked_and_quoted() {
+        let names = table_names("multisession_sessions").unwrap();
+        assert_eq!(names.table, "\"multisession_sessions\"");
+        assert_eq!(names.sequence, "\"multisession_sessions_revision_seq\"");
+        let names = table_names("bot.Sessions2").unwrap();
+        assert_eq!(names.table, "\"bot\".\"Sessions2\"");
+        assert_eq!(names.sequence, "\"bot\".\"Sessions2_revision_seq\"");
+        assert_eq!(names.index, "\"Sessions2_expires_idx\"");
+        for bad in [
+            "",
+            "1abc",
+            "a b",
+            "a.b.c",
+            ".a",
+            "a.",
+            "x\"; DROP TABLE y; --",
+            "a'b",
+            "ünï",
+            &"x".repeat(49),
+        ] {
+            assert!(table_names(bad).is_none(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn prefix_ranges_cover_exactly_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+
+    #[test]
+    fn batches_merge_writes_to_one_key() {
+        let put = |key: &str, expect| Write::Put {
+            key: key.into(),
+            value: b"v".to_vec(),
+            ttl: None,
+            expect,
+        };
+        assert!(plan(&[put("a", Expect::Absent), put("a", Expect::Revision(1))]).is_none());
+        assert!(plan(&[put("a", Expect::Revision(u64::MAX))]).is_none());
+        let batch = [put("b", Expect::Any), put("a", Expect::Revision(3))];
+        let steps = plan(&batch).unwrap();
+        let keys: Vec<&str> = steps.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["a", "b"], "steps run in key order");
+        let batch = [
+            put("a", Expect::Absent),
+            Write::Delete {
+                key: "a".into(),
+                expect: Expect::Any,
+            },
+        ];
+        let steps = plan(&batch).unwrap();
+        assert!(matches!(steps.as_slice(), [("a", Step::CheckAbsent)]));
+    }
+}

@@ -1,0 +1,634 @@
+//! Redis: sessions as small hashes, compare-and-set in Lua, native expiry.
+//!
+//! Layout under the configured key prefix `P` (default `multisession:`):
+//!
+//! | Redis key    | type    | holds                                                    |
+//! |--------------|---------|----------------------------------------------------------|
+//! | `P` `s:` key | hash    | `v`: the value bytes, `r`: its revision; `PEXPIRE` = TTL |
+//! | `P` `rev`    | string  | the revision counter (`INCR`): revisions never repeat    |
+//! | `P` `idx`    | sorted set | every session key (score 0), for ordered listing      |
+//!
+//! Every write goes through one Lua script, so a batch (checks, then writes, revisions,
+//! expiry and index) is atomic and takes one round trip. Keys and values are passed as
+//! binary-safe arguments; nothing is ever interpolated into a command or a pattern.
+//!
+//! The script touches keys of one prefix only, which a Redis Cluster would spread over
+//! slots: the store is for a standalone server (or a primary with replicas, or a proxy
+//! that keeps one prefix on one shard). Wrap the prefix in braces (`{bot}:`) to pin every
+//! key of a store to one cluster slot.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use redis::{
+    Client, RedisError, Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+
+use crate::store::{Capabilities, Expect, Outcome, Page, Record, Store, StoreError, Write};
+
+/// Checks every precondition, then applies every write; all of the batch or none of it.
+///
+/// KEYS: counter, index, then one data key per write.
+/// ARGV: per write, five values: op (`P`/`D`), expect (`A` any, `N` absent, `R` revision),
+/// the expected revision, the value, the TTL in ms (`0`: none), then the plain key
+/// (for the index). Returns 1 when applied, 0 on a failed precondition.
+const APPLY_LUA: &str = r"
+local n = #KEYS - 2
+for i = 1, n do
+  local a = (i - 1) * 6
+  local expect = ARGV[a + 2]
+  if expect ~= 'A' then
+    local current = redis.call('HGET', KEYS[i + 2], 'r')
+    if expect == 'N' then
+      if current then return 0 end
+    elseif current ~= ARGV[a + 3] then
+      return 0
+    end
+  end
+end
+for i = 1, n do
+  local a = (i - 1) * 6
+  local key = KEYS[i + 2]
+  if ARGV[a + 1] == 'P' then
+    local revision = redis.call('INCR', KEYS[1])
+    redis.call('DEL', key)
+    redis.call('HSET', key, 'v', ARGV[a + 4], 'r', revision)
+    local ttl = tonumber(ARGV[a + 5])
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+    redis.call('ZADD', KEYS[2], 0, ARGV[a + 6])
+  else
+    redis.call('DEL', key)
+    redis.call('ZREM', KEYS[2], ARGV[a + 6])
+  end
+end
+return 1
+";
+
+/// Drops index entries whose session is gone (expired), checking each at the moment of
+/// removal so a key re-created meanwhile stays listed.
+///
+/// KEYS: index, then one data key per entry. ARGV: the plain keys. Returns the count removed.
+const PRUNE_LUA: &str = r"
+local removed = 0
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i - 1])
+  end
+end
+return removed
+";
+
+/// Options of a [`RedisStore`].
+///
+/// ```
+/// use multisession::stores::RedisConfig;
+/// use std::time::Duration;
+///
+/// let config = RedisConfig::new()
+///     .key_prefix("pizza-bot:")
+///     .connect_timeout(Duration::from_secs(2))
+///     .response_timeout(Duration::from_secs(1));
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    key_prefix: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    reconnect_attempts: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            key_prefix: "multisession:".to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(5),
+            reconnect_attempts: 3,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The defaults: prefix `multisession:`, 5 s connect and response timeouts, 3
+    /// reconnect attempts per outage before an operation fails.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The prefix of every Redis key the store uses, so several bots (or tests) can share
+    /// one database. Any bytes; two stores with the same prefix share their sessions.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// How long to wait for a connection (the first one, and each reconnect). Past it
+    /// the operation fails with [`StoreError::Timeout`] (or the connect fails).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one operation may wait for its reply. Past it it fails with
+    /// [`StoreError::Timeout`]; a write that timed out may still have been applied.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How many times to try reconnecting after the connection dropped, with jittered
+    /// exponential backoff from 100 ms, before operations fail (later operations try
+    /// again).
+    pub fn reconnect_attempts(mut self, attempts: usize) -> Self {
+        self.reconnect_attempts = attempts;
+        self
+    }
+}
+
+/// Sessions in Redis, on one multiplexed connection that reconnects by itself. Cheap to
+/// clone; clones share the connection.
+///
+/// It has every capability:
+///
+/// - [`Store::read`] is one `HMGET`; [`Store::read_many`] pipelines them: one round trip
+///   for any number of keys;
+/// - [`Store::apply`] (compare-and-set, rule S17) runs one Lua script: all preconditions
+///   are checked, then every write is applied, atomically and in one round trip;
+/// - revisions come from one `INCR` counter per prefix, so they never repeat, not even
+///   after a delete;
+/// - expiry is Redis' own (`PEXPIRE`); [`Store::list`] walks a sorted index of keys, in
+///   key order, each live key once. Expired keys leave entries in that index until a
+///   listing meets them or [`RedisStore::sweep_expired`] runs: with TTLs and no listing,
+///   run it on a schedule.
+///
+/// **Failures.** An unreachable server is a [`StoreError`] within the connect timeout,
+/// never a hang or a panic. When the connection drops, the operations in flight fail and
+/// the store reconnects in the background; it recovers by itself once the server is back.
+/// Nothing is retried behind your back: a write whose reply was lost (the connection
+/// dropped, or the response timeout passed) returns an error and may or may not have
+/// been applied — the runtime's compare-and-set then sees the truth on its next read.
+///
+/// The connection is driven by a task on the Tokio runtime that called
+/// [`connect`](RedisStore::connect): use the store on that runtime (a store kept after its
+/// runtime shut down fails every operation with a backend error).
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use multisession::{ChatContext, MultiSession, stores::{RedisConfig, RedisStore}};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+/// }
+///
+/// let config = RedisConfig::new().key_prefix("counter-bot:");
+/// let store = RedisStore::connect_with("redis://127.0.0.1:6379", config).await?;
+/// let sessions = Bot::builder().default_store(store).build();
+/// sessions
+///     .run(&ChatContext::new(42), async |s| {
+///         *s.count().await? += 1;
+///         Ok::<_, multisession::Error>(())
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    prefix: Vec<u8>,
+    counter: Vec<u8>,
+    index: Vec<u8>,
+    apply: Script,
+    prune: Script,
+    response_timeout: Duration,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("key_prefix", &String::from_utf8_lossy(&self.inner.prefix))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A Redis error with its context ("redis read: ...").
+#[derive(Debug)]
+struct RedisFailure {
+    context: &'static str,
+    source: RedisError,
+}
+
+impl fmt::Display for RedisFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "redis {}: {}", self.context, self.source)
+    }
+}
+
+impl std::error::Error for RedisFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+fn corrupt(what: impl fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("redis: {what}"))
+}
+
+/// A copy of an error for each write of a failed batch (`StoreError` is not `Clone`).
+fn replicate(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Timeout(d) => StoreError::Timeout(*d),
+        StoreError::Corrupt(what) => StoreError::Corrupt(what.clone()),
+        StoreError::Unsupported(what) => StoreError::Unsupported(what),
+        other => StoreError::backend(other),
+    }
+}
+
+/// The smallest byte string greater than every string starting with `prefix`
+/// (`None`: there is none, the range is open).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// A TTL in whole milliseconds, at least 1 (0 means "none" to the script).
+fn ttl_millis(ttl: Option<Duration>) -> u64 {
+    ttl.map_or(0, |ttl| {
+        u64::try_from(ttl.as_millis())
+            .unwrap_or(u64::MAX / 2)
+            .max(1)
+    })
+}
+
+/// What `HMGET key v r` returned, as a record.
+fn record(value: Option<Vec<u8>>, revision: Option<String>) -> Result<Option<Record>, StoreError> {
+    match (value, revision) {
+        (None, None) => Ok(None),
+        (Some(value), Some(revision)) => {
+            let revision = revision
+                .parse::<u64>()
+                .map_err(|_| corrupt(format!("revision {revision:?} is not a number")))?;
+            Ok(Some(Record::new(value, revision)))
+        }
+        (Some(_), None) => Err(corrupt("a session hash has no revision field `r`")),
+        (None, Some(_)) => Err(corrupt("a session hash has no value field `v`")),
+    }
+}
+
+impl RedisStore {
+    /// Connects with the default [`RedisConfig`]. `url` is a Redis URL:
+    /// `redis://[user:password@]host[:port][/db]` or `redis+unix:///path`.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, RedisConfig::default()).await
+    }
+
+    /// Connects with `config`; fails (within the connect timeout) if the server cannot be
+    /// reached.
+    pub async fn connect_with(url: &str, config: RedisConfig) -> Result<Self, StoreError> {
+        let client = Client::open(url).map_err(|source| {
+            StoreError::from_error(RedisFailure {
+                context: "url",
+                source,
+            })
+        })?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.response_timeout))
+            .set_number_of_retries(config.reconnect_attempts)
+            .set_max_delay(Duration::from_secs(2));
+        // The manager retries a first connect too; the whole of it is bounded here.
+        let budget = config.connect_timeout.saturating_mul(2);
+        let conn = tokio::time::timeout(
+            budget,
+            ConnectionManager::new_with_config(client, manager_config),
+        )
+        .await
+        .map_err(|_| StoreError::Timeout(budget))?
+        .map_err(|source| {
+            StoreError::from_error(RedisFailure {
+                context: "connect",
+                source,
+            })
+        })?;
+        let prefix = config.key_prefix.into_bytes();
+        let with = |suffix: &[u8]| [prefix.as_slice(), suffix].concat();
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                conn,
+                counter: with(b"rev"),
+                index: with(b"idx"),
+                prefix,
+                apply: Script::new(APPLY_LUA),
+                prune: Script::new(PRUNE_LUA),
+                response_timeout: config.response_timeout,
+            }),
+        })
+    }
+
+    /// The Redis key holding the session `key`.
+    fn data_key(&self, key: &[u8]) -> Vec<u8> {
+        [self.inner.prefix.as_slice(), b"s:", key].concat()
+    }
+
+    fn failure(&self, context: &'static str, source: RedisError) -> StoreError {
+        if source.is_timeout() {
+            StoreError::Timeout(self.inner.response_timeout)
+        } else {
+            StoreError::from_error(RedisFailure { context, source })
+        }
+    }
+
+    /// Reads several keys in one pipelined round trip.
+    async fn hmget_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Record>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("HMGET").arg(self.data_key(key)).arg("v").arg("r");
+        }
+        let mut conn = self.inner.conn.clone();
+        let rows: Vec<(Option<Vec<u8>>, Option<String>)> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.failure("read", e))?;
+        if rows.len() != keys.len() {
+            return Err(corrupt(format!(
+                "{} replies to {} reads",
+                rows.len(),
+                keys.len()
+            )));
+        }
+        rows.into_iter().map(|(v, r)| record(v, r)).collect()
+    }
+
+    /// Runs the apply script on `writes`; `Ok(true)` if applied, `Ok(false)` on a
+    /// failed precondition.
+    async fn run_apply(&self, writes: &[Write]) -> Result<bool, StoreError> {
+        let mut invocation = self.inner.apply.prepare_invoke();
+        invocation.key(&self.inner.counter).key(&self.inner.index);
+        for write in writes {
+            invocation.key(self.data_key(write.key().as_bytes()));
+        }
+        for write in writes {
+            let (op, value, ttl): (&str, &[u8], u64) = match write {
+                Write::Put { value, ttl, .. } => ("P", value, ttl_millis(*ttl)),
+                Write::Delete { .. } => ("D", b"", 0),
+            };
+            let (expect, revision) = match write.expect() {
+                Expect::Any => ("A", 0),
+                Expect::Absent => ("N", 0),
+                Expect::Revision(revision) => ("R", revision),
+            };
+            invocation
+                .arg(op)
+                .arg(expect)
+                .arg(revision.to_string())
+                .arg(value)
+                .arg(ttl)
+                .arg(write.key().as_bytes());
+        }
+        let mut conn = self.inner.conn.clone();
+        let applied: i64 = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.failure("write", e))?;
+        Ok(applied == 1)
+    }
+
+    /// Removes from the listing index the keys among `keys` whose session is gone.
+    async fn prune(&self, keys: &[Vec<u8>]) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut invocation = self.inner.prune.prepare_invoke();
+        invocation.key(&self.inner.index);
+        for key in keys {
+            invocation.key(self.data_key(key));
+        }
+        for key in keys {
+            invocation.arg(key.as_slice());
+        }
+        let mut conn = self.inner.conn.clone();
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.failure("prune index", e))
+    }
+
+    /// One page of index entries from `start` (exclusive if `after`) below `end`.
+    async fn index_page(
+        &self,
+        start: &[u8],
+        after: bool,
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let min = [if after { b"(" } else { b"[" }, start].concat();
+        let max = match end {
+            Some(end) => [b"(".as_slice(), end].concat(),
+            None => b"+".to_vec(),
+        };
+        let mut conn = self.inner.conn.clone();
+        redis::cmd("ZRANGEBYLEX")
+            .arg(&self.inner.index)
+            .arg(min)
+            .arg(max)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.failure("list", e))
+    }
+
+    /// Drops the listing-index entries of sessions that expired; returns how many. Reads
+    /// never see expired sessions (Redis removes them by itself): this only keeps the
+    /// index from growing when TTLs are used and nothing lists. Safe to run while the
+    /// bot runs, from any number of processes.
+    pub async fn sweep_expired(&self) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        let mut start: Vec<u8> = Vec::new();
+        let mut after = false;
+        loop {
+            let page = self.index_page(&start, after, None, 500).await?;
+            removed += self.prune(&page).await?;
+            match page.last() {
+                Some(last) if page.len() == 500 => {
+                    start = last.clone();
+                    after = true;
+                }
+                _ => return Ok(removed),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::FULL
+    }
+
+    fn instance(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        let mut conn = self.inner.conn.clone();
+        let (value, revision): (Option<Vec<u8>>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.data_key(key.as_bytes()))
+            .arg("v")
+            .arg("r")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.failure("read", e))?;
+        record(value, revision)
+    }
+
+    async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Record>>, StoreError> {
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        self.hmget_many(&keys).await
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let write = Write::Put {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            ttl,
+            expect: Expect::Any,
+        };
+        match self.run_apply(std::slice::from_ref(&write)).await? {
+            true => Ok(()),
+            false => Err(corrupt("an unconditional write reported a conflict")),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let write = Write::Delete {
+            key: key.to_owned(),
+            expect: Expect::Any,
+        };
+        match self.run_apply(std::slice::from_ref(&write)).await? {
+            true => Ok(()),
+            false => Err(corrupt("an unconditional delete reported a conflict")),
+        }
+    }
+
+    async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
+        if writes.is_empty() {
+            return Vec::new();
+        }
+        match self.run_apply(writes).await {
+            Ok(applied) => {
+                let outcome = if applied {
+                    Outcome::Applied
+                } else {
+                    Outcome::Conflict
+                };
+                writes.iter().map(|_| Ok(outcome)).collect()
+            }
+            Err(error) => writes.iter().map(|_| Err(replicate(&error))).collect(),
+        }
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let limit = limit.max(1);
+        let prefix = prefix.as_bytes();
+        let (start, after) = match cursor {
+            Some(cursor) if cursor.as_bytes() >= prefix => (cursor.as_bytes(), true),
+            _ => (prefix, false),
+        };
+        let end = prefix_end(prefix);
+        let keys = self.index_page(start, after, end.as_deref(), limit).await?;
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let records = self.hmget_many(&refs).await?;
+        let mut entries = Vec::with_capacity(keys.len());
+        let mut gone = Vec::new();
+        for (key, record) in keys.iter().zip(records) {
+            match record {
+                Some(record) => {
+                    let key = String::from_utf8(key.clone())
+                        .map_err(|_| corrupt("a listed key is not UTF-8"))?;
+                    entries.push((key, record));
+                }
+                None => gone.push(key.clone()),
+            }
+        }
+        // Expired sessions leave their index entry behind; drop it while we are here.
+        // A failure to do so does not fail the listing.
+        if let Err(error) = self.prune(&gone).await {
+            tracing::debug!(%error, "redis: could not prune expired index entries");
+        }
+        let cursor = match keys.last() {
+            Some(last) if keys.len() == limit => Some(
+                String::from_utf8(last.clone())
+                    .map_err(|_| corrupt("a listed key is not UTF-8"))?,
+            ),
+            _ => None,
+        };
+        Ok(Page { entries, cursor })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_next_string() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+
+    #[test]
+    fn ttls_round_up_to_a_millisecond() {
+        assert_eq!(ttl_millis(None), 0);
+        assert_eq!(ttl_millis(Some(Duration::from_micros(10))), 1);
+        assert_eq!(ttl_millis(Some(Duration::from_secs(2))), 2000);
+    }
+
+    #[test]
+    fn half_written_hashes_are_corrupt_not_missing() {
+        assert!(record(None, None).unwrap().is_none());
+        assert!(matches!(
+            record(Some(b"x".to_vec()), None),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            record(Some(b"x".to_vec()), Some("x1".into())),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert_eq!(
+            record(Some(b"x".to_vec()), Some("7".into())).unwrap(),
+            Some(Record::new(b"x".to_vec(), 7))
+        );
+    }
+}

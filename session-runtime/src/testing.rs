@@ -1,0 +1,719 @@
+//! The store conformance suite, for the stores that ship and for yours.
+//!
+//! Every store in this project runs the same cases through [`conformance_tests!`]. To run
+//! them on your own store, enable the `testing` feature in your dev-dependencies and write:
+//!
+//! ```no_run
+//! use multisession::{store::StoreRef, stores::MemoryStore};
+//!
+//! async fn make_store() -> Option<StoreRef> {
+//!     // `None` skips the case (say, when a server is not running); see `service_unavailable`.
+//!     Some(StoreRef::new(MemoryStore::new()))
+//! }
+//!
+//! multisession::conformance_tests!(make_store);
+//! # fn main() {}
+//! ```
+//!
+//! Each case gets a fresh store from the factory and a unique key namespace, and removes
+//! the keys it wrote. The cases panic with a message naming what the store got wrong.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use crate::store::{Expect, Outcome, Record, Store, StoreRef, Write};
+
+/// Runs one async case on a fresh multi-threaded runtime (so the macro needs no tokio
+/// attribute in the caller's crate).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the conformance suite")
+        .block_on(future)
+}
+
+/// A namespace no other test uses: `ms-test-{pid}-{time}-{n}:`.
+pub fn unique_namespace() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "ms-test-{}-{nanos}-{}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Whether tests must fail rather than skip when a service is missing
+/// (`MULTISESSION_REQUIRE_SERVICES=1`, which CI sets).
+pub fn services_required() -> bool {
+    std::env::var("MULTISESSION_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// Call when a test's server cannot be reached: prints a visible skip message and returns
+/// `None`, or panics when [`services_required`].
+pub fn service_unavailable<T>(
+    service: &str,
+    url: &str,
+    error: impl std::fmt::Display,
+) -> Option<T> {
+    if services_required() {
+        panic!(
+            "{service} at {url} is required (MULTISESSION_REQUIRE_SERVICES=1) but unavailable: {error}"
+        );
+    }
+    eprintln!(
+        "SKIPPED: {service} at {url} is unavailable ({error}); set MULTISESSION_REQUIRE_SERVICES=1 to fail instead"
+    );
+    None
+}
+
+/// Runs `case` on a store from `make` in a fresh namespace; skips if `make` gives none.
+pub fn run_case<M, MF, C, CF>(name: &str, make: M, case: C)
+where
+    M: FnOnce() -> MF,
+    MF: Future<Output = Option<StoreRef>>,
+    C: FnOnce(StoreRef, String) -> CF,
+    CF: Future<Output = ()>,
+{
+    block_on(async move {
+        let Some(store) = make().await else {
+            eprintln!("SKIPPED conformance case {name}: no store");
+            return;
+        };
+        case(store, unique_namespace()).await;
+    });
+}
+
+/// Generates one `#[test]` per conformance case for the store factory `$make`
+/// (an `async fn() -> Option<StoreRef>`, or a closure returning such a future).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases $make;
+            missing_keys_read_as_none,
+            arbitrary_bytes_round_trip,
+            awkward_keys_are_opaque,
+            deleting_a_missing_key_is_fine,
+            batch_reads_keep_order_duplicates_and_misses,
+            overwrites_replace_the_value,
+            conditional_writes_compare_and_set,
+            revisions_never_repeat_after_delete,
+            failed_batches_apply_nothing,
+            concurrent_read_modify_write_loses_nothing,
+            listing_pages_through_exactly_one_prefix,
+            expired_values_read_as_missing,
+            concurrent_creates_of_one_key_have_one_winner,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::testing::run_case(stringify!($case), $make, |store, ns| async move {
+                    $crate::testing::cases::$case(&store, &ns).await
+                });
+            }
+        )*
+    };
+}
+
+/// The cases, one async function each. Each removes the keys it wrote.
+pub mod cases {
+    use super::*;
+
+    async fn cleanup(store: &dyn Store, keys: &[String]) {
+        for key in keys {
+            let _ = store.delete(key).await;
+        }
+    }
+
+    fn value(record: Option<Record>) -> Option<Vec<u8>> {
+        record.map(|r| r.value)
+    }
+
+    /// Reading keys that were never written gives `None`, alone and in a batch.
+    pub async fn missing_keys_read_as_none(store: &StoreRef, ns: &str) {
+        let store = store.as_dyn();
+        let key = format!("{ns}never-written");
+        assert_eq!(store.read(&key).await.expect("read of a missing key"), None);
+        let batch = store
+            .read_many(&[&key, &format!("{ns}other")])
+            .await
+            .expect("batch read");
+        assert_eq!(batch, vec![None, None], "batch read of missing keys");
+        assert_eq!(
+            store.read_many(&[]).await.expect("empty batch read"),
+            vec![]
+        );
+    }
+
+    /// Empty values, NUL bytes, invalid UTF-8 and 1 MiB survive a round trip.
+    pub async fn arbitrary_bytes_round_trip(store: &StoreRef, ns: &str) {
+        let store = store.as_dyn();
+        let mut big = vec![0u8; 1 << 20];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for byte in &mut big {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *byte = x as u8;
+        }
+        let values: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", vec![]),
+            ("nul", vec![0]),
+            ("nuls", vec![0, 0, 1, 0]),
+            ("invalid-utf8", vec![0xff, 0xfe, 0xc3, 0x28]),
+            ("text", "ünïcødé ✓".as_bytes().to_vec()),
+            ("1mib", big),
+        ];
+        let mut keys = Vec::new();
+        for (name, bytes) in &values {
+            let key = format!("{ns}{name}");
+            store
+                .write(&key, bytes, None)
+                .await
+                .unwrap_or_else(|e| panic!("write {name}: {e}"));
+            keys.push(key);
+        }
+        for ((name, bytes), key) in values.iter().zip(&keys) {
+            let got = value(
+                store
+                    .read(key)
+                    .await
+                    .unwrap_or_else(|e| panic!("read {name}: {e}")),
+            );
+            assert_eq!(
+                got.as_ref().map(Vec::len),
+                Some(bytes.len()),
+                "length of {name}"
+            );
+            assert!(
+                got.as_deref() == Some(&bytes[..]),
+                "bytes of {name} changed in a round trip"
+            );
+        }
+        cleanup(store, &keys).await;
+    }
+
+    /// Keys with spaces, quotes, wildcards, unicode and SQL/Redis metacharacters are
+    /// stored as they are, and never match each other.
+    pub async fn awkward_keys_are_opaque(store: &StoreRef, ns: &str) {
+        let store = store.as_dyn();
+        let suffixes = [
+            "plain",
+            "with space",
+            "quote'single",
+            "quote\"double",
+            "percent%",
+            "%",
+            "_",
+            "colon:colon",
+            "*",
+            "star*",
+            "?",
+            "[ab]",
+            "{tag}",
+            "back\\slash",
+            "new\nline",
+            "tab\t",
+            "nul\u{0}byte",
+            "ünïcødé-键-🍕",
+            "'; DROP TABLE sessions; --",
+            "\" OR 1=1 --",
+            "$1",
+            "EVAL",
+            "\r\n*1\r\n$4\r\nPING\r\n",
+        ];
+        let keys: Vec<String> = suffixes.iter().map(|s| format!("{ns}{s}")).collect();
+        for (i, key) in keys.iter().enumerate() {
+            store
+                .write(key, i.to_string().as_bytes(), None)
+                .await
+                .unwrap_or_else(|e| panic!("write key {key:?}: {e}"));
+        }
+        for (i, key) in keys.iter().enumerate() {
+            let got = value(
+                store
+                    .read(key)
+                    .await
+                    .unwrap_or_else(|e| panic!("read key {key:?}: {e}")),
+            );
+            assert_eq!(
+                got,
+                Some(i.to_string().into_bytes()),
+                "key {key:?} read another key's value"
+            );
+        }
+        // Wildcards never match: "star*" must not see "star", "%" must not see "percent%".
+        for probe in ["star", "percent", "quote", "new", "ünïcødé", "nul"] {
+            let key = format!("{ns}{probe}");
+            assert_eq!(
+                store.read(&key).await.expect("read"),
+                None,
+                "{key:?} matched another key"
+            );
+        }
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let batch = store
+            .read_many(&refs)
+            .await
+            .expect("batch read of awkward keys");
+        for (i, got) in batch.into_iter().enumerate() {
+            assert_eq!(
+                value(got),
+                Some(i.to_string().into_bytes()),
+                "batch read of {:?}",
+                keys[i]
+            );
+        }
+        cleanup(store, &keys).await;
+    }
+
+    /// Deleting a key that does not exist succeeds, twice.
+    pub async fn deleting_a_missing_key_is_fine(store: &StoreRef, ns: &str) {
+        let store = store.as_dyn();
+        let key = format!("{ns}missing");
+        store.delete(&key).await.expect("delete of a missing key");
+        store
+            .delete(&key)
+            .await
+            .expect("second delete of a missing key");
+        store.write(&key, b"x", None).await.expect("write");
+        store.delete(&key).await.expect("delete");
+        assert_eq!(
+            store.read(&key).await.expect("read"),
+            None,
+            "deleted key still reads"
+        );
+    }
+
+    /// A batch read returns one entry per key, in order, duplicates included.
+    pub async fn batch_reads_keep_order_duplicates_and_misses(store: &StoreRef, ns: &str) {
+        let store = store.as_dyn();
+        let (a, b, missing) = (format!("{ns}a"), format!("{ns}b"), format!("{ns}missing"));
+        store.write(&a, b"A", None).await.expect("write a");
+        store.write(&b, b"B", None).await.expect("write b");
+        let batch = store
+            .read_many(&[&b, &missing, &a, &b, &missing])
+            .await
+            .expect("batch");
+        let got: Vec<Option<Vec<u8>>> = batch.into_iter().map(value).collect();
+        assert_eq!(
+            got,
+            vec![
+                Some(b"B".to_vec()),
+                None,
+                Some(b"A".to_vec()),
+                Some(b"B".to_vec()),
+                None
+            ],
+            "batch read order, duplicates or misses"
+        );
+        cleanup(store, &[a, b]).await;
+    }
+
+    /// A second write replaces the first; with conditional writes the revision changes.
+    pub async fn overwrites_replace_the_value(store: &StoreRef, ns: &str) {
+        let store = store.as_dyn();
+        let key = format!("{ns}k");
+        store.write(&key, b"one", None).await.expect("write");
+        let first = store.read(&key).await.expect("read").expect("value");
+        store.write(&key, b"two", None).await.expect("overwrite");
+        let second = store.read(&key).await.expect("read").expect("value");
+        assert_eq!(second.value, b"two");
+        if store.capabilities().conditional {
+            assert_ne!(
+                first.revision, second.revision,
+                "an overwrite must change the revision"
+            );
+        }
+        cleanup(store, &[key]).await;
+    }
+
+    fn put(key: &str, value: &[u8], expect: Expect) -> Write {
+        Write::Put {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            ttl: None,
+            expect,
+        }
+    }
+
+    async fn apply_one(store: &dyn Store, write: Write) -> Outcome {
+        let mut results = store.apply(std::slice::from_ref(&write)).await;
+        assert_eq!(results.len(), 1, "apply must return one result per write");
+        results
+            .pop()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("apply of {write:?} failed"))
+    }
+
+    /// `Expect::Absent` and `Expect::Revision` hold exactly when they should.
+    pub async fn conditional_writes_compare_and_set(store: &StoreRef, ns: &str) {
+        let store = store.as_dyn();
+        if !store.capabilities().conditional {
+            eprintln!(
+                "store `{}` has no conditional writes: case skipped",
+                store.name()
+            );
+            return;
+        }
+        let key = format!("{ns}cas");
+        assert_eq!(
+            apply_one(store, put(&key, b"1", Expect::Absent)).await,
+            Outcome::Applied,
+            "create if absent"
+        );
+        assert_eq!(
+            apply_one(store, put(&key, b"x", Expect::Absent)).await,
+            Outcome::Conflict,
+            "create over a value"
+        );
+        let one = store.read(&key).await.expect("read").expect("value");
+        assert_eq!(one.value, b"1", "a conflicting write changed the value");
+        let stale = one.revision;
+        assert_eq!(
+            apply_one(store, put(&key, b"2", Expect::Revision(stale))).await,
+            Outcome::Applied,
+            "update at the read revision"
+        );
+        let two = store.read(&key).await.expect("read").expect("value");
+        assert_eq!(two.value, b"2");
+        assert_ne!(two.revision, stale, "a write must change the revision");
+        assert_eq!(
+            apply_one(store, put(&key, b"x", Expect::Revision(stale))).await,
+            Outcome::Conflict,
+            "update at a stale revision"
+        );
+        let delete_stale = Write::Delete {
+            key: key.clone(),
+            expect: Expect::Revision(stale),
+        };
+        assert_eq!(
+            apply_one(store, delete_stale).await,
+            Outcome::Conflict,
+            "delete at a stale revision"
+        );
+        assert_eq!(
+            value(store.read(&key).await.expect("read")),
+            Some(b"2".to_vec())
+        );
+        assert_eq!(
+            apply_one(store, put(&key, b"3", Expect::Any)).await,
+            Outcome::Applied,
+            "unconditional write"
+        );
+        let three = store.read(&key).await.expect("read").expect("value");
+        let delete = Write::Delete {
+            key: key.clone(),
+            expect: Expect::Revision(three.revision),
+        };
+        assert_eq!(
+            apply_one(store, delete).await,
+            Outcome::Applied,
+            "delete at the read revision"
+        );
+        assert_eq!(store.read(&key).await.expect("read"), None);
+        let missing = format!("{ns}missing");
+        let update_missing = put(&missing, b"x", Expect::Revision(three.revision));
+        assert_eq!(
+            apply_one(store, update_missing).await,
+            Outcome::Conflict,
+            "update of a missing key"
+        );
+        assert_eq!(store.read(&missing).await.expect("read"), None);
+        cleanup(store, &[key, missing]).await;
+    }
+
+    /// A key deleted and written again never gets a revision a reader may still hold.
+    pub async fn revisions_never_repeat_after_delete(store: &StoreRef, ns: &str) {
+        let store = store.as_dyn();
+        if !store.capabilities().conditional {
+            return;
+        }
+        let key = format!("{ns}aba");
+        store.write(&key, b"a", None).await.expect("write");
+        let old = store
+            .read(&key)
+            .await
+            .expect("read")
+            .expect("value")
+            .revision;
+        store.delete(&key).await.expect("delete");
+        store.write(&key, b"a", None).await.expect("write again");
+        let outcome = apply_one(store, put(&key, b"b", Expect::Revision(old))).await;
+        assert_eq!(
+            outcome,
+            Outcome::Conflict,
+            "a revision from before a delete was accepted (ABA)"
+        );
+        cleanup(store, &[key]).await;
+    }
+
+    /// With atomic batches, one failed precondition means nothing of the batch is applied.
+    pub async fn failed_batches_apply_nothing(store: &StoreRef, ns: &str) {
+        let store = store.as_dyn();
+        let caps = store.capabilities();
+        if !(caps.conditional && caps.atomic_batch) {
+            return;
+        }
+        let (a, b) = (format!("{ns}a"), format!("{ns}b"));
+        store.write(&b, b"B", None).await.expect("write");
+        let batch = [put(&a, b"A", Expect::Absent), put(&b, b"X", Expect::Absent)];
+        let results = store.apply(&batch).await;
+        assert_eq!(results.len(), 2);
+        assert!(
+            results.iter().all(|r| matches!(r, Ok(Outcome::Conflict))),
+            "{results:?}"
+        );
+        assert_eq!(
+            store.read(&a).await.expect("read"),
+            None,
+            "half of a failed batch was applied"
+        );
+        assert_eq!(
+            value(store.read(&b).await.expect("read")),
+            Some(b"B".to_vec())
+        );
+        let batch = [
+            put(&a, b"A", Expect::Absent),
+            Write::Delete {
+                key: b.clone(),
+                expect: Expect::Any,
+            },
+        ];
+        let results = store.apply(&batch).await;
+        assert!(
+            results.iter().all(|r| matches!(r, Ok(Outcome::Applied))),
+            "{results:?}"
+        );
+        assert_eq!(
+            value(store.read(&a).await.expect("read")),
+            Some(b"A".to_vec())
+        );
+        assert_eq!(store.read(&b).await.expect("read"), None);
+        cleanup(store, &[a, b]).await;
+    }
+
+    /// [`Store::list`] pages through the keys under a prefix, each once, and never through
+    /// keys of a longer prefix or keys that only match as a pattern.
+    pub async fn listing_pages_through_exactly_one_prefix(store: &StoreRef, ns: &str) {
+        let store = store.as_dyn();
+        if !store.capabilities().listing {
+            let result = store.list(ns, None, 10).await;
+            assert!(
+                matches!(result, Err(crate::store::StoreError::Unsupported(_))),
+                "a store without `listing` must answer list() with Unsupported"
+            );
+            return;
+        }
+        let prefix = format!("{ns}p%_*?[a]:");
+        let mut mine: Vec<String> = (0..25).map(|i| format!("{prefix}{i:02}")).collect();
+        mine.push(prefix.clone()); // the prefix itself is a key under the prefix
+        mine.push(format!("{prefix}ünï*"));
+        let others = vec![
+            format!("{ns}p%_*?[a]"),   // shorter
+            format!("{ns}p%_*?[a];x"), // differs in the last prefix character
+            format!("{ns}pX_*?[a]:1"), // `%` is not a wildcard
+            format!("{ns}p%X*?[a]:1"), // `_` is not a wildcard
+            format!("{ns}p%_*?a:1"),   // `[a]` is not a character class
+        ];
+        for key in mine.iter().chain(&others) {
+            store
+                .write(key, b"v", None)
+                .await
+                .unwrap_or_else(|e| panic!("write {key:?}: {e}"));
+        }
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        for page_number in 0.. {
+            assert!(page_number < 100, "listing does not end");
+            let page = store
+                .list(&prefix, cursor.as_deref(), 10)
+                .await
+                .expect("list");
+            assert!(
+                page.entries.len() <= 20,
+                "a page of limit 10 returned {}",
+                page.entries.len()
+            );
+            for (key, record) in page.entries {
+                assert_eq!(record.value, b"v");
+                seen.push(key);
+            }
+            match page.cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        seen.sort();
+        let mut expected = mine.clone();
+        expected.sort();
+        assert_eq!(seen, expected, "listing returned wrong keys or duplicates");
+        cleanup(store, &mine).await;
+        cleanup(store, &others).await;
+    }
+
+    /// A value written with a TTL reads as missing once it passed, in every read path; a
+    /// write without TTL clears an earlier one; an expired key can be created again.
+    pub async fn expired_values_read_as_missing(store: &StoreRef, ns: &str) {
+        let store = store.as_dyn();
+        if !store.capabilities().native_ttl {
+            return;
+        }
+        let (short, cleared, long) = (
+            format!("{ns}short"),
+            format!("{ns}cleared"),
+            format!("{ns}long"),
+        );
+        let ttl = Some(std::time::Duration::from_millis(150));
+        store
+            .write(&short, b"v", ttl)
+            .await
+            .expect("write with ttl");
+        store
+            .write(&cleared, b"v", ttl)
+            .await
+            .expect("write with ttl");
+        store
+            .write(&cleared, b"w", None)
+            .await
+            .expect("write without ttl");
+        let batch = [Write::Put {
+            key: long.clone(),
+            value: b"v".to_vec(),
+            ttl: Some(std::time::Duration::from_secs(3600)),
+            expect: Expect::Any,
+        }];
+        assert!(matches!(
+            store.apply(&batch).await.as_slice(),
+            [Ok(Outcome::Applied)]
+        ));
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        assert_eq!(
+            store.read(&short).await.expect("read"),
+            None,
+            "an expired value still reads"
+        );
+        let batch = store
+            .read_many(&[&short, &cleared, &long])
+            .await
+            .expect("batch read");
+        assert!(
+            batch[0].is_none(),
+            "an expired value still reads in a batch"
+        );
+        assert_eq!(
+            batch[1].as_ref().map(|r| r.value.clone()),
+            Some(b"w".to_vec()),
+            "a write without TTL did not clear the TTL"
+        );
+        assert!(batch[2].is_some(), "a value expired before its TTL");
+        if store.capabilities().listing {
+            let page = store.list(ns, None, 100).await.expect("list");
+            assert!(
+                page.entries.iter().all(|(key, _)| *key != short),
+                "listing shows an expired value"
+            );
+        }
+        if store.capabilities().conditional {
+            let create = [Write::Put {
+                key: short.clone(),
+                value: b"new".to_vec(),
+                ttl: None,
+                expect: Expect::Absent,
+            }];
+            assert!(
+                matches!(
+                    store.apply(&create).await.as_slice(),
+                    [Ok(Outcome::Applied)]
+                ),
+                "an expired key must count as absent"
+            );
+        }
+        cleanup(store, &[short, cleared, long]).await;
+    }
+
+    /// Many tasks creating one absent key at once: exactly one wins, the others conflict
+    /// (never an error).
+    pub async fn concurrent_creates_of_one_key_have_one_winner(shared: &StoreRef, ns: &str) {
+        if !shared.as_dyn().capabilities().conditional {
+            return;
+        }
+        let key = Arc::new(format!("{ns}create"));
+        let tasks: Vec<_> = (0..16u8)
+            .map(|i| {
+                let (key, shared) = (key.clone(), shared.clone());
+                tokio::spawn(async move {
+                    let write = put(&key, &[i], Expect::Absent);
+                    apply_one(shared.as_dyn(), write).await
+                })
+            })
+            .collect();
+        let mut applied = 0;
+        for task in tasks {
+            if task.await.expect("a create task panicked") == Outcome::Applied {
+                applied += 1;
+            }
+        }
+        assert_eq!(applied, 1, "{applied} creates of one absent key succeeded");
+        let _ = shared.as_dyn().delete(&key).await;
+    }
+
+    /// 32 tasks × 10 increments of one counter with compare-and-set and retries end at
+    /// exactly 320.
+    pub async fn concurrent_read_modify_write_loses_nothing(shared: &StoreRef, ns: &str) {
+        if !shared.as_dyn().capabilities().conditional {
+            return;
+        }
+        let key = Arc::new(format!("{ns}counter"));
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let (key, shared) = (key.clone(), shared.clone());
+                tokio::spawn(async move {
+                    let store = shared.as_dyn();
+                    for _ in 0..10 {
+                        let mut attempts = 0u32;
+                        loop {
+                            attempts += 1;
+                            assert!(attempts < 10_000, "no progress on a contended key");
+                            let current = store.read(&key).await.expect("read");
+                            let (n, expect) = match &current {
+                                None => (0u64, Expect::Absent),
+                                Some(r) => (
+                                    std::str::from_utf8(&r.value)
+                                        .expect("utf8")
+                                        .parse::<u64>()
+                                        .expect("number"),
+                                    Expect::Revision(r.revision),
+                                ),
+                            };
+                            let write = put(&key, (n + 1).to_string().as_bytes(), expect);
+                            if apply_one(store, write).await == Outcome::Applied {
+                                break;
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("a read-modify-write task panicked");
+        }
+        let store = shared.as_dyn();
+        let end = value(store.read(&key).await.expect("read"));
+        assert_eq!(end, Some(b"320".to_vec()), "lost updates under concurrency");
+        let _ = store.delete(&key).await;
+    }
+}

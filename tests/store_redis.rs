@@ -1,0 +1,430 @@
+//! Redis store: the conformance suite, expiry and the index sweep, bad stored data,
+//! outages and recovery, and sessions on it across two connections.
+//!
+//! Needs a server: `MULTISESSION_REDIS_URL` (default `redis://127.0.0.1:6379`). Without
+//! one the tests skip visibly, or fail under `MULTISESSION_REQUIRE_SERVICES=1`. Every test
+//! uses its own key prefix and deletes what it wrote. The outage test starts a private
+//! `redis-server` on a free port (skipped, or failed under the same variable, if the binary
+//! is missing), so it never disturbs the shared server.
+#![cfg(feature = "redis")]
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use multisession::{
+    ChatContext, Config, MultiSession, OnConflict,
+    store::{Expect, Outcome, Store, StoreError, StoreRef, Write},
+    stores::{RedisConfig, RedisStore},
+    testing::{service_unavailable, services_required, unique_namespace},
+};
+
+fn url() -> String {
+    std::env::var("MULTISESSION_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+async fn store_at(url: &str, prefix: &str) -> Option<RedisStore> {
+    let config = RedisConfig::new()
+        .key_prefix(prefix)
+        .connect_timeout(Duration::from_secs(2));
+    match RedisStore::connect_with(url, config).await {
+        Ok(store) => Some(store),
+        Err(e) => service_unavailable("redis", url, e),
+    }
+}
+
+/// Removes every Redis key under `prefix` (data, counter, index).
+async fn drop_prefix(prefix: &str) {
+    let Ok(client) = redis::Client::open(url()) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let pattern = format!("{}*", glob_escape(prefix));
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    for key in keys {
+        let _: Result<(), _> = redis::cmd("DEL").arg(key).query_async(&mut conn).await;
+    }
+}
+
+fn glob_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+async fn raw(args: &[&[u8]]) -> redis::Value {
+    let client = redis::Client::open(url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query_async(&mut conn).await.unwrap()
+}
+
+fn put(key: &str, value: &[u8], ttl: Option<Duration>, expect: Expect) -> Write {
+    Write::Put {
+        key: key.to_owned(),
+        value: value.to_vec(),
+        ttl,
+        expect,
+    }
+}
+
+mod conformance {
+    use super::*;
+
+    /// One fixed prefix for every run: each case works under its own unique key
+    /// namespace and removes its keys, so the only thing left behind is the prefix's
+    /// revision counter (one key, shared by all runs; it must never go back).
+    async fn make() -> Option<StoreRef> {
+        store_at(&url(), "multisession-test:")
+            .await
+            .map(StoreRef::new)
+    }
+
+    multisession::conformance_tests!(make);
+}
+
+#[tokio::test]
+async fn s18_expired_values_read_as_missing_and_leave_the_index() {
+    let prefix = unique_namespace();
+    let Some(store) = store_at(&url(), &prefix).await else {
+        return;
+    };
+    let ttl = Some(Duration::from_millis(150));
+    store.write("short", b"v", ttl).await.unwrap();
+    let applied = store
+        .apply(&[put("batched", b"v", ttl, Expect::Absent)])
+        .await;
+    assert!(matches!(applied[..], [Ok(Outcome::Applied)]), "{applied:?}");
+    store.write("forever", b"v", None).await.unwrap();
+    // Redis holds the expiry itself: the data key has a PTTL.
+    let pttl = raw(&[b"PTTL", format!("{prefix}s:short").as_bytes()]).await;
+    assert!(
+        matches!(pttl, redis::Value::Int(ms) if ms > 0 && ms <= 150),
+        "{pttl:?}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(store.read("short").await.unwrap(), None);
+    let batch = store
+        .read_many(&["short", "forever", "batched"])
+        .await
+        .unwrap();
+    assert_eq!(
+        batch.iter().map(Option::is_some).collect::<Vec<_>>(),
+        [false, true, false]
+    );
+    // The two expired keys still sit in the index until swept.
+    assert_eq!(store.sweep_expired().await.unwrap(), 2);
+    assert_eq!(store.sweep_expired().await.unwrap(), 0);
+    let listed = store.list("", None, 10).await.unwrap();
+    let keys: Vec<_> = listed.entries.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["forever"]);
+    drop_prefix(&prefix).await;
+}
+
+#[tokio::test]
+async fn bad_stored_data_is_a_typed_error_not_a_panic() {
+    let prefix = unique_namespace();
+    let Some(store) = store_at(&url(), &prefix).await else {
+        return;
+    };
+    // A hash without a revision, a revision that is not a number, a key of another type.
+    let half = format!("{prefix}s:half");
+    let _ = raw(&[b"HSET", half.as_bytes(), b"v", b"x"]).await;
+    let bad = format!("{prefix}s:bad");
+    let _ = raw(&[b"HSET", bad.as_bytes(), b"v", b"x", b"r", b"seven"]).await;
+    let string = format!("{prefix}s:string");
+    let _ = raw(&[b"SET", string.as_bytes(), b"x"]).await;
+
+    for key in ["half", "bad"] {
+        match store.read(key).await {
+            Err(StoreError::Corrupt(what)) => eprintln!("{key}: {what}"),
+            other => panic!("{key}: expected Corrupt, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        store.read_many(&["half"]).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    match store.read("string").await {
+        Err(StoreError::Backend(e)) => assert!(e.to_string().contains("redis read"), "{e}"),
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+    // A failed script is an error per write, never a panic or a false "applied".
+    let results = store
+        .apply(&[put("string", b"v", None, Expect::Absent)])
+        .await;
+    assert!(results[0].is_err() || matches!(results[0], Ok(Outcome::Conflict)));
+    drop_prefix(&prefix).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_typed_error_not_a_hang() {
+    let config = RedisConfig::new()
+        .connect_timeout(Duration::from_millis(500))
+        .reconnect_attempts(1);
+    let started = Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(30),
+        RedisStore::connect_with("redis://127.0.0.1:1", config),
+    )
+    .await
+    .expect("connect hung past its timeout");
+    match result {
+        Err(StoreError::Backend(e)) => eprintln!("refused as expected: {e}"),
+        Err(StoreError::Timeout(d)) => eprintln!("timed out as expected after {d:?}"),
+        Err(other) => panic!("unexpected error kind: {other}"),
+        Ok(_) => panic!("connected to a closed port"),
+    }
+    eprintln!("failed after {:?}", started.elapsed());
+    assert!(RedisStore::connect("not a url").await.is_err());
+}
+
+/// A private `redis-server` on a free port, killed on drop.
+struct PrivateRedis {
+    child: Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> Option<Self> {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match child {
+            Ok(child) => Some(PrivateRedis { child, port }),
+            Err(e) => service_unavailable("redis-server binary", "PATH", e),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn ready(&self) {
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("private redis-server on {} did not start", self.port);
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[derive(MultiSession)]
+struct Counter {
+    hits: u64,
+}
+
+/// The server dies mid-run: operations fail with typed errors within their timeouts (no
+/// hang, no panic, no data invented), and once a server is back the same store works
+/// again without being rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_recovers_after_the_server_restarts() {
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        if services_required() {
+            panic!("redis-server is required for the outage test but not on PATH");
+        }
+        eprintln!("SKIPPED: redis-server not on PATH");
+        return;
+    }
+    let port = free_port();
+    let Some(server) = PrivateRedis::start(port) else {
+        return;
+    };
+    server.ready().await;
+    let config = RedisConfig::new()
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_secs(1))
+        .reconnect_attempts(1);
+    let store = RedisStore::connect_with(&server.url(), config)
+        .await
+        .expect("connect to the private server");
+    let sessions = Counter::builder().default_store(store.clone()).build();
+    let ctx = ChatContext::new(7);
+    sessions
+        .run(&ctx, async |s| {
+            *s.hits().await? += 1;
+            Ok::<_, multisession::Error>(())
+        })
+        .await
+        .unwrap();
+
+    server.stop();
+    let started = Instant::now();
+    let during = tokio::time::timeout(
+        Duration::from_secs(20),
+        sessions.run(&ctx, async |s| {
+            *s.hits().await? += 1;
+            Ok::<_, multisession::Error>(())
+        }),
+    )
+    .await
+    .expect("an operation on a dead server hung");
+    let error = during.expect_err("an update succeeded on a dead server");
+    let message = error.to_string();
+    eprintln!("during the outage ({:?}): {message}", started.elapsed());
+    assert!(
+        message.contains("redis"),
+        "the error names no store: {message}"
+    );
+    assert!(
+        store.read("anything").await.is_err(),
+        "a read on a dead server returned data"
+    );
+
+    // The server comes back (empty: it kept no data), on the same port.
+    let server = PrivateRedis::start(port).expect("restart");
+    server.ready().await;
+    let mut recovered = false;
+    for _ in 0..50 {
+        let result = sessions
+            .run(&ctx, async |s| {
+                *s.hits().await? += 1;
+                Ok::<_, multisession::Error>(())
+            })
+            .await;
+        if result.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        recovered,
+        "the store did not recover after the server came back"
+    );
+    assert_eq!(sessions.load(&ctx).await.unwrap().hits, 1);
+    server.stop();
+}
+
+/// Rule S17: two `Sessions` over two connections (as two processes), 8 tasks each, 25
+/// increments per task on one chat: exactly 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s17_two_connections_lose_no_update() {
+    let prefix = unique_namespace();
+    let (Some(store_a), Some(store_b)) = (
+        store_at(&url(), &prefix).await,
+        store_at(&url(), &prefix).await,
+    ) else {
+        return;
+    };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let chat = nanos as i64 % 1_000_000;
+    let config = Config::new().on_conflict(OnConflict::Retry { attempts: 1000 });
+    let a = Counter::builder()
+        .default_store(store_a)
+        .config(config.clone())
+        .build();
+    let b = Counter::builder()
+        .default_store(store_b)
+        .config(config)
+        .build();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let sessions = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    sessions
+                        .run(&ChatContext::new(chat), async |s| {
+                            *s.hits().await? += 1;
+                            Ok::<_, multisession::Error>(())
+                        })
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let total = b.load(&ChatContext::new(chat)).await.unwrap().hits;
+    let (sa, sb) = (a.stats(), b.stats());
+    eprintln!("conflicts: {} + {}", sa.conflicts, sb.conflicts);
+    drop_prefix(&prefix).await;
+    assert_eq!(total, 400, "updates were lost across two connections");
+}
+
+/// A batch is one script: one round trip, all or nothing, across keys.
+#[tokio::test]
+async fn batches_are_atomic_across_keys() {
+    let prefix = unique_namespace();
+    let Some(store) = store_at(&url(), &prefix).await else {
+        return;
+    };
+    store.write("a", b"1", None).await.unwrap();
+    let rev_a = store.read("a").await.unwrap().unwrap().revision;
+    // The second write's precondition fails: the first must not be applied either.
+    let results = store
+        .apply(&[
+            put("a", b"2", None, Expect::Revision(rev_a)),
+            put("b", b"2", None, Expect::Revision(12345)),
+        ])
+        .await;
+    assert!(
+        results.iter().all(|r| matches!(r, Ok(Outcome::Conflict))),
+        "{results:?}"
+    );
+    assert_eq!(store.read("a").await.unwrap().unwrap().value, b"1");
+    assert_eq!(store.read("b").await.unwrap(), None);
+    let results = store
+        .apply(&[
+            put("a", b"3", None, Expect::Revision(rev_a)),
+            put("b", b"3", None, Expect::Absent),
+        ])
+        .await;
+    assert!(
+        results.iter().all(|r| matches!(r, Ok(Outcome::Applied))),
+        "{results:?}"
+    );
+    drop_prefix(&prefix).await;
+}
