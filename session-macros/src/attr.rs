@@ -61,6 +61,11 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
                 .trim_start_matches(|c: char| c.is_ascii_alphabetic())
                 .len();
         let unit = &rest[..unit_len];
+        if unit.is_empty() && rest.starts_with(char::is_whitespace) {
+            return Err(format!(
+                "no space between a number and its unit: `{number}m`, not `{number} m`"
+            ));
+        }
         rest = &rest[unit_len..];
         let scale: u64 = match unit {
             "ms" => 1,

@@ -261,12 +261,15 @@ fn migrations(field: &Field<'_>, codec: &TokenStream, steps: &[syn::Expr]) -> To
             .zip(&names)
             .map(|(step, name)| quote_spanned!(step.span()=> let value = #name(value);));
         let first = &names[0];
+        // A last step that yields the wrong type is reported on that step.
+        let last = steps.last().map_or_else(proc_macro2::Span::call_site, |s| s.span());
+        let result = quote_spanned!(last=> let value: #target = value;);
         quote! {
             #version => {
                 #( #bindings )*
                 let value = ::multisession::__private::decode_input::<#codec, _, _>(#first, payload)?;
                 #( #calls )*
-                let value: #target = value;
+                #result
                 ::core::result::Result::Ok((#wrap(value), true))
             }
         }

@@ -1,0 +1,8 @@
+use multisession::MultiSession;
+
+#[derive(MultiSession)]
+struct Session<T> {
+    state: T,
+}
+
+fn main() {}

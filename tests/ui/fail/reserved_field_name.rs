@@ -1,0 +1,8 @@
+use multisession::MultiSession;
+
+#[derive(MultiSession)]
+struct Session {
+    config: u32,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use multisession::MultiSession;
+
+#[derive(MultiSession)]
+struct Session(u32, String);
+
+fn main() {}

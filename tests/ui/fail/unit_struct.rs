@@ -1,0 +1,6 @@
+use multisession::MultiSession;
+
+#[derive(MultiSession)]
+struct Session;
+
+fn main() {}
