@@ -229,3 +229,45 @@ pub fn container_attrs(cx: &mut Ctxt, attrs: &[Attribute]) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_parse_and_add_up() {
+        assert_eq!(parse_duration("500ms"), Ok(500));
+        assert_eq!(parse_duration("90s"), Ok(90_000));
+        assert_eq!(parse_duration("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration("2d"), Ok(172_800_000));
+        assert_eq!(parse_duration(" 30m "), Ok(1_800_000));
+    }
+
+    #[test]
+    fn bad_durations_say_why() {
+        assert!(parse_duration("").unwrap_err().contains("empty"));
+        assert!(parse_duration("30").unwrap_err().contains("needs a unit"));
+        assert!(parse_duration("30 m").unwrap_err().contains("no space"));
+        assert!(
+            parse_duration("2weeks")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(
+            parse_duration("m30")
+                .unwrap_err()
+                .contains("expected a number")
+        );
+        assert!(parse_duration("0s").unwrap_err().contains("zero"));
+        assert!(
+            parse_duration("99999999999999999999d")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(
+            parse_duration("9999999999999999d")
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
+}
