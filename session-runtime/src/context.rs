@@ -77,6 +77,17 @@ pub struct ChatContext {
 }
 
 impl ChatContext {
+    /// A copy of what any context reports: key functions see the same identifiers through
+    /// it as through `ctx`.
+    pub fn of(ctx: &dyn SessionContext) -> Self {
+        ChatContext {
+            chat: ctx.chat_id(),
+            user: ctx.user_id(),
+            thread: ctx.thread_id(),
+            migration: ctx.chat_migration(),
+        }
+    }
+
     /// A context in chat `chat` with no user.
     pub fn new(chat: i64) -> Self {
         Self {

@@ -13,7 +13,7 @@ use tokio::sync::OnceCell;
 
 use crate::{
     codec::{CodecError, DecodeFailure, with_version},
-    context::SessionContext,
+    context::{ChatContext, SessionContext},
     error::{Error, SaveError, SaveFailure},
     lock::{HeldKey, KeyLocks, UpdateLocks},
     session::{Config, OnDecodeError},
@@ -137,15 +137,19 @@ pub struct UpdateCtx {
     pub(crate) preheld: Mutex<Vec<Option<HeldKey>>>,
     /// Fragments that could not be locked without risking a deadlock, by index.
     pub(crate) contended: Mutex<Vec<(usize, &'static str)>>,
+    /// Whether `contended` is non-empty (checked on every update without locking).
+    any_contended: std::sync::atomic::AtomicBool,
 }
 
 impl UpdateCtx {
     pub(crate) fn new(config: Arc<Config>, counters: Arc<Counters>, fragments: usize) -> Self {
+        let _ = fragments; // `preheld` grows on first use: most updates never pre-take keys.
         Self {
             locks: Arc::default(),
             config,
             counters,
-            preheld: Mutex::new((0..fragments).map(|_| None).collect()),
+            preheld: Mutex::new(Vec::new()),
+            any_contended: std::sync::atomic::AtomicBool::new(false),
             contended: Mutex::default(),
         }
     }
@@ -157,17 +161,26 @@ impl UpdateCtx {
 
     pub(crate) fn put_preheld(&self, index: usize, held: HeldKey) {
         let mut preheld = self.preheld.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = preheld.get_mut(index) {
-            *slot = Some(held);
+        if preheld.len() <= index {
+            preheld.resize_with(index + 1, || None);
         }
+        preheld[index] = Some(held);
     }
 
     fn mark_contended(&self, index: usize, fragment: &'static str) {
         let mut contended = self.contended.lock().unwrap_or_else(|p| p.into_inner());
         contended.push((index, fragment));
+        self.any_contended
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     pub(crate) fn contended(&self) -> Vec<(usize, &'static str)> {
+        if !self
+            .any_contended
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Vec::new();
+        }
         self.contended
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -230,10 +243,14 @@ struct Slot<T> {
 pub struct Cell<T> {
     shared: Arc<FragmentShared<T>>,
     index: usize,
-    session_key: Option<String>,
-    storage_key: Option<String>,
+    /// The update's identifiers, for the key function (run on first need: an update that
+    /// never touches the fragment never formats its key).
+    ctx: ChatContext,
+    /// The session key and the storage key (`None`: no key for this update).
+    keys: std::sync::OnceLock<Option<(String, String)>>,
     update: Arc<UpdateCtx>,
-    slot: OnceCell<Slot<T>>,
+    /// Boxed: an untouched fragment costs a pointer, not its value's size, per update.
+    slot: OnceCell<Box<Slot<T>>>,
 }
 
 impl<T: Send + 'static> Cell<T> {
@@ -244,18 +261,35 @@ impl<T: Send + 'static> Cell<T> {
         ctx: &dyn SessionContext,
         update: &Arc<UpdateCtx>,
     ) -> Self {
-        let session_key = (shared.spec.key)(ctx);
-        let storage_key = session_key
-            .as_ref()
-            .map(|key| format!("{}{key}", shared.spec.prefix));
         Self {
             shared: shared.clone(),
             index,
-            session_key,
-            storage_key,
+            ctx: ChatContext::of(ctx),
+            keys: std::sync::OnceLock::new(),
             update: update.clone(),
             slot: OnceCell::new(),
         }
+    }
+
+    fn keys(&self) -> Option<&(String, String)> {
+        self.keys
+            .get_or_init(|| {
+                let session_key = (self.shared.spec.key)(&self.ctx)?;
+                let mut storage_key =
+                    String::with_capacity(self.shared.spec.prefix.len() + session_key.len());
+                storage_key.push_str(&self.shared.spec.prefix);
+                storage_key.push_str(&session_key);
+                Some((session_key, storage_key))
+            })
+            .as_ref()
+    }
+
+    fn session_key_str(&self) -> Option<&str> {
+        self.keys().map(|(session, _)| session.as_str())
+    }
+
+    fn storage_key_str(&self) -> Option<&str> {
+        self.keys().map(|(_, storage)| storage.as_str())
     }
 
     fn name(&self) -> &'static str {
@@ -263,7 +297,7 @@ impl<T: Send + 'static> Cell<T> {
     }
 
     fn key(&self) -> Result<&str, Error> {
-        self.storage_key.as_deref().ok_or(Error::NoKey {
+        self.storage_key_str().ok_or(Error::NoKey {
             fragment: self.name(),
         })
     }
@@ -338,17 +372,17 @@ impl<T: Send + 'static> Cell<T> {
         })
     }
 
-    fn slot_of(held: HeldKey, state: State<T>) -> Slot<T> {
-        Slot {
+    fn slot_of(held: HeldKey, state: State<T>) -> Box<Slot<T>> {
+        Box::new(Slot {
             _held: Some(held),
             state: tokio::sync::Mutex::new(state),
-        }
+        })
     }
 
-    async fn load(&self) -> Result<Slot<T>, Error> {
+    async fn load(&self) -> Result<Box<Slot<T>>, Error> {
         let key = self.key()?;
         let held = self.hold(key).await?;
-        let started = std::time::Instant::now();
+        let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
         let result = self
             .update
             .timed(self.shared.store.as_dyn().read(key))
@@ -372,7 +406,7 @@ impl<T: Send + 'static> Cell<T> {
                 key = %shown,
                 store = %self.shared.store_name,
                 found,
-                elapsed_us = started.elapsed().as_micros() as u64,
+                elapsed_us = started.map_or(0, |s| s.elapsed().as_micros() as u64),
                 "session fragment loaded"
             ),
             Err(error) => {
@@ -385,7 +419,10 @@ impl<T: Send + 'static> Cell<T> {
     }
 
     async fn slot(&self) -> Result<&Slot<T>, Error> {
-        self.slot.get_or_try_init(|| self.load()).await
+        self.slot
+            .get_or_try_init(|| self.load())
+            .await
+            .map(|slot| &**slot)
     }
 
     /// Initializes the cell without reading, from `make` (rules S8, S9); `false` if the
@@ -474,10 +511,10 @@ impl<T: Send + 'static> Cell<T> {
                         deleted: false,
                         orphan_change: true,
                     };
-                    let _ = self.slot.set(Slot {
+                    let _ = self.slot.set(Box::new(Slot {
                         _held: None,
                         state: tokio::sync::Mutex::new(state),
-                    });
+                    }));
                 }
             }
         }
@@ -518,7 +555,7 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
     }
 
     fn storage_key(&self) -> Option<&str> {
-        self.storage_key.as_deref()
+        self.storage_key_str()
     }
 
     fn store(&self) -> &StoreRef {
@@ -545,10 +582,10 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
         let key = self.key()?;
         let held = self.update.take_preheld(self.index);
         let state = self.state_from(key, record)?;
-        let _ = self.slot.set(Slot {
+        let _ = self.slot.set(Box::new(Slot {
             _held: held,
             state: tokio::sync::Mutex::new(state),
-        });
+        }));
         Ok(())
     }
 
@@ -559,7 +596,7 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
         let spec = &self.shared.spec;
         let failure = |error: SaveError| SaveFailure {
             fragment: spec.name,
-            key: self.storage_key.clone().unwrap_or_default(),
+            key: self.storage_key_str().unwrap_or_default().to_owned(),
             store: self.shared.store_name.clone(),
             error,
         };
@@ -572,7 +609,7 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
         if state.orphan_change {
             return Err(failure(SaveError::NoKey));
         }
-        let Some(key) = self.storage_key.clone() else {
+        let Some(key) = self.storage_key_str().map(str::to_owned) else {
             return Ok(None);
         };
         let is_none = spec.is_none.is_some_and(|is_none| is_none(&state.value));
@@ -652,17 +689,17 @@ impl<'a, T: Send + 'static> Fragment<'a, T> {
     /// The session key of this fragment for this update (without the namespace), like
     /// grammY's `ctx.sessionKey`; `None` if the fragment is unavailable.
     pub fn key(&self) -> Option<&'a str> {
-        self.cell.session_key.as_deref()
+        self.cell.session_key_str()
     }
 
     /// The full storage key (namespace and key).
     pub fn storage_key(&self) -> Option<&'a str> {
-        self.cell.storage_key.as_deref()
+        self.cell.storage_key_str()
     }
 
     /// Whether the fragment has a key for this update (rule S3).
     pub fn is_available(&self) -> bool {
-        self.cell.storage_key.is_some()
+        self.cell.storage_key_str().is_some()
     }
 
     /// The fragment's name (the field name).

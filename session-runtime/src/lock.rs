@@ -19,43 +19,75 @@ use tokio::sync::OwnedMutexGuard;
 
 type Slot = Arc<tokio::sync::Mutex<()>>;
 
+/// FNV-1a: the keys are ours (not attacker-chosen lookups into a long-lived table: a slot
+/// lives only while its key is held), and SipHash showed in profiles.
+#[derive(Clone, Copy, Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for byte in bytes {
+            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
+type FnvBuild = std::hash::BuildHasherDefault<Fnv>;
+
 /// The locks of one fragment, keyed by storage key.
 #[derive(Default)]
 #[doc(hidden)]
 pub struct KeyLocks {
-    map: Mutex<HashMap<String, Slot>>,
+    map: Mutex<HashMap<Arc<str>, Slot, FnvBuild>>,
 }
 
 /// A held key lock. Dropping it releases the key.
 pub(crate) struct KeyGuard {
     guard: Option<OwnedMutexGuard<()>>,
     locks: Arc<KeyLocks>,
-    key: String,
+    key: Arc<str>,
 }
 
 impl KeyLocks {
-    fn slot(&self, key: &str) -> Slot {
+    fn slot(&self, key: &str) -> (Arc<str>, Slot) {
         let mut map = self.map.lock().unwrap_or_else(|poison| poison.into_inner());
-        map.entry(key.to_owned()).or_default().clone()
+        if let Some((key, slot)) = map.get_key_value(key) {
+            return (key.clone(), slot.clone());
+        }
+        let key: Arc<str> = Arc::from(key);
+        let slot = Slot::default();
+        map.insert(key.clone(), slot.clone());
+        (key, slot)
     }
 
     /// Waits for `key`.
     pub(crate) async fn lock(self: &Arc<Self>, key: &str) -> KeyGuard {
-        let guard = self.slot(key).lock_owned().await;
+        let (key, slot) = self.slot(key);
+        let guard = slot.lock_owned().await;
         self.guard(guard, key)
     }
 
     /// Takes `key` if it is free.
     pub(crate) fn try_lock(self: &Arc<Self>, key: &str) -> Option<KeyGuard> {
-        let guard = self.slot(key).try_lock_owned().ok()?;
+        let (key, slot) = self.slot(key);
+        let guard = slot.try_lock_owned().ok()?;
         Some(self.guard(guard, key))
     }
 
-    fn guard(self: &Arc<Self>, guard: OwnedMutexGuard<()>, key: &str) -> KeyGuard {
+    fn guard(self: &Arc<Self>, guard: OwnedMutexGuard<()>, key: Arc<str>) -> KeyGuard {
         KeyGuard {
             guard: Some(guard),
             locks: self.clone(),
-            key: key.to_owned(),
+            key,
         }
     }
 
@@ -80,10 +112,10 @@ impl Drop for KeyGuard {
             .unwrap_or_else(|poison| poison.into_inner());
         // Only the map holds the slot now: nobody waits for it, so forget it.
         if map
-            .get(&self.key)
+            .get(&*self.key)
             .is_some_and(|slot| Arc::strong_count(slot) == 1)
         {
-            map.remove(&self.key);
+            map.remove(&*self.key);
         }
     }
 }

@@ -825,11 +825,11 @@ impl<S: MultiSession> Session<S> {
 
     async fn commit_attempt(self, attempt: u32) -> Result<(), CommitError> {
         let counters = self.inner.update.counters.clone();
-        let started = std::time::Instant::now();
+        let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
         let result = self.commit_inner(attempt).await;
         match &result {
             Ok(()) => tracing::debug!(
-                elapsed_us = started.elapsed().as_micros() as u64,
+                elapsed_us = started.map_or(0, |s| s.elapsed().as_micros() as u64),
                 "session committed"
             ),
             Err(CommitError::Retryable(error)) => {
@@ -851,10 +851,15 @@ impl<S: MultiSession> Session<S> {
         if let Some(&(_, fragment)) = self.inner.update.contended().first() {
             return Err(CommitError::Final(Error::MustRerun { fragment }));
         }
+        let cells = self.cells();
+        if !cells.iter().any(|cell| cell.is_loaded()) {
+            // Nothing touched (the common case: chatter): nothing to write.
+            return Ok(());
+        }
         let mut failures = Vec::new();
         type Planned<'a> = (StoreRef, Vec<(&'a dyn ErasedCell, Write)>);
         let mut groups: HashMap<usize, Planned<'_>> = HashMap::new();
-        for cell in self.cells() {
+        for cell in cells {
             match cell.plan() {
                 Ok(Some(write)) => {
                     let store = cell.store();
