@@ -446,7 +446,7 @@ async fn memory_part() {
             .iter()
             .filter(|u| (kind == "chatter" && !u.text.starts_with('/')) || u.text == kind)
             .map(|u| Update {
-                ctx: u.ctx.clone(),
+                ctx: u.ctx,
                 text: u.text,
             })
             .collect();
