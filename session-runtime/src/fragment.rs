@@ -192,9 +192,19 @@ impl UpdateCtx {
         F: Future<Output = Result<R, StoreError>>,
     {
         match self.config.op_timeout {
-            Some(limit) => tokio::time::timeout(limit, op)
-                .await
-                .unwrap_or(Err(StoreError::Timeout(limit))),
+            Some(limit) => {
+                // An operation that completes on its first poll (an in-process store)
+                // needs no timer.
+                let mut op = std::pin::pin!(op);
+                let first =
+                    std::future::poll_fn(|cx| std::task::Poll::Ready(op.as_mut().poll(cx))).await;
+                if let std::task::Poll::Ready(result) = first {
+                    return result;
+                }
+                tokio::time::timeout(limit, op)
+                    .await
+                    .unwrap_or(Err(StoreError::Timeout(limit)))
+            }
             None => op.await,
         }
     }
