@@ -1,0 +1,659 @@
+//! The session rules that depend on a store, run through `Sessions` on every store from
+//! one definition: memory, SQLite (a file), Redis and PostgreSQL.
+//!
+//! - S1–S3, S12: what a lazy update costs on the store (counted);
+//! - S13: a failed handler writes nothing;
+//! - S15: bytes that do not decode are a typed error naming fragment, key and store, or
+//!   are reset under `OnDecodeError::Reset`;
+//! - S18: a TTL'd fragment not written for its TTL reads as its initial value;
+//! - S19: grammY's migration scenarios (from the start, from the middle, up to date, from
+//!   a newer program, with TTL);
+//! - S20: listing, counting, removing and clearing a fragment;
+//! - S21: a group's per-chat fragments follow it to its supergroup, idempotently and
+//!   without overwriting.
+//!
+//! Every test works under its own key namespace (a wrapper store that prefixes keys), so
+//! runs and tests never see each other's sessions on the shared servers; each test removes
+//! what it wrote. Redis and PostgreSQL: see `store_redis.rs` / `store_postgres.rs` for
+//! the URLs and the skip rule.
+
+use std::time::Duration;
+
+use multisession::{
+    ChatContext, Config, Error, MultiSession, OnDecodeError, async_trait,
+    codec::with_version,
+    store::{Capabilities, Outcome, Page, Record, Store, StoreError, StoreRef, Write},
+    stores::{CountingStore, MemoryStore},
+    testing::unique_namespace,
+};
+use serde::{Deserialize, Serialize};
+
+type R = Result<(), Error>;
+
+// ---------------------------------------------------------------- the stores
+
+/// Every key of the inner store gets `ns` in front; listings strip it again.
+struct Namespaced {
+    inner: StoreRef,
+    ns: String,
+}
+
+impl Namespaced {
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.ns)
+    }
+}
+
+#[async_trait]
+impl Store for Namespaced {
+    fn name(&self) -> &str {
+        self.inner.as_dyn().name()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.as_dyn().capabilities()
+    }
+    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        self.inner.as_dyn().read(&self.key(key)).await
+    }
+    async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Record>>, StoreError> {
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.inner.as_dyn().read_many(&refs).await
+    }
+    async fn write(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        self.inner.as_dyn().write(&self.key(key), value, ttl).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.as_dyn().delete(&self.key(key)).await
+    }
+    async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
+        let writes: Vec<Write> = writes
+            .iter()
+            .map(|w| match w {
+                Write::Put {
+                    key,
+                    value,
+                    ttl,
+                    expect,
+                } => Write::Put {
+                    key: self.key(key),
+                    value: value.clone(),
+                    ttl: *ttl,
+                    expect: *expect,
+                },
+                Write::Delete { key, expect } => Write::Delete {
+                    key: self.key(key),
+                    expect: *expect,
+                },
+            })
+            .collect();
+        self.inner.as_dyn().apply(&writes).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let cursor = cursor.map(|c| self.key(c));
+        let page = self
+            .inner
+            .as_dyn()
+            .list(&self.key(prefix), cursor.as_deref(), limit)
+            .await?;
+        Ok(Page {
+            entries: page
+                .entries
+                .into_iter()
+                .filter_map(|(k, r)| k.strip_prefix(&self.ns).map(|k| (k.to_owned(), r)))
+                .collect(),
+            cursor: page
+                .cursor
+                .and_then(|c| c.strip_prefix(&self.ns).map(str::to_owned)),
+        })
+    }
+}
+
+/// A test's store: the backend under a fresh namespace, counted.
+struct TestStore {
+    counted: CountingStore,
+    raw: StoreRef,
+}
+
+impl TestStore {
+    fn new(backend: StoreRef) -> Self {
+        let raw = StoreRef::new(Namespaced {
+            inner: backend,
+            ns: unique_namespace(),
+        });
+        TestStore {
+            counted: CountingStore::new(raw.clone()),
+            raw,
+        }
+    }
+
+    async fn raw_read(&self, key: &str) -> Option<Vec<u8>> {
+        self.raw.as_dyn().read(key).await.unwrap().map(|r| r.value)
+    }
+
+    async fn raw_write(&self, key: &str, value: &[u8]) {
+        self.raw.as_dyn().write(key, value, None).await.unwrap();
+    }
+
+    /// Removes every key this test wrote (the namespace is the test's own).
+    async fn cleanup(&self) {
+        loop {
+            let page = self.raw.as_dyn().list("", None, 500).await.unwrap();
+            if page.entries.is_empty() {
+                return;
+            }
+            for (key, _) in page.entries {
+                self.raw.as_dyn().delete(&key).await.unwrap();
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the session shapes
+
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Settings {
+    lang: String,
+}
+
+#[derive(MultiSession)]
+struct Bot {
+    count: u32,
+    #[session(key = multisession::keys::user)]
+    settings: Settings,
+    #[session(key = multisession::keys::user_in_chat)]
+    quiz: Option<String>,
+}
+
+#[derive(MultiSession)]
+struct Timed {
+    #[session(ttl = "300ms")]
+    quiz: Option<String>,
+    forever: u32,
+}
+
+#[derive(Deserialize)]
+struct PetsV0 {
+    pet_names: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PetsV1 {
+    pets: Vec<Pet>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Pet {
+    name: String,
+    birthday: Option<u32>,
+}
+
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Pets {
+    pets: Vec<Pet>,
+    favorite: Option<String>,
+}
+
+fn add_birthdays(old: PetsV0) -> PetsV1 {
+    PetsV1 {
+        pets: old
+            .pet_names
+            .into_iter()
+            .map(|name| Pet {
+                name,
+                birthday: None,
+            })
+            .collect(),
+    }
+}
+
+fn pick_favorite(old: PetsV1) -> Pets {
+    let favorite = old.pets.first().map(|p| p.name.clone());
+    Pets {
+        pets: old.pets,
+        favorite,
+    }
+}
+
+#[derive(MultiSession)]
+struct Owner {
+    #[session(key = multisession::keys::user, migrations = [add_birthdays, pick_favorite])]
+    pets: Pets,
+    #[session(migrations = [|old: u32| old.to_string()], ttl = "400ms")]
+    badge: Option<String>,
+}
+
+fn pet(name: &str) -> Pet {
+    Pet {
+        name: name.into(),
+        birthday: None,
+    }
+}
+
+// ---------------------------------------------------------------- the cases
+
+/// S1–S3, S12: untouched costs nothing, read-only costs one read, a change one read and
+/// one write, on this store as on memory.
+async fn s1_s3_s12_lazy_costs(store: TestStore) {
+    let sessions = Bot::builder().default_store(store.counted.clone()).build();
+    let ctx = ChatContext::new(-10).with_user(7);
+    sessions.run(&ctx, async |_s| R::Ok(())).await.unwrap();
+    assert_eq!(store.counted.counts().operations(), 0, "S1: untouched");
+    sessions
+        .run(&ctx, async |s| {
+            let _ = s.settings().await?.lang.len();
+            R::Ok(())
+        })
+        .await
+        .unwrap();
+    let c = store.counted.counts();
+    assert_eq!((c.reads, c.writes), (1, 0), "S2: read only");
+    store.counted.reset();
+    sessions
+        .run(&ctx, async |s| {
+            *s.count().await? += 1;
+            R::Ok(())
+        })
+        .await
+        .unwrap();
+    let c = store.counted.counts();
+    assert_eq!((c.reads, c.writes, c.deletes), (1, 1, 0), "S3: one change");
+    store.counted.reset();
+    // S12: setting a fragment to its stored value writes nothing.
+    sessions
+        .run(&ctx, async |s| {
+            *s.count().await? = 1;
+            R::Ok(())
+        })
+        .await
+        .unwrap();
+    let c = store.counted.counts();
+    assert_eq!((c.reads, c.writes), (1, 0), "S12: unchanged value");
+    store.cleanup().await;
+}
+
+/// S13: a handler that fails after changing fragments writes nothing.
+async fn s13_a_failed_handler_writes_nothing(store: TestStore) {
+    let sessions = Bot::builder().default_store(store.counted.clone()).build();
+    let ctx = ChatContext::new(-11).with_user(8);
+    let result = sessions
+        .run(&ctx, async |s| {
+            *s.count().await? += 5;
+            s.settings().set(Settings { lang: "de".into() }).await?;
+            Err::<(), _>(Error::NoKey { fragment: "test" })
+        })
+        .await;
+    assert!(result.is_err());
+    assert_eq!(store.counted.counts().writes, 0);
+    assert_eq!(store.raw_read("count:-11").await, None);
+    store.cleanup().await;
+}
+
+/// S15: undecodable bytes are a typed error naming fragment, key and store, and are kept;
+/// under `OnDecodeError::Reset` they are replaced by the initial value.
+async fn s15_undecodable_bytes(store: TestStore) {
+    store.raw_write("count:-12", b"\xff not json").await;
+    let sessions = Bot::builder().default_store(store.counted.clone()).build();
+    let ctx = ChatContext::new(-12);
+    let error = sessions
+        .run(&ctx, async |s| {
+            *s.count().await? += 1;
+            R::Ok(())
+        })
+        .await
+        .unwrap_err();
+    match &error {
+        Error::Decode {
+            fragment,
+            key,
+            store: name,
+            ..
+        } => {
+            assert_eq!((*fragment, key.as_str()), ("count", "count:-12"));
+            assert_eq!(name, store.counted.name());
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains("count:-12"), "{message}");
+    assert_eq!(
+        store.raw_read("count:-12").await.as_deref(),
+        Some(&b"\xff not json"[..]),
+        "the bad bytes must be kept"
+    );
+
+    let resetting = Bot::builder()
+        .default_store(store.counted.clone())
+        .config(Config::new().on_decode_error(OnDecodeError::Reset))
+        .build();
+    resetting
+        .run(&ctx, async |s| {
+            assert_eq!(*s.count().await?, 0, "reset to the initial value");
+            *s.count().await? += 1;
+            R::Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.raw_read("count:-12").await.as_deref(),
+        Some(&b"1"[..])
+    );
+    store.cleanup().await;
+}
+
+/// S18: a TTL'd fragment not written for its TTL reads as its initial value; others stay.
+async fn s18_ttl(store: TestStore) {
+    let sessions = Timed::builder()
+        .default_store(store.counted.clone())
+        .build();
+    let ctx = ChatContext::new(-13);
+    sessions
+        .run(&ctx, async |s| {
+            *s.quiz().await? = Some("6 × 7?".into());
+            *s.forever().await? = 1;
+            R::Ok(())
+        })
+        .await
+        .unwrap();
+    let c = store.counted.counts();
+    assert_eq!(c.writes, 2, "a TTL costs no extra operation");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    sessions
+        .run(&ctx, async |s| {
+            assert_eq!(*s.quiz().await?, None, "not expired after its TTL");
+            assert_eq!(*s.forever().await?, 1);
+            R::Ok(())
+        })
+        .await
+        .unwrap();
+    store.cleanup().await;
+}
+
+/// S19: grammY's migration scenarios on this store.
+async fn s19_migrations(store: TestStore) {
+    let sessions = Owner::builder()
+        .default_store(store.counted.clone())
+        .build();
+    // From the start: bytes stored before there were migrations (no version).
+    store
+        .raw_write("pets:1", br#"{"pet_names":["Fido","Rex"]}"#)
+        .await;
+    // From the middle: version 1.
+    let v1 = serde_json::to_vec(&PetsV1 {
+        pets: vec![pet("Tom")],
+    })
+    .unwrap();
+    store.raw_write("pets:2", &with_version(1, &v1)).await;
+    // Up to date: version 2.
+    let v2 = serde_json::to_vec(&Pets {
+        pets: vec![pet("Kit")],
+        favorite: Some("Kit".into()),
+    })
+    .unwrap();
+    store.raw_write("pets:3", &with_version(2, &v2)).await;
+    // From a newer program: version 9.
+    let v9 = with_version(9, b"{}");
+    store.raw_write("pets:4", &v9).await;
+
+    let read = |user: i64| {
+        let sessions = &sessions;
+        async move {
+            sessions
+                .run(&ChatContext::user_only(user), async |s| {
+                    Ok::<_, Error>(std::mem::take(&mut *s.pets().await?))
+                })
+                .await
+        }
+    };
+    store.counted.reset();
+    let from_start = read(1).await.unwrap();
+    assert_eq!(from_start.pets, vec![pet("Fido"), pet("Rex")]);
+    assert_eq!(from_start.favorite.as_deref(), Some("Fido"));
+    assert_eq!(
+        store.counted.counts().writes,
+        1,
+        "a migrated value is written back"
+    );
+    assert!(
+        store
+            .raw_read("pets:1")
+            .await
+            .unwrap()
+            .starts_with(&with_version(2, b"")),
+        "written back at the current version"
+    );
+    store.counted.reset();
+    let again = read(1).await.unwrap();
+    assert_eq!(again, Pets::default(), "the handler took the value out");
+    let middle = read(2).await.unwrap();
+    assert_eq!(middle.favorite.as_deref(), Some("Tom"));
+    store.counted.reset();
+    let current = read(3).await.unwrap();
+    assert_eq!(current.favorite.as_deref(), Some("Kit"));
+    match read(4).await {
+        Err(Error::TooNew {
+            found, supported, ..
+        }) => assert_eq!((found, supported), (9, 2)),
+        other => panic!("expected TooNew, got {other:?}"),
+    }
+    assert_eq!(
+        store.raw_read("pets:4").await.as_deref(),
+        Some(&v9[..]),
+        "newer data is kept"
+    );
+
+    // Migrations with TTL on an Option field: migrated, then expires.
+    store.raw_write("badge:-14", &with_version(0, b"7")).await;
+    let ctx = ChatContext::new(-14);
+    let badge = sessions
+        .run(&ctx, async |s| Ok::<_, Error>(s.badge().await?.clone()))
+        .await
+        .unwrap();
+    assert_eq!(badge.as_deref(), Some("7"));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let badge = sessions
+        .run(&ctx, async |s| Ok::<_, Error>(s.badge().await?.clone()))
+        .await
+        .unwrap();
+    assert_eq!(badge, None, "the migrated value expired with its TTL");
+    store.cleanup().await;
+}
+
+/// S20: list, count, remove and clear one fragment, leaving the others alone.
+async fn s20_listing(store: TestStore) {
+    let sessions = Bot::builder().default_store(store.counted.clone()).build();
+    for chat in 1..=5 {
+        sessions
+            .run(&ChatContext::new(-chat).with_user(chat), async |s| {
+                *s.count().await? = chat as u32;
+                s.settings().set(Settings { lang: "en".into() }).await?;
+                R::Ok(())
+            })
+            .await
+            .unwrap();
+    }
+    let mut keys = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = sessions.list("count", cursor.as_deref(), 2).await.unwrap();
+        keys.extend(page.entries.into_iter().map(|(key, _)| key));
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    keys.sort();
+    assert_eq!(keys, ["-1", "-2", "-3", "-4", "-5"]);
+    assert_eq!(sessions.count("count").await.unwrap(), 5);
+    assert!(sessions.remove("count", "-3").await.unwrap());
+    assert!(!sessions.remove("count", "-3").await.unwrap());
+    assert_eq!(sessions.clear("count").await.unwrap(), 4);
+    assert_eq!(sessions.count("count").await.unwrap(), 0);
+    assert_eq!(
+        sessions.count("settings").await.unwrap(),
+        5,
+        "other fragments stay"
+    );
+    assert!(matches!(
+        sessions.count("nope").await,
+        Err(Error::UnknownFragment { .. })
+    ));
+    store.cleanup().await;
+}
+
+/// S21: a group's per-chat fragments follow it to its supergroup; per-user ones stay; a
+/// second migration update changes nothing; data the new chat has is never overwritten.
+async fn s21_chat_migration(store: TestStore) {
+    let sessions = Bot::builder().default_store(store.counted.clone()).build();
+    let (old, new) = (-100, -1_000_100);
+    sessions
+        .run(&ChatContext::new(old).with_user(5), async |s| {
+            *s.count().await? = 3;
+            s.settings().set(Settings { lang: "de".into() }).await?;
+            R::Ok(())
+        })
+        .await
+        .unwrap();
+    let migration = ChatContext::new(new).with_user(5).with_migration(old, new);
+    let count = sessions
+        .run(&migration, async |s| Ok::<_, Error>(*s.count().await?))
+        .await
+        .unwrap();
+    assert_eq!(count, 3, "the counter moved to the supergroup");
+    assert_eq!(store.raw_read(&format!("count:{old}")).await, None);
+    // Telegram sends the migration twice (once in each chat): the second is a no-op.
+    let count = sessions
+        .run(&ChatContext::new(old).with_migration(old, new), async |s| {
+            Ok::<_, Error>(*s.count().await?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(count, 0, "the old chat is empty now");
+    assert_eq!(
+        store.raw_read(&format!("count:{new}")).await.as_deref(),
+        Some(&b"3"[..])
+    );
+    // Data already under the new chat is kept; the old value stays where it was.
+    let (old2, new2) = (-200, -1_000_200);
+    for (chat, n) in [(old2, 1u32), (new2, 2)] {
+        sessions
+            .run(&ChatContext::new(chat), async |s| {
+                *s.count().await? = n;
+                R::Ok(())
+            })
+            .await
+            .unwrap();
+    }
+    let moved = sessions
+        .migrate_chat(multisession::ChatMigration {
+            from: old2,
+            to: new2,
+        })
+        .await
+        .unwrap();
+    assert!(moved.is_empty(), "{moved:?}");
+    assert_eq!(
+        store.raw_read(&format!("count:{new2}")).await.as_deref(),
+        Some(&b"2"[..])
+    );
+    assert_eq!(
+        store.raw_read(&format!("count:{old2}")).await.as_deref(),
+        Some(&b"1"[..])
+    );
+    store.cleanup().await;
+}
+
+// ---------------------------------------------------------------- one definition, four stores
+
+macro_rules! every_case {
+    ($make:path) => {
+        every_case!(@cases $make;
+            s1_s3_s12_lazy_costs,
+            s13_a_failed_handler_writes_nothing,
+            s15_undecodable_bytes,
+            s18_ttl,
+            s19_migrations,
+            s20_listing,
+            s21_chat_migration,
+        );
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $make().await else { return };
+                super::$case(super::TestStore::new(backend)).await;
+            }
+        )*
+    };
+}
+
+mod memory {
+    use super::*;
+
+    async fn make() -> Option<StoreRef> {
+        Some(StoreRef::new(MemoryStore::new()))
+    }
+
+    every_case!(make);
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+
+    async fn make() -> Option<StoreRef> {
+        // One file for every run (each test has its own namespace and removes its keys).
+        let path = std::env::temp_dir().join("multisession-every-store.db");
+        let store = multisession::stores::SqliteStore::open(path)
+            .await
+            .expect("open the SQLite file");
+        Some(StoreRef::new(store))
+    }
+
+    every_case!(make);
+}
+
+#[cfg(feature = "redis")]
+mod redis {
+    use super::*;
+
+    async fn make() -> Option<StoreRef> {
+        let url = std::env::var("MULTISESSION_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let config = multisession::stores::RedisConfig::new().key_prefix("multisession-test:");
+        match multisession::stores::RedisStore::connect_with(&url, config).await {
+            Ok(store) => Some(StoreRef::new(store)),
+            Err(e) => multisession::testing::service_unavailable("redis", &url, e),
+        }
+    }
+
+    every_case!(make);
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+
+    async fn make() -> Option<StoreRef> {
+        let url = std::env::var("MULTISESSION_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let config = multisession::stores::PostgresConfig::new().table("multisession_test");
+        match multisession::stores::PostgresStore::connect_with(&url, config).await {
+            Ok(store) => Some(StoreRef::new(store)),
+            Err(e) => multisession::testing::service_unavailable("postgresql", &url, e),
+        }
+    }
+
+    every_case!(make);
+}
