@@ -14,6 +14,8 @@ mod stats;
 pub mod store;
 pub mod stores;
 pub mod telegram;
+#[cfg(feature = "teloxide")]
+pub mod teloxide;
 #[cfg(feature = "testing")]
 pub mod testing;
 

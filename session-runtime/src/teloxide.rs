@@ -1,0 +1,391 @@
+//! teloxide integration (feature `teloxide`): sessions in a teloxide dispatcher, and any
+//! multisession store as teloxide's dialogue [`Storage`].
+//!
+//! **Sessions in handlers.** teloxide's [`Update`], [`Message`] and [`CallbackQuery`] are
+//! [`SessionContext`]s (chat, user, forum topic, group-to-supergroup migration), so a
+//! handler takes the `Sessions` from the dispatcher's dependencies and runs its body in
+//! [`Sessions::run`](crate::Sessions::run); everything the handler changed is committed
+//! when the body returns, nothing if it fails:
+//!
+//! ```no_run
+//! use multisession::{MultiSession, Sessions, keys};
+//! use teloxide::{dispatching::UpdateFilterExt, prelude::*};
+//!
+//! #[derive(MultiSession)]
+//! struct Chat {
+//!     /// Per chat.
+//!     pizzas: u32,
+//!     /// Per user, in every chat.
+//!     #[session(key = keys::user)]
+//!     lang: Option<String>,
+//! }
+//!
+//! type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+//!
+//! async fn on_message(bot: Bot, msg: Message, sessions: Sessions<Chat>) -> HandlerResult {
+//!     let reply = sessions
+//!         .run(&msg, async |s| {
+//!             *s.pizzas().await? += 1;
+//!             let lang = s.lang().await?.clone().unwrap_or_else(|| "en".into());
+//!             Ok::<_, multisession::Error>(format!("[{lang}] pizza #{}", *s.pizzas().await?))
+//!         })
+//!         .await?;
+//!     // Side effects after `run`: it may re-run the body on a conflict.
+//!     bot.send_message(msg.chat.id, reply).await?;
+//!     Ok(())
+//! }
+//!
+//! # async fn main_() {
+//! let sessions = Chat::builder().build();
+//! let handler = Update::filter_message().endpoint(on_message);
+//! Dispatcher::builder(Bot::from_env(), handler)
+//!     .dependencies(dptree::deps![sessions])
+//!     .build()
+//!     .dispatch()
+//!     .await;
+//! # }
+//! ```
+//!
+//! This holds with teloxide's default per-chat sequential dispatch and with a dispatcher
+//! that runs updates of one chat concurrently: per-key locks and compare-and-set keep
+//! every update's changes (rules S16, S17).
+//!
+//! **Dialogues on our stores.** [`DialogueStorage`] implements teloxide's [`Storage`], so
+//! an existing teloxide bot keeps its `Dialogue` handlers and moves its state to SQLite,
+//! Redis or PostgreSQL (or any [`Store`](crate::store::Store)) with a key prefix, a codec
+//! and an optional TTL.
+
+use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
+
+use futures_util::future::BoxFuture;
+use serde::{Serialize, de::DeserializeOwned};
+use teloxide::{
+    dispatching::dialogue::Storage,
+    types::{CallbackQuery, ChatId, Message, Update, UpdateKind},
+};
+
+use crate::{
+    codec::{Codec, CodecError, Json},
+    context::{ChatMigration, SessionContext},
+    store::{Expect, Outcome, StoreError, StoreRef, Write},
+};
+
+fn user_id(user: &teloxide::types::User) -> Option<i64> {
+    i64::try_from(user.id.0).ok()
+}
+
+/// The forum topic of a message: its thread, only when it was sent in a topic (not the
+/// reply threads of ordinary supergroups), like `multisession::telegram`.
+fn topic(message: &Message) -> Option<i64> {
+    message
+        .is_topic_message
+        .then(|| message.thread_id.map(|t| i64::from(t.0.0)))
+        .flatten()
+}
+
+fn migration(message: &Message) -> Option<ChatMigration> {
+    if let Some(to) = message.migrate_to_chat_id() {
+        return Some(ChatMigration {
+            from: message.chat.id.0,
+            to: to.0,
+        });
+    }
+    message.migrate_from_chat_id().map(|from| ChatMigration {
+        from: from.0,
+        to: message.chat.id.0,
+    })
+}
+
+fn update_message(update: &Update) -> Option<&Message> {
+    match &update.kind {
+        UpdateKind::Message(m)
+        | UpdateKind::EditedMessage(m)
+        | UpdateKind::ChannelPost(m)
+        | UpdateKind::EditedChannelPost(m)
+        | UpdateKind::BusinessMessage(m)
+        | UpdateKind::EditedBusinessMessage(m) => Some(m),
+        UpdateKind::CallbackQuery(q) => q.regular_message(),
+        _ => None,
+    }
+}
+
+impl SessionContext for Update {
+    fn chat_id(&self) -> Option<i64> {
+        self.chat().map(|chat| chat.id.0)
+    }
+    fn user_id(&self) -> Option<i64> {
+        self.from().and_then(user_id)
+    }
+    fn thread_id(&self) -> Option<i64> {
+        update_message(self).and_then(topic)
+    }
+    fn chat_migration(&self) -> Option<ChatMigration> {
+        match &self.kind {
+            UpdateKind::Message(m) => migration(m),
+            _ => None,
+        }
+    }
+}
+
+impl SessionContext for Message {
+    fn chat_id(&self) -> Option<i64> {
+        Some(self.chat.id.0)
+    }
+    fn user_id(&self) -> Option<i64> {
+        self.from.as_ref().and_then(user_id)
+    }
+    fn thread_id(&self) -> Option<i64> {
+        topic(self)
+    }
+    fn chat_migration(&self) -> Option<ChatMigration> {
+        migration(self)
+    }
+}
+
+impl SessionContext for CallbackQuery {
+    fn chat_id(&self) -> Option<i64> {
+        self.message.as_ref().map(|m| m.chat().id.0)
+    }
+    fn user_id(&self) -> Option<i64> {
+        user_id(&self.from)
+    }
+    fn thread_id(&self) -> Option<i64> {
+        self.regular_message().and_then(topic)
+    }
+}
+
+/// Why a [`DialogueStorage`] operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialogueError {
+    /// `remove_dialogue` found no dialogue (teloxide's storages fail the same way).
+    #[error("no dialogue stored for chat {chat} (key `{key}`)")]
+    DialogueNotFound {
+        /// The chat.
+        chat: i64,
+        /// The storage key.
+        key: String,
+    },
+    /// The store failed.
+    #[error("dialogue key `{key}` in store `{store}`: {source}")]
+    Store {
+        /// The storage key.
+        key: String,
+        /// The store's name.
+        store: String,
+        /// What the store reported.
+        #[source]
+        source: StoreError,
+    },
+    /// The dialogue did not encode, or the stored bytes do not decode.
+    #[error("dialogue key `{key}` in store `{store}`: {source}")]
+    Codec {
+        /// The storage key.
+        key: String,
+        /// The store's name.
+        store: String,
+        /// What the codec reported.
+        #[source]
+        source: CodecError,
+    },
+    /// Removal kept meeting concurrent changes of the same dialogue.
+    #[error("dialogue key `{key}` in store `{store}` kept changing while being removed")]
+    Contended {
+        /// The storage key.
+        key: String,
+        /// The store's name.
+        store: String,
+    },
+}
+
+/// Any multisession store as teloxide's dialogue [`Storage`]: dialogues live under
+/// `prefix` + chat id (default prefix `dialogue:`), encoded with codec `C` (default JSON),
+/// optionally expiring `ttl` after their last update.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use multisession::{stores::SqliteStore, teloxide::DialogueStorage};
+/// use std::time::Duration;
+///
+/// #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+/// enum State {
+///     #[default]
+///     Start,
+///     ReceiveName,
+/// }
+///
+/// let storage = DialogueStorage::<State>::new(SqliteStore::open("bot.db").await?)
+///     .prefix("signup:")
+///     .ttl(Duration::from_secs(3600))
+///     .into_arc();
+/// // Where a teloxide bot had `InMemStorage::<State>::new()`:
+/// // Dispatcher::builder(bot, schema).dependencies(dptree::deps![storage]) ...
+/// # Ok(()) }
+/// ```
+pub struct DialogueStorage<D, C = Json> {
+    store: StoreRef,
+    prefix: String,
+    ttl: Option<Duration>,
+    _marker: PhantomData<fn() -> (D, C)>,
+}
+
+impl<D, C> fmt::Debug for DialogueStorage<D, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DialogueStorage")
+            .field("store", &self.store.as_dyn().name())
+            .field("prefix", &self.prefix)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl<D> DialogueStorage<D, Json> {
+    /// Dialogues in `store`, JSON-encoded, under the prefix `dialogue:`.
+    pub fn new(store: impl Into<StoreRef>) -> Self {
+        Self::with_codec(store)
+    }
+}
+
+impl<D, C> DialogueStorage<D, C> {
+    /// Dialogues in `store`, encoded with codec `C`.
+    pub fn with_codec(store: impl Into<StoreRef>) -> Self {
+        DialogueStorage {
+            store: store.into(),
+            prefix: "dialogue:".to_owned(),
+            ttl: None,
+            _marker: PhantomData,
+        }
+    }
+
+    /// The key prefix (default `dialogue:`): the storage key of a chat's dialogue is the
+    /// prefix followed by the chat id.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Forget a dialogue `ttl` after its last update (rule S18's expiry, on the store).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// The storage in an `Arc`, as teloxide's dispatcher takes it.
+    pub fn into_arc(self) -> Arc<Self> {
+        Arc::new(self)
+    }
+
+    fn key(&self, chat: ChatId) -> String {
+        format!("{}{}", self.prefix, chat.0)
+    }
+
+    fn store_error(&self, key: &str, source: StoreError) -> DialogueError {
+        DialogueError::Store {
+            key: key.to_owned(),
+            store: self.store.as_dyn().name().to_owned(),
+            source,
+        }
+    }
+
+    fn codec_error(&self, key: &str, source: CodecError) -> DialogueError {
+        DialogueError::Codec {
+            key: key.to_owned(),
+            store: self.store.as_dyn().name().to_owned(),
+            source,
+        }
+    }
+}
+
+impl<D, C> Storage<D> for DialogueStorage<D, C>
+where
+    D: Serialize + DeserializeOwned + Send + 'static,
+    C: Codec,
+{
+    type Error = DialogueError;
+
+    fn remove_dialogue(
+        self: Arc<Self>,
+        chat_id: ChatId,
+    ) -> BoxFuture<'static, Result<(), Self::Error>>
+    where
+        D: Send + 'static,
+    {
+        Box::pin(async move {
+            let key = self.key(chat_id);
+            let store = self.store.as_dyn();
+            // Remove what was read, and only that: a dialogue updated meanwhile is
+            // re-read, so "not found" is never reported for a dialogue that exists.
+            for _ in 0..16 {
+                let Some(record) = store
+                    .read(&key)
+                    .await
+                    .map_err(|e| self.store_error(&key, e))?
+                else {
+                    return Err(DialogueError::DialogueNotFound {
+                        chat: chat_id.0,
+                        key,
+                    });
+                };
+                let delete = Write::Delete {
+                    key: key.clone(),
+                    expect: Expect::Revision(record.revision),
+                };
+                match store.apply(std::slice::from_ref(&delete)).await.pop() {
+                    Some(Ok(Outcome::Applied)) => return Ok(()),
+                    Some(Ok(Outcome::Conflict)) => continue,
+                    Some(Err(e)) => return Err(self.store_error(&key, e)),
+                    None => {
+                        return Err(self.store_error(
+                            &key,
+                            StoreError::Corrupt("apply returned no result".into()),
+                        ));
+                    }
+                }
+            }
+            Err(DialogueError::Contended {
+                key,
+                store: store.name().to_owned(),
+            })
+        })
+    }
+
+    fn update_dialogue(
+        self: Arc<Self>,
+        chat_id: ChatId,
+        dialogue: D,
+    ) -> BoxFuture<'static, Result<(), Self::Error>>
+    where
+        D: Send + 'static,
+    {
+        Box::pin(async move {
+            let key = self.key(chat_id);
+            let bytes = C::encode(&dialogue).map_err(|e| self.codec_error(&key, e))?;
+            self.store
+                .as_dyn()
+                .write(&key, &bytes, self.ttl)
+                .await
+                .map_err(|e| self.store_error(&key, e))
+        })
+    }
+
+    fn get_dialogue(
+        self: Arc<Self>,
+        chat_id: ChatId,
+    ) -> BoxFuture<'static, Result<Option<D>, Self::Error>> {
+        Box::pin(async move {
+            let key = self.key(chat_id);
+            let Some(record) = self
+                .store
+                .as_dyn()
+                .read(&key)
+                .await
+                .map_err(|e| self.store_error(&key, e))?
+            else {
+                return Ok(None);
+            };
+            C::decode(&record.value)
+                .map(Some)
+                .map_err(|e| self.codec_error(&key, e))
+        })
+    }
+}
