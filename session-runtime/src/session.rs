@@ -896,6 +896,19 @@ impl<S: MultiSession> Session<S> {
         for (store, planned, results) in join_all(batches).await {
             let mut results = results.into_iter();
             for (cell, write) in planned {
+                let outcome = results.as_slice().first();
+                tracing::debug!(
+                    fragment = cell.fragment(),
+                    key = %update.config.shown_key(write.key()),
+                    store = store.as_dyn().name(),
+                    op = if matches!(write, Write::Put { .. }) { "put" } else { "delete" },
+                    outcome = match outcome {
+                        Some(Ok(Outcome::Applied)) => "applied",
+                        Some(Ok(Outcome::Conflict)) => "conflict",
+                        _ => "error",
+                    },
+                    "session fragment saved"
+                );
                 let failure = |error| SaveFailure {
                     fragment: cell.fragment(),
                     key: write.key().to_owned(),
