@@ -1,6 +1,10 @@
 //! TTL (S18) and migrations (S19) declared on fragments, on the memory store; the SQLite
 //! file runs the same scenarios where it applies.
 
+#[path = "common/pets.rs"]
+mod pets;
+use pets::*;
+
 use std::time::Duration;
 
 use multisession::{
@@ -8,7 +12,6 @@ use multisession::{
     store::StoreRef,
     stores::{CountingStore, MemoryStore},
 };
-use serde::{Deserialize, Serialize};
 
 type R = Result<(), Error>;
 
@@ -68,52 +71,6 @@ async fn s18_a_value_not_written_for_its_ttl_reads_as_the_initial_value() {
 }
 
 // ---------------------------------------------------------------- migrations (grammY's pets)
-
-/// Version 0: what the bot stored before it had migrations.
-#[derive(Deserialize)]
-struct PetsV0 {
-    pet_names: Vec<String>,
-}
-
-/// Version 1.
-#[derive(Serialize, Deserialize)]
-struct PetsV1 {
-    pets: Vec<Pet>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Pet {
-    name: String,
-    birthday: Option<u32>,
-}
-
-/// Version 2, the current shape.
-#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
-struct Pets {
-    pets: Vec<Pet>,
-    favorite: Option<String>,
-}
-
-fn add_birthdays(old: PetsV0) -> PetsV1 {
-    PetsV1 {
-        pets: old
-            .pet_names
-            .into_iter()
-            .map(|name| Pet {
-                name,
-                birthday: None,
-            })
-            .collect(),
-    }
-}
-
-fn pick_favorite(old: PetsV1) -> Pets {
-    let favorite = old.pets.first().map(|p| p.name.clone());
-    Pets {
-        pets: old.pets,
-        favorite,
-    }
-}
 
 #[derive(MultiSession)]
 struct Owner {

@@ -17,6 +17,14 @@
 //! what it wrote. Redis and PostgreSQL: see `store_redis.rs` / `store_postgres.rs` for
 //! the URLs and the skip rule.
 
+#[path = "common/pets.rs"]
+mod pets;
+#[path = "common/services.rs"]
+#[allow(dead_code)]
+mod services;
+
+use pets::*;
+
 use std::time::Duration;
 
 use multisession::{
@@ -180,49 +188,6 @@ struct Timed {
     #[session(ttl = "300ms")]
     quiz: Option<String>,
     forever: u32,
-}
-
-#[derive(Deserialize)]
-struct PetsV0 {
-    pet_names: Vec<String>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct PetsV1 {
-    pets: Vec<Pet>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Pet {
-    name: String,
-    birthday: Option<u32>,
-}
-
-#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
-struct Pets {
-    pets: Vec<Pet>,
-    favorite: Option<String>,
-}
-
-fn add_birthdays(old: PetsV0) -> PetsV1 {
-    PetsV1 {
-        pets: old
-            .pet_names
-            .into_iter()
-            .map(|name| Pet {
-                name,
-                birthday: None,
-            })
-            .collect(),
-    }
-}
-
-fn pick_favorite(old: PetsV1) -> Pets {
-    let favorite = old.pets.first().map(|p| p.name.clone());
-    Pets {
-        pets: old.pets,
-        favorite,
-    }
 }
 
 #[derive(MultiSession)]
@@ -626,34 +591,14 @@ mod sqlite {
 
 #[cfg(feature = "redis")]
 mod redis {
-    use super::*;
-
-    async fn make() -> Option<StoreRef> {
-        let url = std::env::var("MULTISESSION_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let config = multisession::stores::RedisConfig::new().key_prefix("multisession-test:");
-        match multisession::stores::RedisStore::connect_with(&url, config).await {
-            Ok(store) => Some(StoreRef::new(store)),
-            Err(e) => multisession::testing::service_unavailable("redis", &url, e),
-        }
-    }
+    use crate::services::redis as make;
 
     every_case!(make);
 }
 
 #[cfg(feature = "postgres")]
 mod postgres {
-    use super::*;
-
-    async fn make() -> Option<StoreRef> {
-        let url = std::env::var("MULTISESSION_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let config = multisession::stores::PostgresConfig::new().table("multisession_test");
-        match multisession::stores::PostgresStore::connect_with(&url, config).await {
-            Ok(store) => Some(StoreRef::new(store)),
-            Err(e) => multisession::testing::service_unavailable("postgresql", &url, e),
-        }
-    }
+    use crate::services::postgres as make;
 
     every_case!(make);
 }

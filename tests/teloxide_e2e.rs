@@ -4,6 +4,10 @@
 //! stored sessions are checked. Also: `DialogueStorage` passes the get/update/remove cases
 //! of teloxide's own storage tests on memory, SQLite, Redis and PostgreSQL.
 
+#[path = "common/services.rs"]
+#[allow(dead_code)]
+mod services;
+
 #[path = "../examples/common/fake_bot_api.rs"]
 #[allow(dead_code)]
 mod fake_bot_api;
@@ -299,30 +303,12 @@ mod sqlite {
 
 #[cfg(feature = "redis")]
 mod redis {
-    use super::*;
-    async fn make() -> Option<StoreRef> {
-        let url = std::env::var("MULTISESSION_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let config = multisession::stores::RedisConfig::new().key_prefix("multisession-test:");
-        match multisession::stores::RedisStore::connect_with(&url, config).await {
-            Ok(store) => Some(StoreRef::new(store)),
-            Err(e) => multisession::testing::service_unavailable("redis", &url, e),
-        }
-    }
+    use crate::services::redis as make;
     storage_cases!(make);
 }
 
 #[cfg(feature = "postgres")]
 mod postgres {
-    use super::*;
-    async fn make() -> Option<StoreRef> {
-        let url = std::env::var("MULTISESSION_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let config = multisession::stores::PostgresConfig::new().table("multisession_test");
-        match multisession::stores::PostgresStore::connect_with(&url, config).await {
-            Ok(store) => Some(StoreRef::new(store)),
-            Err(e) => multisession::testing::service_unavailable("postgresql", &url, e),
-        }
-    }
+    use crate::services::postgres as make;
     storage_cases!(make);
 }
