@@ -258,6 +258,12 @@ struct Counter {
     hits: u64,
 }
 
+#[derive(MultiSession)]
+struct Mixed {
+    hits: u64,
+    local: u64,
+}
+
 /// The server dies mid-run: operations fail with typed errors within their timeouts (no
 /// hang, no panic, no data invented), and once a server is back the same store works
 /// again without being rebuilt.
@@ -318,6 +324,20 @@ async fn the_store_recovers_after_the_server_restarts() {
         store.read("anything").await.is_err(),
         "a read on a dead server returned data"
     );
+    // Fragments on other stores keep working meanwhile.
+    let mixed = Mixed::builder()
+        .hits(store.clone())
+        .local(multisession::stores::MemoryStore::new())
+        .build();
+    let local = mixed
+        .run(&ctx, async |s| {
+            assert!(s.hits().await.is_err(), "the Redis fragment must fail");
+            *s.local().await? += 1;
+            Ok::<_, multisession::Error>(*s.local().await?)
+        })
+        .await
+        .expect("the memory fragment works while Redis is down");
+    assert_eq!(local, 1);
 
     // The server comes back (empty: it kept no data), on the same port.
     let server = PrivateRedis::start(port).expect("restart");
