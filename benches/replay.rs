@@ -682,6 +682,25 @@ fn main() {
     runtime.block_on(async {
         // `BENCH_PROFILE=chatter|/pizza|/start`: only lazy mode on that kind, in a loop,
         // for a profiler (`perf record`).
+        // `BENCH_PROFILE=sqlite-lazy|sqlite-direct`: one mode on a SQLite file, in a loop.
+        if let Ok(mode @ ("sqlite-lazy" | "sqlite-direct")) =
+            std::env::var("BENCH_PROFILE").as_deref()
+        {
+            let updates = workload(5_000, 100, 500);
+            let path = std::env::temp_dir().join(format!("ms-profile-{}.db", std::process::id()));
+            let store = StoreRef::new(
+                multisession::stores::SqliteStore::open(&path)
+                    .await
+                    .expect("open sqlite"),
+            );
+            for _ in 0..4 {
+                let mode = if mode == "sqlite-lazy" { 1 } else { 0 };
+                let elapsed = time_store_mode(mode, &store, "profile-", &updates).await;
+                println!("{:.0} ns/update", per_update(elapsed, updates.len()));
+            }
+            let _ = std::fs::remove_file(&path);
+            return;
+        }
         if let Ok(kind) = std::env::var("BENCH_PROFILE") {
             let updates: Vec<Update> = workload(100_000, 1_000, 5_000)
                 .into_iter()
