@@ -19,8 +19,13 @@
 //!   same store client called by hand (read, then compare-and-set write) for real stores.
 //!   Each mode runs `ROUNDS` times, interleaved, on fresh state; the median is reported.
 //!
+//! The memory part runs on a current-thread tokio runtime (it never waits for I/O); the
+//! store part on a multi-threaded one, as `#[tokio::main]` gives a bot
+//! (`BENCH_RUNTIME=current_thread` for a current-thread one).
+//!
 //! Environment: `MULTISESSION_REDIS_URL`, `MULTISESSION_POSTGRES_URL` (loopback defaults),
-//! `BENCH_UPDATES` / `BENCH_STORE_UPDATES` to change the stream lengths.
+//! `BENCH_UPDATES` / `BENCH_STORE_UPDATES` / `BENCH_STORE_ROUNDS` to change the stream
+//! lengths and the number of store rounds (default 9).
 
 #[path = "../examples/common/pizza_bot.rs"]
 #[allow(dead_code)]
@@ -550,7 +555,7 @@ async fn store_part(name: &str, store: StoreRef, updates: &[Update]) {
     // timings drift between rounds, so each round times all modes back to back (in a
     // rotating order) and the ratios are medians of per-round ratios.
     let mut times: [Vec<Duration>; 4] = Default::default();
-    for round in 0..STORE_ROUNDS {
+    for round in 0..env_usize("BENCH_STORE_ROUNDS", STORE_ROUNDS) {
         for step in 0..4 {
             let mode = (round + step) % 4;
             let elapsed = time_store_mode(mode, &store, &run_ns, updates).await;
@@ -679,7 +684,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    runtime.block_on(async {
+    let profiled = runtime.block_on(async {
         // `BENCH_PROFILE=chatter|/pizza|/start`: only lazy mode on that kind, in a loop,
         // for a profiler (`perf record`).
         // `BENCH_PROFILE=sqlite-lazy|sqlite-direct`: one mode on a SQLite file, in a loop.
@@ -699,7 +704,7 @@ fn main() {
                 println!("{:.0} ns/update", per_update(elapsed, updates.len()));
             }
             let _ = std::fs::remove_file(&path);
-            return;
+            return true;
         }
         if let Ok(kind) = std::env::var("BENCH_PROFILE") {
             let updates: Vec<Update> = workload(100_000, 1_000, 5_000)
@@ -712,10 +717,34 @@ fn main() {
             for _ in 0..30 {
                 run_lazy(&sessions, &updates).await;
             }
-            return;
+            return true;
         }
         println!("# multisession replay benchmark\n");
         memory_part().await;
-        stores_part().await;
+        false
     });
+    drop(runtime);
+    if profiled {
+        return;
+    }
+    // Real stores on the runtime bots use: `#[tokio::main]`'s multi-threaded one (one
+    // worker per core), unless `BENCH_RUNTIME=current_thread`.
+    let current = std::env::var("BENCH_RUNTIME").is_ok_and(|r| r == "current_thread");
+    let runtime = if current {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build()
+    .expect("tokio runtime");
+    println!(
+        "Stores on a {} tokio runtime.\n",
+        if current {
+            "current-thread"
+        } else {
+            "multi-threaded"
+        }
+    );
+    runtime.block_on(stores_part());
 }
