@@ -148,16 +148,20 @@ fn expand(input: &Input<'_>) -> TokenStream {
 
                 fn __open(
                     shared: &Self::Shared,
-                    ctx: &dyn ::multisession::SessionContext,
+                    _ctx: &dyn ::multisession::SessionContext,
                     update: &::multisession::__private::Arc<::multisession::__private::UpdateCtx>,
                 ) -> Self::Lazy {
                     #lazy {
-                        #( #fields: ::multisession::__private::Cell::new(&shared.#indices, #indices, ctx, update), )*
+                        #( #fields: ::multisession::__private::Cell::new(&shared.#indices, #indices, update), )*
                     }
                 }
 
                 fn __cells(lazy: &Self::Lazy) -> ::std::vec::Vec<&dyn ::multisession::__private::ErasedCell> {
                     ::std::vec![ #( &lazy.#fields as &dyn ::multisession::__private::ErasedCell ),* ]
+                }
+
+                fn __any_loaded(lazy: &Self::Lazy) -> bool {
+                    false #( || ::multisession::__private::ErasedCell::is_loaded(&lazy.#fields) )*
                 }
 
                 fn __take(lazy: &Self::Lazy) -> Self {

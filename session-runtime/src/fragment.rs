@@ -130,6 +130,9 @@ impl<T> FragmentShared<T> {
 
 /// What one update shares among its cells: its locks, its config, what went wrong.
 pub struct UpdateCtx {
+    /// The update's identifiers, for the key functions (run on first need: an update
+    /// that never touches a fragment never formats its key).
+    pub(crate) ctx: ChatContext,
     pub(crate) locks: Arc<UpdateLocks>,
     pub(crate) config: Arc<Config>,
     pub(crate) counters: Arc<Counters>,
@@ -142,9 +145,10 @@ pub struct UpdateCtx {
 }
 
 impl UpdateCtx {
-    pub(crate) fn new(config: Arc<Config>, counters: Arc<Counters>, fragments: usize) -> Self {
-        let _ = fragments; // `preheld` grows on first use: most updates never pre-take keys.
+    pub(crate) fn new(config: Arc<Config>, counters: Arc<Counters>, ctx: ChatContext) -> Self {
+        // `preheld` grows on first use: most updates never pre-take keys.
         Self {
+            ctx,
             locks: Arc::default(),
             config,
             counters,
@@ -253,9 +257,6 @@ struct Slot<T> {
 pub struct Cell<T> {
     shared: Arc<FragmentShared<T>>,
     index: usize,
-    /// The update's identifiers, for the key function (run on first need: an update that
-    /// never touches the fragment never formats its key).
-    ctx: ChatContext,
     /// The session key and the storage key (`None`: no key for this update).
     keys: std::sync::OnceLock<Option<(String, String)>>,
     update: Arc<UpdateCtx>,
@@ -265,16 +266,10 @@ pub struct Cell<T> {
 
 impl<T: Send + 'static> Cell<T> {
     /// The cell of fragment number `index` for the update `ctx`.
-    pub fn new(
-        shared: &Arc<FragmentShared<T>>,
-        index: usize,
-        ctx: &dyn SessionContext,
-        update: &Arc<UpdateCtx>,
-    ) -> Self {
+    pub fn new(shared: &Arc<FragmentShared<T>>, index: usize, update: &Arc<UpdateCtx>) -> Self {
         Self {
             shared: shared.clone(),
             index,
-            ctx: ChatContext::of(ctx),
             keys: std::sync::OnceLock::new(),
             update: update.clone(),
             slot: OnceCell::new(),
@@ -284,7 +279,7 @@ impl<T: Send + 'static> Cell<T> {
     fn keys(&self) -> Option<&(String, String)> {
         self.keys
             .get_or_init(|| {
-                let session_key = (self.shared.spec.key)(&self.ctx)?;
+                let session_key = (self.shared.spec.key)(&self.update.ctx)?;
                 let mut storage_key =
                     String::with_capacity(self.shared.spec.prefix.len() + session_key.len());
                 storage_key.push_str(&self.shared.spec.prefix);

@@ -43,6 +43,9 @@ pub trait MultiSession: Sized + Send + 'static {
     ) -> Self::Lazy;
     #[doc(hidden)]
     fn __cells(lazy: &Self::Lazy) -> Vec<&dyn ErasedCell>;
+    /// Whether any fragment was touched (loaded, set or deleted) in this update.
+    #[doc(hidden)]
+    fn __any_loaded(lazy: &Self::Lazy) -> bool;
     #[doc(hidden)]
     fn __take(lazy: &Self::Lazy) -> Self;
     #[doc(hidden)]
@@ -278,7 +281,7 @@ impl<S: MultiSession> Sessions<S> {
         let update = Arc::new(UpdateCtx::new(
             self.inner.config.clone(),
             self.inner.counters.clone(),
-            S::FRAGMENTS.len(),
+            ChatContext::of(ctx),
         ));
         let lazy = S::__open(&self.inner.shared, ctx, &update);
         Session {
@@ -607,7 +610,7 @@ impl<S: MultiSession> Sessions<S> {
         let update = Arc::new(UpdateCtx::new(
             self.inner.config.clone(),
             self.inner.counters.clone(),
-            0,
+            ChatContext::default(),
         ));
         let load_error = |key: &str, source| Error::Load {
             fragment: cell.fragment(),
@@ -823,7 +826,31 @@ impl<S: MultiSession> Session<S> {
         })
     }
 
+    /// The commit of an update that touched nothing, or that must not commit: decided
+    /// without building the commit's (large) future.
+    fn quick_commit(&self) -> Option<Result<(), CommitError>> {
+        let clones = Arc::strong_count(&self.inner) - 1;
+        if clones > 0 {
+            return Some(Err(CommitError::Final(Error::StillShared { clones })));
+        }
+        if let Some(&(_, fragment)) = self.inner.update.contended().first() {
+            return Some(Err(CommitError::Final(Error::MustRerun { fragment })));
+        }
+        if !S::__any_loaded(&self.inner.lazy) {
+            // Nothing touched (the common case: chatter): nothing to write.
+            return Some(Ok(()));
+        }
+        None
+    }
+
     async fn commit_attempt(self, attempt: u32) -> Result<(), CommitError> {
+        match self.quick_commit() {
+            Some(done) => done,
+            None => Box::pin(self.commit_writes(attempt)).await,
+        }
+    }
+
+    async fn commit_writes(self, attempt: u32) -> Result<(), CommitError> {
         let counters = self.inner.update.counters.clone();
         let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
         let result = self.commit_inner(attempt).await;
@@ -852,10 +879,6 @@ impl<S: MultiSession> Session<S> {
             return Err(CommitError::Final(Error::MustRerun { fragment }));
         }
         let cells = self.cells();
-        if !cells.iter().any(|cell| cell.is_loaded()) {
-            // Nothing touched (the common case: chatter): nothing to write.
-            return Ok(());
-        }
         let mut failures = Vec::new();
         type Planned<'a> = (StoreRef, Vec<(&'a dyn ErasedCell, Write)>);
         let mut groups: HashMap<usize, Planned<'_>> = HashMap::new();
