@@ -1,4 +1,4 @@
-//! `tracing` events around load and save name fragment, key, store and outcome, and
+//! `tracing` spans and events around load and save name fragment, key, store and outcome, and
 //! `Config::redact_keys` keeps session keys (chat and user ids) out of them; `stats()`
 //! counts what happened.
 
@@ -36,7 +36,10 @@ impl Subscriber for Recorder {
     fn enabled(&self, _: &Metadata<'_>) -> bool {
         true
     }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
+    fn new_span(&self, span: &Attributes<'_>) -> Id {
+        let mut line = Line(format!("span {}", span.metadata().name()));
+        span.record(&mut line);
+        self.events.lock().unwrap().push(line.0);
         Id::from_u64(self.ids.fetch_add(1, Ordering::Relaxed) + 1)
     }
     fn record(&self, _: &Id, _: &Record<'_>) {}
@@ -111,6 +114,19 @@ fn load_and_save_events_name_fragment_key_store_and_outcome() {
         assert!(saved.contains(part), "{part} missing in {saved}");
     }
     assert!(events.iter().any(|e| e.contains("session committed")));
+    // The store calls run inside spans naming what they do.
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("span multisession.load") && e.contains("fragment=count")),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("span multisession.commit")),
+        "{events:#?}"
+    );
     assert_eq!((stats.updates, stats.reads, stats.writes), (1, 1, 1));
 }
 

@@ -853,7 +853,8 @@ impl<S: MultiSession> Session<S> {
     async fn commit_writes(self, attempt: u32) -> Result<(), CommitError> {
         let counters = self.inner.update.counters.clone();
         let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
-        let result = self.commit_inner(attempt).await;
+        let span = tracing::debug_span!("multisession.commit", attempt);
+        let result = tracing::Instrument::instrument(self.commit_inner(attempt), span).await;
         match &result {
             Ok(()) => tracing::debug!(
                 elapsed_us = started.map_or(0, |s| s.elapsed().as_micros() as u64),
