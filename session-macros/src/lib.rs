@@ -1,7 +1,7 @@
 //! `#[derive(MultiSession)]`: the derive of [multisession](https://docs.rs/multisession).
 //!
-//! The pipeline reads top to bottom: [`ast`] parses the struct and its `#[session(...)]`
-//! attributes (with [`attr`]), [`valid`] checks what spans several fields, [`expand`]
+//! The pipeline reads top to bottom: `ast` parses the struct and its `#[session(...)]`
+//! attributes (with `attr`), `valid` checks what spans several fields, `expand`
 //! generates the code. Every error is collected and spanned on the offending token.
 
 mod ast;

@@ -1,6 +1,6 @@
 //! The store conformance suite, for the stores that ship and for yours.
 //!
-//! Every store in this project runs the same cases through [`conformance_tests!`]. To run
+//! Every store in this project runs the same cases through [`conformance_tests!`](crate::conformance_tests). To run
 //! them on your own store, enable the `testing` feature in your dev-dependencies and write:
 //!
 //! ```no_run
