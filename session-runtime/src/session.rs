@@ -650,10 +650,7 @@ impl<S: MultiSession> Sessions<S> {
         ];
         let results = match update.timed(async { Ok(store.apply(&writes).await) }).await {
             Ok(results) => results,
-            Err(error) => writes
-                .iter()
-                .map(|_| Err(clone_store_error(&error)))
-                .collect(),
+            Err(error) => writes.iter().map(|_| Err(error.replicate())).collect(),
         };
         let applied = results.iter().all(|r| matches!(r, Ok(Outcome::Applied)));
         let counters = &self.inner.counters;
@@ -871,14 +868,8 @@ impl<S: MultiSession> Session<S> {
         result
     }
 
+    /// The writes of a commit that `quick_commit` let through.
     async fn commit_inner(self, attempt: u32) -> Result<(), CommitError> {
-        let clones = Arc::strong_count(&self.inner) - 1;
-        if clones > 0 {
-            return Err(CommitError::Final(Error::StillShared { clones }));
-        }
-        if let Some(&(_, fragment)) = self.inner.update.contended().first() {
-            return Err(CommitError::Final(Error::MustRerun { fragment }));
-        }
         let cells = self.cells();
         let mut failures = Vec::new();
         type Planned<'a> = (StoreRef, Vec<(&'a dyn ErasedCell, Write)>);
@@ -908,10 +899,7 @@ impl<S: MultiSession> Session<S> {
                 .await
             {
                 Ok(results) => results,
-                Err(timeout) => writes
-                    .iter()
-                    .map(|_| Err(clone_store_error(&timeout)))
-                    .collect(),
+                Err(timeout) => writes.iter().map(|_| Err(timeout.replicate())).collect(),
             };
             (store, planned, results)
         });
@@ -991,13 +979,6 @@ fn backoff(n: u32) -> Duration {
         .build_hasher()
         .finish();
     Duration::from_micros(random % cap_us)
-}
-
-fn clone_store_error(error: &crate::store::StoreError) -> crate::store::StoreError {
-    match error {
-        crate::store::StoreError::Timeout(limit) => crate::store::StoreError::Timeout(*limit),
-        other => crate::store::StoreError::backend(other),
-    }
 }
 
 /// A session loaded in strict mode: every fragment's value, ready to change. Derefs to

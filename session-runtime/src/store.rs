@@ -213,6 +213,34 @@ impl StoreError {
     pub fn from_error<E: std::error::Error + Send + Sync + 'static>(error: E) -> Self {
         StoreError::Backend(Box::new(error))
     }
+
+    /// A copy of this error, for each write of a failed batch (`StoreError` is not
+    /// `Clone`: a backend error's source is kept as its message).
+    pub(crate) fn replicate(&self) -> StoreError {
+        match self {
+            StoreError::Timeout(d) => StoreError::Timeout(*d),
+            StoreError::Corrupt(what) => StoreError::Corrupt(what.clone()),
+            StoreError::Unsupported(what) => StoreError::Unsupported(what),
+            other => StoreError::backend(other),
+        }
+    }
+}
+
+/// The smallest byte string greater than every string starting with `prefix` (`None`:
+/// there is none, the range is open): the end of a prefix listing over sorted keys.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "redis", feature = "postgres")),
+    allow(dead_code)
+)]
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// A key-value store of session bytes, usable as `Arc<dyn Store>`.
@@ -365,5 +393,18 @@ impl fmt::Debug for StoreRef {
 impl<S: Store> From<S> for StoreRef {
     fn from(store: S) -> Self {
         StoreRef::new(store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_next_string() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
     }
 }

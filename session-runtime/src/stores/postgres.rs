@@ -37,7 +37,9 @@ use tokio_postgres::{
     error::{Severity, SqlState},
 };
 
-use crate::store::{Capabilities, Expect, Outcome, Page, Record, Store, StoreError, Write};
+use crate::store::{
+    Capabilities, Expect, Outcome, Page, Record, Store, StoreError, Write, prefix_end,
+};
 
 /// TTLs are capped at this (100 years): longer ones are kept as "practically never".
 const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -340,16 +342,6 @@ fn corrupt(what: impl fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("postgres: {what}"))
 }
 
-/// A copy of an error for each write of a failed batch (`StoreError` is not `Clone`).
-fn replicate(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Timeout(d) => StoreError::Timeout(*d),
-        StoreError::Corrupt(what) => StoreError::Corrupt(what.clone()),
-        StoreError::Unsupported(what) => StoreError::Unsupported(what),
-        other => StoreError::backend(other),
-    }
-}
-
 fn ttl_micros(ttl: Option<Duration>) -> Option<i64> {
     ttl.map(|ttl| ttl.min(MAX_TTL).as_micros() as i64)
 }
@@ -365,19 +357,6 @@ fn record(row: &Row, value: usize, revision: usize) -> Result<Record, StoreError
 fn key_of(row: &Row) -> Result<String, StoreError> {
     let bytes: Vec<u8> = row.try_get(0).map_err(corrupt)?;
     String::from_utf8(bytes).map_err(|_| corrupt("a stored key is not UTF-8"))
-}
-
-/// The smallest byte string greater than every string starting with `prefix`
-/// (`None`: there is none, the range is open).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }
 
 /// A pooled connection for one operation. Unless the operation marks it reusable (it
@@ -955,7 +934,7 @@ impl Store for PostgresStore {
         match self.apply_batch(writes).await {
             Ok(outcome) => writes.iter().map(|_| Ok(outcome)).collect(),
             Err(error) => {
-                let mut out: Vec<_> = writes[1..].iter().map(|_| Err(replicate(&error))).collect();
+                let mut out: Vec<_> = writes[1..].iter().map(|_| Err(error.replicate())).collect();
                 out.insert(0, Err(error));
                 out
             }

@@ -25,7 +25,9 @@ use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
-use crate::store::{Capabilities, Expect, Outcome, Page, Record, Store, StoreError, Write};
+use crate::store::{
+    Capabilities, Expect, Outcome, Page, Record, Store, StoreError, Write, prefix_end,
+};
 
 /// Checks every precondition, then applies every write; all of the batch or none of it.
 ///
@@ -237,29 +239,6 @@ impl std::error::Error for RedisFailure {
 
 fn corrupt(what: impl fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("redis: {what}"))
-}
-
-/// A copy of an error for each write of a failed batch (`StoreError` is not `Clone`).
-fn replicate(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Timeout(d) => StoreError::Timeout(*d),
-        StoreError::Corrupt(what) => StoreError::Corrupt(what.clone()),
-        StoreError::Unsupported(what) => StoreError::Unsupported(what),
-        other => StoreError::backend(other),
-    }
-}
-
-/// The smallest byte string greater than every string starting with `prefix`
-/// (`None`: there is none, the range is open).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }
 
 /// A TTL in whole milliseconds, at least 1 (0 means "none" to the script).
@@ -548,7 +527,7 @@ impl Store for RedisStore {
                 };
                 writes.iter().map(|_| Ok(outcome)).collect()
             }
-            Err(error) => writes.iter().map(|_| Err(replicate(&error))).collect(),
+            Err(error) => writes.iter().map(|_| Err(error.replicate())).collect(),
         }
     }
 
@@ -599,14 +578,6 @@ impl Store for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefix_end_is_the_next_string() {
-        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
-        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
-        assert_eq!(prefix_end(b"\xff\xff"), None);
-        assert_eq!(prefix_end(b""), None);
-    }
 
     #[test]
     fn ttls_round_up_to_a_millisecond() {

@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::Semaphore;
 
-use crate::store::{Capabilities, Expect, Outcome, Page, Record, Store, StoreError, Write};
+use crate::store::{
+    Capabilities, Expect, Outcome, Page, Record, Store, StoreError, Write, prefix_end,
+};
 
 /// Options of a [`SqliteStore`].
 #[derive(Clone, Debug)]
@@ -300,18 +302,6 @@ fn delete(conn: &Connection, table: &str, key: &str) -> Result<(), StoreError> {
         .map_err(backend)?;
     stmt.execute(params![key.as_bytes()]).map_err(backend)?;
     Ok(())
-}
-
-/// The smallest byte string greater than every string starting with `prefix`, if any.
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }
 
 #[async_trait]
