@@ -165,11 +165,19 @@ async fn bad_stored_data_is_a_typed_error_not_a_panic() {
         Err(StoreError::Backend(e)) => assert!(e.to_string().contains("redis read"), "{e}"),
         other => panic!("expected a backend error, got {other:?}"),
     }
-    // A failed script is an error per write, never a panic or a false "applied".
+    // A failed script (WRONGTYPE) is an error per write, never a panic or a false
+    // "applied" or "conflict"; the foreign value is left alone.
     let results = store
         .apply(&[put("string", b"v", None, Expect::Absent)])
         .await;
-    assert!(results[0].is_err() || matches!(results[0], Ok(Outcome::Conflict)));
+    assert!(
+        matches!(&results[..], [Err(StoreError::Backend(_))]),
+        "{results:?}"
+    );
+    assert_eq!(
+        raw(&[b"GET", string.as_bytes()]).await,
+        redis::Value::BulkString(b"x".to_vec())
+    );
     drop_prefix(&prefix).await;
 }
 
