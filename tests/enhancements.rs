@@ -84,15 +84,10 @@ fn owner(store: &CountingStore) -> multisession::Sessions<Owner> {
     Owner::builder().default_store(store.clone()).build()
 }
 
+/// What the codec wrote under `key`, without the updates the runtime records beside it.
 async fn stored(store: &CountingStore, key: &str) -> Vec<u8> {
-    store
-        .inner()
-        .as_dyn()
-        .read(key)
-        .await
-        .unwrap()
-        .unwrap()
-        .value
+    let record = store.inner().as_dyn().read(key).await.unwrap().unwrap();
+    multisession::envelope::payload(&record.value).to_vec()
 }
 
 fn fido() -> Pets {

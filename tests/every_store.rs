@@ -146,7 +146,8 @@ impl TestStore {
     }
 
     async fn raw_read(&self, key: &str) -> Option<Vec<u8>> {
-        self.raw.as_dyn().read(key).await.unwrap().map(|r| r.value)
+        let record = self.raw.as_dyn().read(key).await.unwrap();
+        record.map(|r| multisession::envelope::payload(&r.value).to_vec())
     }
 
     async fn raw_write(&self, key: &str, value: &[u8]) {

@@ -235,6 +235,11 @@ fn spec(field: &Field<'_>) -> TokenStream {
             #encoder,
             #decoder,
         )
+        .equality({
+            #[allow(unused_imports)]
+            use ::multisession::__private::{NoPartialEq as _, ViaPartialEq as _};
+            (&&&::multisession::__private::EqProbe::<#ty>::new()).eq_fn()
+        })
         #none_deletes
         #ttl
         #migrations

@@ -34,6 +34,19 @@ pub trait SessionContext {
     fn chat_migration(&self) -> Option<ChatMigration> {
         None
     }
+
+    /// The update's identity (Telegram's `update_id`), if it has one (rule S25).
+    ///
+    /// A stored value remembers the recent updates that changed it, so an update
+    /// delivered twice (a webhook Telegram did not see answered in time, a long-polling
+    /// offset replayed after a crash), re-run after a conflict, or retried after a failed
+    /// commit changes each fragment at most once, in every process that shares the store.
+    /// Without an id, [`Sessions::run`](crate::Sessions::run) and
+    /// [`Sessions::open`](crate::Sessions::open) generate one per call: re-runs inside
+    /// that call are still applied once, but a second call is a new update.
+    fn update_id(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Telegram turned a group into a supergroup: per-chat data moves from `from` to `to`.
@@ -58,6 +71,9 @@ impl<T: SessionContext + ?Sized> SessionContext for &T {
     fn chat_migration(&self) -> Option<ChatMigration> {
         (**self).chat_migration()
     }
+    fn update_id(&self) -> Option<u64> {
+        (**self).update_id()
+    }
 }
 
 /// A plain context: a chat, optionally a user and a forum topic.
@@ -74,6 +90,8 @@ pub struct ChatContext {
     pub thread: Option<i64>,
     /// A group-to-supergroup migration this update announces, if any.
     pub migration: Option<ChatMigration>,
+    /// The update's identity, if it has one (see [`SessionContext::update_id`]).
+    pub update: Option<u64>,
 }
 
 impl ChatContext {
@@ -85,6 +103,7 @@ impl ChatContext {
             user: ctx.user_id(),
             thread: ctx.thread_id(),
             migration: ctx.chat_migration(),
+            update: ctx.update_id(),
         }
     }
 
@@ -116,6 +135,33 @@ impl ChatContext {
         self
     }
 
+    /// The same context as update number `id` (Telegram's `update_id`): delivered twice,
+    /// it changes each fragment once (rule S25).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    /// }
+    ///
+    /// let sessions = Bot::builder().build();
+    /// let update = ChatContext::new(1).with_update_id(584_120_332);
+    /// for _ in 0..2 {
+    ///     // Telegram delivers the same update again: it is counted once.
+    ///     sessions.run(&update, async |s| { *s.count().await? += 1; Ok::<_, multisession::Error>(()) }).await?;
+    /// }
+    /// let count = sessions.run(&ChatContext::new(1), async |s| Ok::<_, multisession::Error>(*s.count().await?)).await?;
+    /// assert_eq!(count, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_update_id(mut self, id: u64) -> Self {
+        self.update = Some(id);
+        self
+    }
+
     /// The same context in forum topic `thread`.
     pub fn with_thread(mut self, thread: i64) -> Self {
         self.thread = Some(thread);
@@ -135,5 +181,8 @@ impl SessionContext for ChatContext {
     }
     fn chat_migration(&self) -> Option<ChatMigration> {
         self.migration
+    }
+    fn update_id(&self) -> Option<u64> {
+        self.update
     }
 }

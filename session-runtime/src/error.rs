@@ -84,19 +84,29 @@ pub enum Error {
         source: CodecError,
     },
 
-    /// Saving failed for one or more fragments (rule S14); each failure is listed.
-    #[error("could not save session: {}", DisplayList(.failures))]
+    /// Saving failed for one or more fragments (rule S14); each failure is listed with
+    /// what happened to its data, and `written` names the fragments of the same update
+    /// that were stored (rule S26; see [`Error::stored`]). Re-running the same update
+    /// (same [update id](crate::SessionContext::update_id), here `update_id`) completes it
+    /// without applying the written fragments again.
+    #[error("could not save session: {}{}", DisplayList(.failures), DisplayWritten(.written))]
     Save {
         /// One entry per fragment that failed.
         failures: Vec<SaveFailure>,
+        /// Fragments of the same update whose writes landed.
+        written: Vec<&'static str>,
+        /// The update's identity (generated if its context had none).
+        update_id: u64,
     },
 
-    /// Another process changed the fragment since it was read, and the update could not
-    /// be re-run (rule S17): retries were used up, the policy forbids them, or another
-    /// fragment of the same update had already been committed.
+    /// Another process changed the fragment since it was read, and the update was not
+    /// re-run (rule S17): the [`OnConflict`](crate::OnConflict) budget was spent, or the
+    /// policy forbids re-runs. `written` names the fragments of the same update that were
+    /// stored (in another store, or by an earlier run); re-running the same update
+    /// completes it without applying them again (rule S25).
     #[error(
         "session fragment `{fragment}` (key `{key}`, store `{store}`) was changed concurrently; gave up after {attempts} attempt(s){}",
-        if .partially_committed.is_empty() { String::new() } else { format!(" (already committed: {})", .partially_committed.join(", ")) }
+        DisplayWritten(.written)
     )]
     Conflict {
         /// The fragment.
@@ -107,8 +117,10 @@ pub enum Error {
         store: String,
         /// How many times the update ran.
         attempts: u32,
-        /// Fragments of the same update that were written before the conflict was seen.
-        partially_committed: Vec<&'static str>,
+        /// Fragments of the same update that were written.
+        written: Vec<&'static str>,
+        /// The update's identity (generated if its context had none).
+        update_id: u64,
     },
 
     /// Another update in this process holds the fragment's key while this update already
@@ -134,6 +146,32 @@ pub enum Error {
         clones: usize,
     },
 
+    /// The fragment was touched while a guard of it was held by the same task (waiting
+    /// would never end: rule S28), or while another task of the same update held its
+    /// guard for longer than [`Config::lock_timeout`](crate::Config::lock_timeout).
+    /// Nothing was read or written; drop the guard before touching the fragment again.
+    #[error(
+        "session fragment `{fragment}` was touched while a guard of it is still held in this update; drop the guard first"
+    )]
+    Held {
+        /// The fragment.
+        fragment: &'static str,
+    },
+
+    /// Another update in this process held the fragment's key for longer than
+    /// [`Config::lock_timeout`](crate::Config::lock_timeout). Nothing was read or written.
+    #[error(
+        "session fragment `{fragment}` (key `{key}`) stayed in use by another update for {waited:?}; nothing was read or written"
+    )]
+    Busy {
+        /// The fragment.
+        fragment: &'static str,
+        /// The full storage key.
+        key: String,
+        /// How long the update waited.
+        waited: std::time::Duration,
+    },
+
     /// An admin call named a fragment the session struct does not have.
     #[error("no session fragment named `{fragment}`; the fragments are: {}", .known.join(", "))]
     UnknownFragment {
@@ -154,6 +192,7 @@ pub enum Error {
 
 /// One fragment that could not be saved.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct SaveFailure {
     /// The fragment.
     pub fragment: &'static str,
@@ -163,6 +202,44 @@ pub struct SaveFailure {
     pub store: String,
     /// Why.
     pub error: SaveError,
+    /// What happened to the fragment's data.
+    pub outcome: WriteOutcome,
+}
+
+/// What happened to one fragment's write that did not succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteOutcome {
+    /// The write did not land: the stored value is what it was.
+    NotWritten,
+    /// The write may or may not have landed (a timeout, a connection lost mid-request).
+    /// Re-running the same update is safe: if it landed, it is not applied again.
+    Unknown,
+}
+
+/// What a failed `run`, `commit` or `save` did to the stored data (rule S26), from
+/// [`Error::stored`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stored {
+    /// Nothing of the update was written.
+    Nothing,
+    /// These fragments were written and those were not. Re-running the same update
+    /// completes it without applying the written ones again.
+    Partly {
+        /// Fragments whose writes landed.
+        written: Vec<&'static str>,
+        /// Fragments whose writes did not land.
+        not_written: Vec<&'static str>,
+    },
+    /// Whether the `unknown` fragments were written is not known; `written` were.
+    /// Re-running the same update is safe.
+    Unknown {
+        /// Fragments whose writes landed.
+        written: Vec<&'static str>,
+        /// Fragments whose outcome is unknown.
+        unknown: Vec<&'static str>,
+    },
 }
 
 /// Why one fragment could not be saved.
@@ -175,18 +252,37 @@ pub enum SaveError {
     /// The value could not be encoded.
     #[error("encoding failed: {0}")]
     Encode(#[from] CodecError),
-    /// The fragment was changed although it has no key for this update (strict mode).
-    #[error("the fragment was changed but has no key for this update")]
-    NoKey,
+    /// Another process changed the fragment since it was read (rule S17).
+    #[error("changed concurrently since it was read")]
+    Conflict,
 }
 
 impl fmt::Display for SaveFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "fragment `{}` (key `{}`, store `{}`): {}",
-            self.fragment, self.key, self.store, self.error
+            "fragment `{}` (key `{}`, store `{}`): {}{}",
+            self.fragment,
+            self.key,
+            self.store,
+            self.error,
+            match self.outcome {
+                WriteOutcome::NotWritten => " (not written)",
+                WriteOutcome::Unknown => " (outcome unknown: it may have been written)",
+            }
         )
+    }
+}
+
+struct DisplayWritten<'a>(&'a [&'static str]);
+
+impl fmt::Display for DisplayWritten<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("; nothing of this update was written")
+        } else {
+            write!(f, "; written: {}", self.0.join(", "))
+        }
     }
 }
 
@@ -215,9 +311,74 @@ impl Error {
             | Error::Encode { fragment, .. }
             | Error::Conflict { fragment, .. }
             | Error::Contended { fragment, .. }
+            | Error::Held { fragment }
+            | Error::Busy { fragment, .. }
             | Error::MustRerun { fragment } => Some(fragment),
-            Error::Save { failures } => failures.first().map(|f| f.fragment),
+            Error::Save { failures, .. } => failures.first().map(|f| f.fragment),
             Error::StillShared { .. } | Error::UnknownFragment { .. } => None,
+        }
+    }
+
+    /// What this error means for the stored data (rule S26): nothing written, written in
+    /// part, or unknown in part. Every error other than [`Error::Save`] and
+    /// [`Error::Conflict`] means nothing was written.
+    ///
+    /// ```
+    /// use multisession::{Error, Stored};
+    ///
+    /// fn report(error: &Error) -> String {
+    ///     match error.stored() {
+    ///         Stored::Nothing => format!("nothing stored: {error}"),
+    ///         Stored::Partly { written, .. } | Stored::Unknown { written, .. } => {
+    ///             format!("re-run the update to complete it (already stored: {written:?})")
+    ///         }
+    ///         _ => error.to_string(),
+    ///     }
+    /// }
+    /// assert!(report(&Error::NoKey { fragment: "quiz" }).starts_with("nothing stored"));
+    /// ```
+    pub fn stored(&self) -> Stored {
+        match self {
+            Error::Save {
+                failures, written, ..
+            } => {
+                let unknown: Vec<&'static str> = failures
+                    .iter()
+                    .filter(|f| f.outcome == WriteOutcome::Unknown)
+                    .map(|f| f.fragment)
+                    .collect();
+                if !unknown.is_empty() {
+                    Stored::Unknown {
+                        written: written.clone(),
+                        unknown,
+                    }
+                } else if written.is_empty() {
+                    Stored::Nothing
+                } else {
+                    Stored::Partly {
+                        written: written.clone(),
+                        not_written: failures.iter().map(|f| f.fragment).collect(),
+                    }
+                }
+            }
+            Error::Conflict {
+                fragment, written, ..
+            } if !written.is_empty() => Stored::Partly {
+                written: written.clone(),
+                not_written: vec![fragment],
+            },
+            _ => Stored::Nothing,
+        }
+    }
+
+    /// The identity of the update whose commit failed ([`Error::Save`],
+    /// [`Error::Conflict`]): run the update again with it
+    /// ([`ChatContext::with_update_id`](crate::ChatContext::with_update_id)) to complete it
+    /// exactly once.
+    pub fn update_id(&self) -> Option<u64> {
+        match self {
+            Error::Save { update_id, .. } | Error::Conflict { update_id, .. } => Some(*update_id),
+            _ => None,
         }
     }
 }

@@ -3,31 +3,43 @@
 
 #![deny(missing_docs)]
 
+mod admin;
+mod builder;
+mod cell;
+mod change;
+mod chat_migration;
 pub mod codec;
+mod commit;
+mod config;
 pub mod context;
+pub mod envelope;
 pub mod error;
 mod fragment;
 pub mod keys;
 mod lock;
 mod session;
+mod spec;
 mod stats;
 pub mod store;
 pub mod stores;
+mod strict;
 pub mod telegram;
 #[cfg(feature = "teloxide")]
 pub mod teloxide;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod update;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
+pub use admin::SessionPage;
 pub use async_trait::async_trait;
+pub use config::{Config, OnConflict, OnDecodeError, OnHandlerError};
 pub use context::{ChatContext, ChatMigration, SessionContext};
-pub use error::{Error, SaveError, SaveFailure};
+pub use error::{Error, SaveError, SaveFailure, Stored, WriteOutcome};
 pub use fragment::{Fragment, FragmentGuard};
-pub use session::{
-    Config, Loaded, MultiSession, OnConflict, OnDecodeError, OnHandlerError, Session, Sessions,
-};
+pub use session::{MultiSession, Session, Sessions};
 pub use stats::Stats;
+pub use strict::Loaded;

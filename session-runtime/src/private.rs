@@ -3,16 +3,21 @@
 pub use std::sync::Arc;
 
 pub use crate::{
+    builder::BuilderCore,
+    cell::{Cell, ErasedCell},
     codec::{Codec, CodecError, DecodeFailure, split_version},
+    config::Config,
     context::SessionContext,
-    fragment::{Cell, ErasedCell, Fragment, FragmentShared, FragmentSpec, UpdateCtx},
+    fragment::Fragment,
     keys::IntoSessionKey,
-    session::{BuilderCore, Config, MultiSession, Sessions},
+    session::{MultiSession, Sessions},
+    spec::{FragmentShared, FragmentSpec},
     store::StoreRef,
+    update::UpdateCtx,
 };
 
 use crate::{
-    fragment::{InitialFn, KeyFn},
+    spec::{InitialFn, KeyFn},
     stores::MemoryStore,
 };
 
@@ -40,9 +45,9 @@ where
 {
 }
 
-/// The encoder of codec `C` for `T`.
-pub fn encoder<T: serde::Serialize, C: Codec>() -> fn(&T) -> Result<Vec<u8>, CodecError> {
-    C::encode::<T>
+/// The encoder of codec `C` for `T`, and its comparison tree (rule S22).
+pub fn encoder<T: serde::Serialize, C: Codec>() -> crate::spec::Encoders<T> {
+    (C::encode::<T>, crate::spec::canonical::<T>)
 }
 
 /// The decoder of codec `C` for `T`.
@@ -80,4 +85,40 @@ pub fn decode_current<C: Codec, T: serde::de::DeserializeOwned>(
 /// Checks that a `ttl` expression is a `Duration`.
 pub fn ttl_value(ttl: std::time::Duration) -> std::time::Duration {
     ttl
+}
+
+/// Finds a type's `PartialEq` where it has one (autoref specialization: the derive calls
+/// `(&&&EqProbe::<T>::new()).eq_fn()` with both traits in scope).
+pub struct EqProbe<T>(::core::marker::PhantomData<fn() -> T>);
+
+impl<T> EqProbe<T> {
+    /// The probe of `T`.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        EqProbe(::core::marker::PhantomData)
+    }
+}
+
+/// The `PartialEq` of a type that has one.
+pub trait ViaPartialEq<T> {
+    /// `Some(eq)`.
+    fn eq_fn(&self) -> Option<fn(&T, &T) -> bool>;
+}
+
+impl<T: PartialEq> ViaPartialEq<T> for &&EqProbe<T> {
+    fn eq_fn(&self) -> Option<fn(&T, &T) -> bool> {
+        Some(<T as PartialEq>::eq)
+    }
+}
+
+/// No `PartialEq`: values are compared by content alone.
+pub trait NoPartialEq<T> {
+    /// `None`.
+    fn eq_fn(&self) -> Option<fn(&T, &T) -> bool>;
+}
+
+impl<T> NoPartialEq<T> for &EqProbe<T> {
+    fn eq_fn(&self) -> Option<fn(&T, &T) -> bool> {
+        None
+    }
 }

@@ -33,11 +33,20 @@ pub struct Stats {
     pub writes: u64,
     /// Fragment values deleted.
     pub deletes: u64,
-    /// Fragments changed through `DerefMut` whose bytes ended up equal: not written.
+    /// Fragments taken mutably (or set, or put back by strict mode) whose value ended up
+    /// equal to what was loaded: not written (rule S22).
     pub skipped_writes: u64,
+    /// Writes not made because the stored value already had this update's change: the
+    /// same update delivered again, or re-run after a partial commit (rule S25).
+    pub repeats: u64,
+    /// Handler re-runs because of a conflict or a partial or unknown commit.
+    pub commit_retries: u64,
+    /// Handler re-runs because the update would have closed a cycle of updates waiting
+    /// for each other's keys in this process.
+    pub contention_retries: u64,
     /// Conditional writes rejected because another process changed the value.
     pub conflicts: u64,
-    /// Handler re-runs (after a conflict, or a contended key in this process).
+    /// Handler re-runs of any cause (`commit_retries + contention_retries`).
     pub retries: u64,
     /// Errors returned by loads and commits (store, decode, conflict, save errors).
     pub errors: u64,
@@ -51,7 +60,9 @@ pub(crate) struct Counters {
     pub(crate) deletes: AtomicU64,
     pub(crate) skipped_writes: AtomicU64,
     pub(crate) conflicts: AtomicU64,
-    pub(crate) retries: AtomicU64,
+    pub(crate) repeats: AtomicU64,
+    pub(crate) commit_retries: AtomicU64,
+    pub(crate) contention_retries: AtomicU64,
     pub(crate) errors: AtomicU64,
 }
 
@@ -69,7 +80,10 @@ impl Counters {
             deletes: get(&self.deletes),
             skipped_writes: get(&self.skipped_writes),
             conflicts: get(&self.conflicts),
-            retries: get(&self.retries),
+            repeats: get(&self.repeats),
+            commit_retries: get(&self.commit_retries),
+            contention_retries: get(&self.contention_retries),
+            retries: get(&self.commit_retries) + get(&self.contention_retries),
             errors: get(&self.errors),
         }
     }

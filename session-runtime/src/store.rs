@@ -192,9 +192,14 @@ pub enum StoreError {
     /// The backend failed: a connection, a query, a file.
     #[error("{0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The operation did not finish in time.
+    /// The operation did not finish in time. For a write, whether it landed is unknown.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// The store lost track of a write it had sent (a connection dropped mid-request):
+    /// whether it landed is unknown. Stores return it from [`Store::apply`] only; any other
+    /// error from `apply` means the write did not land.
+    #[error("outcome unknown: {0}")]
+    Unknown(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// What the backend returned is not a valid record.
     #[error("corrupt record: {0}")]
     Corrupt(String),
@@ -214,6 +219,17 @@ impl StoreError {
         StoreError::Backend(Box::new(error))
     }
 
+    /// An unknown-outcome error wrapping `error`.
+    pub fn unknown<E: fmt::Display>(error: E) -> Self {
+        StoreError::Unknown(error.to_string().into())
+    }
+
+    /// Whether a write that failed with this error may still have landed: a timeout, or
+    /// [`StoreError::Unknown`].
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, StoreError::Timeout(_) | StoreError::Unknown(_))
+    }
+
     /// A copy of this error, for each write of a failed batch (`StoreError` is not
     /// `Clone`: a backend error's source is kept as its message).
     pub(crate) fn replicate(&self) -> StoreError {
@@ -221,6 +237,7 @@ impl StoreError {
             StoreError::Timeout(d) => StoreError::Timeout(*d),
             StoreError::Corrupt(what) => StoreError::Corrupt(what.clone()),
             StoreError::Unsupported(what) => StoreError::Unsupported(what),
+            StoreError::Unknown(source) => StoreError::unknown(source),
             other => StoreError::backend(other),
         }
     }
@@ -300,6 +317,10 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Applies a batch of writes; one result per write, in order.
+    ///
+    /// An `Err` means that write did not land, unless it is [`StoreError::Timeout`] or
+    /// [`StoreError::Unknown`] (it may have): the runtime reports each case as such
+    /// (rule S26).
     ///
     /// The default applies them one by one with [`write`](Store::write) and
     /// [`delete`](Store::delete), ignoring preconditions (a store without

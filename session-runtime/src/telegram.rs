@@ -663,6 +663,11 @@ impl SessionContext for Update {
             (None, None) => None,
         }
     }
+
+    /// [`Update::update_id`] (rule S25: delivered twice, it changes each fragment once).
+    fn update_id(&self) -> Option<u64> {
+        u64::try_from(self.update_id).ok()
+    }
 }
 
 #[cfg(test)]

@@ -119,6 +119,9 @@ impl SessionContext for Update {
     fn thread_id(&self) -> Option<i64> {
         update_message(self).and_then(topic)
     }
+    fn update_id(&self) -> Option<u64> {
+        Some(u64::from(self.id.0))
+    }
     fn chat_migration(&self) -> Option<ChatMigration> {
         match &self.kind {
             UpdateKind::Message(m) => migration(m),

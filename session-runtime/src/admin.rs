@@ -1,0 +1,177 @@
+//! Admin tools: list, count and remove a fragment's stored sessions (rule S20).
+
+use crate::{
+    cell::ErasedCell,
+    context::ChatContext,
+    envelope,
+    error::{Error, SaveError, SaveFailure, WriteOutcome},
+    session::{MultiSession, Session, Sessions},
+};
+
+/// One page of a fragment's stored sessions, from [`Sessions::list`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionPage {
+    /// The session keys (without the fragment's namespace) and their stored values (the
+    /// codec's bytes, without the updates the runtime records beside them).
+    pub entries: Vec<(String, Vec<u8>)>,
+    /// Pass it to the next [`Sessions::list`] call; `None` when the listing is complete.
+    pub cursor: Option<String>,
+}
+
+impl<S: MultiSession> Sessions<S> {
+    fn admin_cell<'a>(
+        &self,
+        session: &'a Session<S>,
+        fragment: &str,
+    ) -> Result<&'a dyn ErasedCell, Error> {
+        session
+            .cells()
+            .into_iter()
+            .find(|cell| cell.fragment() == fragment)
+            .ok_or_else(|| Error::UnknownFragment {
+                fragment: fragment.to_owned(),
+                known: S::FRAGMENTS,
+            })
+    }
+
+    fn list_error(cell: &dyn ErasedCell, source: crate::store::StoreError) -> Error {
+        Error::Load {
+            fragment: cell.fragment(),
+            key: format!("{}*", cell.prefix()),
+            store: cell.store().as_dyn().name().to_owned(),
+            source,
+        }
+    }
+
+    /// A page of about `limit` stored sessions of `fragment` (a field name), in no
+    /// particular order; pass the returned cursor to get the next page.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    /// }
+    ///
+    /// let sessions = Bot::builder().build();
+    /// for chat in 1..=3 {
+    ///     sessions.run(&ChatContext::new(chat), |s| async move { *s.count().await? += 1; Ok::<_, multisession::Error>(()) }).await?;
+    /// }
+    /// let mut keys = Vec::new();
+    /// let mut cursor = None;
+    /// loop {
+    ///     let page = sessions.list("count", cursor.as_deref(), 2).await?;
+    ///     keys.extend(page.entries.into_iter().map(|(key, _bytes)| key));
+    ///     match page.cursor { Some(next) => cursor = Some(next), None => break }
+    /// }
+    /// keys.sort();
+    /// assert_eq!(keys, ["1", "2", "3"]);
+    /// assert_eq!(sessions.count("count").await?, 3);
+    /// assert!(sessions.remove("count", "2").await?);
+    /// assert_eq!(sessions.clear("count").await?, 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn list(
+        &self,
+        fragment: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<SessionPage, Error> {
+        let session = self.open_raw(&ChatContext::default());
+        let cell = self.admin_cell(&session, fragment)?;
+        let prefix = cell.prefix();
+        let page = session
+            .inner
+            .update
+            .timed(cell.store().as_dyn().list(prefix, cursor, limit))
+            .await
+            .map_err(|e| Self::list_error(cell, e))?;
+        let entries = page
+            .entries
+            .into_iter()
+            .filter_map(|(key, record)| {
+                key.strip_prefix(prefix)
+                    .map(|k| (k.to_owned(), envelope::payload(&record.value).to_vec()))
+            })
+            .collect();
+        Ok(SessionPage {
+            entries,
+            cursor: page.cursor,
+        })
+    }
+
+    /// How many sessions of `fragment` are stored (pages through them all).
+    pub async fn count(&self, fragment: &str) -> Result<u64, Error> {
+        let mut total = 0u64;
+        let mut cursor = None;
+        loop {
+            let page = self.list(fragment, cursor.as_deref(), 500).await?;
+            total += page.entries.len() as u64;
+            match page.cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(total),
+            }
+        }
+    }
+
+    /// Removes the stored session `session_key` (without namespace) of `fragment`;
+    /// `false` if there was none. Waits for updates of that key in this process.
+    pub async fn remove(&self, fragment: &str, session_key: &str) -> Result<bool, Error> {
+        let session = self.open_raw(&ChatContext::default());
+        let cell = self.admin_cell(&session, fragment)?;
+        let key = format!("{}{session_key}", cell.prefix());
+        let update = &session.inner.update;
+        let _held = update.hold(cell.key_locks(), cell.fragment(), &key).await?;
+        let store = cell.store().as_dyn();
+        let existed = update
+            .timed(store.read(&key))
+            .await
+            .map_err(|source| Error::Load {
+                fragment: cell.fragment(),
+                key: key.clone(),
+                store: store.name().to_owned(),
+                source,
+            })?
+            .is_some();
+        if existed {
+            update
+                .timed(store.delete(&key))
+                .await
+                .map_err(|error| Error::Save {
+                    failures: vec![SaveFailure {
+                        fragment: cell.fragment(),
+                        key: key.clone(),
+                        store: store.name().to_owned(),
+                        outcome: if error.outcome_unknown() {
+                            WriteOutcome::Unknown
+                        } else {
+                            WriteOutcome::NotWritten
+                        },
+                        error: SaveError::Store(error),
+                    }],
+                    written: Vec::new(),
+                    update_id: update.update_id,
+                })?;
+        }
+        Ok(existed)
+    }
+
+    /// Removes every stored session of `fragment`; returns how many.
+    pub async fn clear(&self, fragment: &str) -> Result<u64, Error> {
+        let mut removed = 0u64;
+        loop {
+            // Removing while listing could skip keys; list from the start each round.
+            let page = self.list(fragment, None, 500).await?;
+            if page.entries.is_empty() {
+                return Ok(removed);
+            }
+            for (key, _) in page.entries {
+                if self.remove(fragment, &key).await? {
+                    removed += 1;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,585 @@
+//! The lazy cell of one fragment in one update: loaded at most once, on first touch, and
+//! what it takes at commit to decide whether (and how) to write.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::OnceCell;
+
+use crate::{
+    codec::DecodeFailure,
+    config::OnDecodeError,
+    envelope,
+    error::{Error, SaveError, SaveFailure},
+    lock::{HeldKey, KeyLocks},
+    spec::{FragmentShared, FragmentSpec},
+    stats::Counters,
+    store::{Expect, Record, StoreError, StoreRef, Write},
+    update::UpdateCtx,
+};
+
+/// What the cell knows about the stored value, as the update found it.
+enum Base {
+    /// Not read: the handler assigned or deleted without reading (rules S8, S9).
+    Unread,
+    /// Read, and missing. `initial` is the encoded initial value, taken before the first
+    /// change, so an initial value that ends up unchanged is not written (S5, S23).
+    Missing { initial: Option<Vec<u8>> },
+    /// Read, and present: the stored bytes (recorded updates, then the payload).
+    Stored {
+        bytes: Vec<u8>,
+        payload_at: usize,
+        revision: u64,
+        /// The stored value already has this update's change (rule S25).
+        applied: bool,
+    },
+}
+
+pub(crate) struct State<T> {
+    /// `None` after a delete until something reads the value again (then the initial
+    /// value is made: rule S23), and while strict mode has the value out.
+    pub(crate) value: Option<T>,
+    base: Base,
+    /// The value may differ from the base: compared at commit (rule S22).
+    dirty: bool,
+    /// Write even if equal: a migrated value, or bad bytes reset to the initial.
+    force: bool,
+    deleted: bool,
+}
+
+impl<T> State<T> {
+    fn new(value: Option<T>, base: Base) -> Self {
+        Self {
+            value,
+            base,
+            dirty: false,
+            force: false,
+            deleted: false,
+        }
+    }
+
+    /// Before the handler may change the value.
+    pub(crate) fn before_change(&mut self, spec: &FragmentSpec<T>) {
+        if !self.dirty {
+            if let (Base::Missing { initial }, Some(value)) = (&mut self.base, &self.value)
+                && initial.is_none()
+            {
+                *initial = spec.encode_payload(value).ok();
+            }
+            self.dirty = true;
+        }
+        self.deleted = false;
+    }
+
+    /// The value, made from the initial if it was deleted (a missing value).
+    pub(crate) fn materialize(&mut self, spec: &FragmentSpec<T>) {
+        if self.value.is_none() {
+            self.value = Some((spec.initial)());
+        }
+    }
+}
+
+/// The loaded state of a cell, and who holds its guard.
+pub(crate) struct Slot<T> {
+    _held: Option<HeldKey>,
+    pub(crate) state: tokio::sync::Mutex<State<T>>,
+    /// The task holding the state (`Some(None)`: a caller outside any tokio task).
+    holder: std::sync::Mutex<Option<Option<tokio::task::Id>>>,
+}
+
+/// The locked state of a cell; unlocking forgets the holder.
+pub(crate) struct StateGuard<'a, T> {
+    pub(crate) state: tokio::sync::MutexGuard<'a, State<T>>,
+    holder: &'a std::sync::Mutex<Option<Option<tokio::task::Id>>>,
+}
+
+impl<T> Drop for StateGuard<'_, T> {
+    fn drop(&mut self) {
+        *self.holder.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+impl<T> Slot<T> {
+    fn new(held: Option<HeldKey>, state: State<T>) -> Box<Self> {
+        Box::new(Slot {
+            _held: held,
+            state: tokio::sync::Mutex::new(state),
+            holder: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Locks the state. Held by this very task: [`Error::Held`] at once (rule S28), as
+    /// waiting could never end. Held by another task of the update: waits, up to
+    /// `limit`.
+    async fn lock(
+        &self,
+        fragment: &'static str,
+        limit: Option<Duration>,
+    ) -> Result<StateGuard<'_, T>, Error> {
+        let me = tokio::task::try_id();
+        let state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(_) => {
+                let holder = *self.holder.lock().unwrap_or_else(|p| p.into_inner());
+                if holder == Some(me) {
+                    return Err(Error::Held { fragment });
+                }
+                match limit {
+                    Some(limit) => tokio::time::timeout(limit, self.state.lock())
+                        .await
+                        .map_err(|_| Error::Held { fragment })?,
+                    None => self.state.lock().await,
+                }
+            }
+        };
+        *self.holder.lock().unwrap_or_else(|p| p.into_inner()) = Some(me);
+        Ok(StateGuard {
+            state,
+            holder: &self.holder,
+        })
+    }
+}
+
+/// The per-update cell of one fragment: loaded at most once, on first touch.
+pub struct Cell<T> {
+    pub(crate) shared: Arc<FragmentShared<T>>,
+    index: usize,
+    /// The session key and the storage key (`None`: no key for this update).
+    keys: std::sync::OnceLock<Option<(String, String)>>,
+    update: Arc<UpdateCtx>,
+    /// Boxed: an untouched fragment costs a pointer, not its value's size, per update.
+    slot: OnceCell<Box<Slot<T>>>,
+}
+
+impl<T: Send + 'static> Cell<T> {
+    /// The cell of fragment number `index` for the update `ctx`.
+    pub fn new(shared: &Arc<FragmentShared<T>>, index: usize, update: &Arc<UpdateCtx>) -> Self {
+        Self {
+            shared: shared.clone(),
+            index,
+            keys: std::sync::OnceLock::new(),
+            update: update.clone(),
+            slot: OnceCell::new(),
+        }
+    }
+
+    fn keys(&self) -> Option<&(String, String)> {
+        self.keys
+            .get_or_init(|| {
+                let session_key = (self.shared.spec.key)(&self.update.ctx)?;
+                let mut storage_key =
+                    String::with_capacity(self.shared.spec.prefix.len() + session_key.len());
+                storage_key.push_str(&self.shared.spec.prefix);
+                storage_key.push_str(&session_key);
+                Some((session_key, storage_key))
+            })
+            .as_ref()
+    }
+
+    pub(crate) fn session_key_str(&self) -> Option<&str> {
+        self.keys().map(|(session, _)| session.as_str())
+    }
+
+    pub(crate) fn storage_key_str(&self) -> Option<&str> {
+        self.keys().map(|(_, storage)| storage.as_str())
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        self.shared.spec.name
+    }
+
+    fn key(&self) -> Result<&str, Error> {
+        self.storage_key_str().ok_or(Error::NoKey {
+            fragment: self.name(),
+        })
+    }
+
+    async fn hold(&self, key: &str) -> Result<HeldKey, Error> {
+        if let Some(held) = self.update.take_preheld(self.index) {
+            return Ok(held);
+        }
+        let held = self.update.hold(&self.shared.locks, self.name(), key).await;
+        if let Err(Error::Contended { .. }) = &held {
+            self.update.mark_contended(self.index, self.name());
+        }
+        held
+    }
+
+    fn state_from(&self, key: &str, record: Option<Record>) -> Result<State<T>, Error> {
+        let spec = &self.shared.spec;
+        let Some(Record {
+            value: bytes,
+            revision,
+        }) = record
+        else {
+            // Missing: the one call of `initial` for this load (rule S23).
+            return Ok(State::new(
+                Some((spec.initial)()),
+                Base::Missing { initial: None },
+            ));
+        };
+        let (updates, payload) = envelope::split(&bytes);
+        let applied = updates.contains(self.update.update_id);
+        let payload_at = bytes.len() - payload.len();
+        let decoded = spec.decode_payload(payload);
+        let base = Base::Stored {
+            payload_at,
+            revision,
+            applied,
+            bytes,
+        };
+        match decoded {
+            Ok((value, migrated)) => {
+                let mut state = State::new(Some(value), base);
+                // A migrated value is written back at commit (S19).
+                state.force = migrated;
+                state.dirty = migrated;
+                Ok(state)
+            }
+            Err(DecodeFailure::TooNew { found, supported }) => Err(Error::TooNew {
+                fragment: spec.name,
+                key: key.to_owned(),
+                store: self.shared.store_name.clone(),
+                found,
+                supported,
+            }),
+            Err(DecodeFailure::Codec(source)) => {
+                if self.update.config.on_decode_error != OnDecodeError::Reset {
+                    return Err(Error::Decode {
+                        fragment: spec.name,
+                        key: key.to_owned(),
+                        store: self.shared.store_name.clone(),
+                        source,
+                    });
+                }
+                tracing::warn!(
+                    fragment = spec.name,
+                    key,
+                    store = %self.shared.store_name,
+                    error = %source,
+                    "stored session value does not decode; reset to the initial value (OnDecodeError::Reset)"
+                );
+                // The bad bytes are replaced by the initial value at commit.
+                let mut state = State::new(Some((spec.initial)()), base);
+                state.force = true;
+                state.dirty = true;
+                Ok(state)
+            }
+        }
+    }
+
+    async fn load(&self) -> Result<Box<Slot<T>>, Error> {
+        let key = self.key()?;
+        let held = self.hold(key).await?;
+        let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
+        let span = tracing::debug_span!(
+            "multisession.load",
+            fragment = self.name(),
+            store = %self.shared.store_name
+        );
+        let result = tracing::Instrument::instrument(
+            self.update.timed(self.shared.store.as_dyn().read(key)),
+            span,
+        )
+        .await
+        .map_err(|source| Error::Load {
+            fragment: self.name(),
+            key: key.to_owned(),
+            store: self.shared.store_name.clone(),
+            source,
+        })
+        .and_then(|record| {
+            let found = record.is_some();
+            self.state_from(key, record).map(|state| (state, found))
+        });
+        let counters = &self.update.counters;
+        Counters::add(&counters.reads, 1);
+        let shown = self.update.config.shown_key(key);
+        match &result {
+            Ok((_, found)) => tracing::debug!(
+                fragment = self.name(),
+                key = %shown,
+                store = %self.shared.store_name,
+                found,
+                elapsed_us = started.map_or(0, |s| s.elapsed().as_micros() as u64),
+                "session fragment loaded"
+            ),
+            Err(error) => {
+                Counters::add(&counters.errors, 1);
+                tracing::warn!(fragment = self.name(), key = %shown, store = %self.shared.store_name, %error, "session fragment load failed");
+            }
+        }
+        let (state, _) = result?;
+        Ok(Slot::new(Some(held), state))
+    }
+
+    async fn slot(&self) -> Result<&Slot<T>, Error> {
+        self.slot
+            .get_or_try_init(|| self.load())
+            .await
+            .map(|slot| &**slot)
+    }
+
+    /// Loads the value (once per update) and locks it for the caller.
+    pub(crate) async fn lock_loaded(&self) -> Result<StateGuard<'_, T>, Error> {
+        let slot = self.slot().await?;
+        let mut guard = slot
+            .lock(self.name(), self.update.config.lock_timeout)
+            .await?;
+        guard.state.materialize(&self.shared.spec);
+        Ok(guard)
+    }
+
+    /// The cell's state without reading (rules S8, S9): made by `make` if the cell was
+    /// not touched yet (`true`), else the loaded one, locked (`false`).
+    async fn lock_blind(
+        &self,
+        make: impl FnOnce() -> State<T>,
+    ) -> Result<(Option<StateGuard<'_, T>>, bool), Error> {
+        let mut fresh = false;
+        let slot = self
+            .slot
+            .get_or_try_init(|| async {
+                let key = self.key()?;
+                let held = self.hold(key).await?;
+                fresh = true;
+                Ok::<_, Error>(Slot::new(Some(held), make()))
+            })
+            .await?;
+        if fresh {
+            return Ok((None, true));
+        }
+        let guard = slot
+            .lock(self.name(), self.update.config.lock_timeout)
+            .await?;
+        Ok((Some(guard), false))
+    }
+
+    pub(crate) async fn set(&self, value: T) -> Result<(), Error> {
+        let mut pending = Some(value);
+        let (guard, _) = self
+            .lock_blind(|| {
+                let mut state = State::new(pending.take(), Base::Unread);
+                state.dirty = true;
+                state
+            })
+            .await?;
+        if let (Some(mut guard), Some(value)) = (guard, pending) {
+            guard.state.before_change(&self.shared.spec);
+            guard.state.value = Some(value);
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn delete(&self) -> Result<(), Error> {
+        let (guard, _) = self
+            .lock_blind(|| {
+                let mut state = State::new(None, Base::Unread);
+                state.deleted = true;
+                state
+            })
+            .await?;
+        if let Some(mut guard) = guard {
+            let state = &mut *guard.state;
+            state.value = None;
+            state.dirty = false;
+            state.force = false;
+            state.deleted = true;
+            if let Base::Missing { initial } = &mut state.base {
+                *initial = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Strict mode: moves the loaded value out; a fragment without a key or a value gets
+    /// its initial (a missing value).
+    pub fn take_value(&self) -> T {
+        let spec = &self.shared.spec;
+        if let Some(slot) = self.slot.get()
+            && let Ok(mut state) = slot.state.try_lock()
+        {
+            let state = &mut *state;
+            if !state.dirty
+                && let (Base::Missing { initial }, Some(value)) = (&mut state.base, &state.value)
+                && initial.is_none()
+            {
+                *initial = spec.encode_payload(value).ok();
+            }
+            if let Some(value) = state.value.take() {
+                return value;
+            }
+        }
+        (spec.initial)()
+    }
+
+    /// Strict mode: puts the (possibly changed) value back, to be saved if it changed. A
+    /// fragment without a key for this update is skipped (rule S24).
+    pub fn put_value(&self, value: T) {
+        if let Some(slot) = self.slot.get()
+            && let Ok(mut state) = slot.state.try_lock()
+        {
+            state.dirty = true;
+            state.deleted = false;
+            state.value = Some(value);
+        }
+    }
+}
+
+/// What the session needs of a cell, whatever its value type.
+pub trait ErasedCell: Send + Sync {
+    /// The fragment's position in the struct.
+    fn index(&self) -> usize;
+    /// The fragment's name.
+    fn fragment(&self) -> &'static str;
+    /// The full storage key, if the update has one for this fragment.
+    fn storage_key(&self) -> Option<&str>;
+    /// The fragment's store.
+    fn store(&self) -> &StoreRef;
+    #[doc(hidden)]
+    fn key_locks(&self) -> &Arc<KeyLocks>;
+    /// The fragment's time to live.
+    fn ttl(&self) -> Option<Duration>;
+    /// The namespace of the fragment's keys.
+    fn prefix(&self) -> &str;
+    /// Whether the cell holds a value (it was touched, or strict mode loaded it).
+    fn is_loaded(&self) -> bool;
+    #[doc(hidden)]
+    fn fill(&self, record: Option<Record>) -> Result<(), Error>;
+    #[doc(hidden)]
+    fn plan(&self) -> Result<Option<Write>, SaveFailure>;
+}
+
+impl<T: Send + 'static> ErasedCell for Cell<T> {
+    fn index(&self) -> usize {
+        self.index
+    }
+
+    fn fragment(&self) -> &'static str {
+        self.name()
+    }
+
+    fn storage_key(&self) -> Option<&str> {
+        self.storage_key_str()
+    }
+
+    fn store(&self) -> &StoreRef {
+        &self.shared.store
+    }
+
+    fn key_locks(&self) -> &Arc<KeyLocks> {
+        &self.shared.locks
+    }
+
+    fn ttl(&self) -> Option<Duration> {
+        self.shared.spec.ttl
+    }
+
+    fn prefix(&self) -> &str {
+        &self.shared.spec.prefix
+    }
+
+    fn is_loaded(&self) -> bool {
+        self.slot.initialized()
+    }
+
+    fn fill(&self, record: Option<Record>) -> Result<(), Error> {
+        let key = self.key()?;
+        let held = self.update.take_preheld(self.index);
+        let state = self.state_from(key, record)?;
+        let _ = self.slot.set(Slot::new(held, state));
+        Ok(())
+    }
+
+    fn plan(&self) -> Result<Option<Write>, SaveFailure> {
+        let Some(slot) = self.slot.get() else {
+            return Ok(None);
+        };
+        let spec = &self.shared.spec;
+        let counters = &self.update.counters;
+        let failure = |error: SaveError| SaveFailure {
+            fragment: spec.name,
+            key: self.storage_key_str().unwrap_or_default().to_owned(),
+            store: self.shared.store_name.clone(),
+            error,
+            outcome: crate::error::WriteOutcome::NotWritten,
+        };
+        let Some(key) = self.storage_key_str().map(str::to_owned) else {
+            return Ok(None);
+        };
+        // The session is committed only when no other handle is alive, so no guard exists.
+        let Ok(state) = slot.state.try_lock() else {
+            return Err(failure(SaveError::Store(StoreError::backend(
+                "a guard of this fragment is still held",
+            ))));
+        };
+        if let Base::Stored { applied: true, .. } = state.base
+            && (state.dirty || state.deleted)
+        {
+            // This update's change is stored already (rule S25).
+            Counters::add(&counters.repeats, 1);
+            return Ok(None);
+        }
+        let is_none = state
+            .value
+            .as_ref()
+            .is_some_and(|value| state.dirty && spec.is_none.is_some_and(|is_none| is_none(value)));
+        if state.deleted || is_none {
+            let expect = match &state.base {
+                Base::Missing { .. } => return Ok(None),
+                Base::Unread => Expect::Any,
+                Base::Stored { revision, .. } => Expect::Revision(*revision),
+            };
+            return Ok(Some(Write::Delete { key, expect }));
+        }
+        let (true, Some(value)) = (state.dirty, state.value.as_ref()) else {
+            return Ok(None);
+        };
+        let payload = spec
+            .encode_payload(value)
+            .map_err(|e| failure(SaveError::Encode(e)))?;
+        let remember = self.update.config.remember_updates;
+        let id = self.update.update_id;
+        let (expect, bytes) = match &state.base {
+            Base::Unread => (
+                Expect::Any,
+                envelope::join(envelope::split(&[]).0, id, remember, &payload),
+            ),
+            Base::Missing { initial } => {
+                if !state.force
+                    && initial
+                        .as_deref()
+                        .is_some_and(|initial| spec.same_value(initial, &payload, value))
+                {
+                    Counters::add(&counters.skipped_writes, 1);
+                    return Ok(None);
+                }
+                (
+                    Expect::Absent,
+                    envelope::join(envelope::split(&[]).0, id, remember, &payload),
+                )
+            }
+            Base::Stored {
+                bytes,
+                payload_at,
+                revision,
+                ..
+            } => {
+                if !state.force && spec.same_value(&bytes[*payload_at..], &payload, value) {
+                    Counters::add(&counters.skipped_writes, 1);
+                    return Ok(None);
+                }
+                let (updates, _) = envelope::split(bytes);
+                (
+                    Expect::Revision(*revision),
+                    envelope::join(updates, id, remember, &payload),
+                )
+            }
+        };
+        Ok(Some(Write::Put {
+            key,
+            value: bytes,
+            ttl: spec.ttl,
+            expect,
+        }))
+    }
+}

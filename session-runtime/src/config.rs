@@ -1,0 +1,193 @@
+//! The runtime options of a [`Sessions`](crate::Sessions) and the policies they choose.
+
+use std::time::Duration;
+
+use crate::envelope::DEFAULT_REMEMBERED;
+
+/// What to do when the handler returns an error (rule S13).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnHandlerError {
+    /// Write nothing (grammY's rule). The default.
+    #[default]
+    Discard,
+    /// Commit the changes made before the error (Telegraf's rule).
+    Commit,
+}
+
+/// What to do when stored bytes do not decode as the fragment's type (rule S15).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnDecodeError {
+    /// Return [`Error::Decode`](crate::Error::Decode) from the accessor; the stored value
+    /// stays as it is. The default.
+    #[default]
+    Fail,
+    /// Log a warning (a `tracing` event), hand the handler the initial value, and replace
+    /// the stored bytes with it at commit. Values stored by a newer program version
+    /// ([`Error::TooNew`](crate::Error::TooNew)) are never reset.
+    Reset,
+}
+
+/// What [`Sessions::run`](crate::Sessions::run) does when a commit did not complete: another
+/// process changed a fragment between read and write (rule S17), or a store failed after
+/// other fragments of the update were written, or did not answer in time (rule S26).
+///
+/// A re-run reads every fragment afresh and runs the handler again. Fragments that the
+/// update already changed are not written again (rule S25), so a re-run completes a
+/// partial commit without applying anything twice. The handler's own side effects are
+/// repeated: keep them idempotent, or do them after `run` returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnConflict {
+    /// Re-run, with a jittered growing pause, until the update commits or `budget` has
+    /// passed since the update started. The default, with 20 s.
+    RetryFor {
+        /// The time after which the last error is returned.
+        budget: Duration,
+    },
+    /// Re-run up to `attempts` runs in all (the first included).
+    Retry {
+        /// Runs in all, the first included.
+        attempts: u32,
+    },
+    /// Return the error at once, for handlers that cannot be re-run. A partial commit is
+    /// then reported as [`Error::Save`](crate::Error::Save) with what was written; re-run
+    /// the same update (same update id) to complete it.
+    Fail,
+}
+
+impl Default for OnConflict {
+    fn default() -> Self {
+        OnConflict::RetryFor {
+            budget: Duration::from_secs(20),
+        }
+    }
+}
+
+impl OnConflict {
+    /// Whether run number `runs + 1` may start, `elapsed` after the first.
+    pub(crate) fn allows(self, runs: u32, elapsed: Duration) -> bool {
+        match self {
+            OnConflict::RetryFor { budget } => elapsed < budget,
+            OnConflict::Retry { attempts } => runs < attempts,
+            OnConflict::Fail => false,
+        }
+    }
+}
+
+/// Runtime options of a [`Sessions`](crate::Sessions).
+///
+/// ```
+/// use multisession::{Config, OnConflict, OnHandlerError};
+/// use std::time::Duration;
+///
+/// let config = Config::new()
+///     .on_conflict(OnConflict::Retry { attempts: 3 })
+///     .on_handler_error(OnHandlerError::Commit)
+///     .op_timeout(Some(Duration::from_secs(2)));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) on_conflict: OnConflict,
+    pub(crate) on_handler_error: OnHandlerError,
+    pub(crate) op_timeout: Option<Duration>,
+    pub(crate) lock_timeout: Option<Duration>,
+    pub(crate) contention_attempts: u32,
+    pub(crate) on_decode_error: OnDecodeError,
+    pub(crate) redact_keys: bool,
+    pub(crate) remember_updates: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            on_conflict: OnConflict::default(),
+            on_handler_error: OnHandlerError::default(),
+            op_timeout: Some(Duration::from_secs(5)),
+            lock_timeout: Some(Duration::from_secs(30)),
+            contention_attempts: 64,
+            on_decode_error: OnDecodeError::default(),
+            redact_keys: false,
+            remember_updates: DEFAULT_REMEMBERED,
+        }
+    }
+}
+
+impl Config {
+    /// The defaults: re-run incomplete commits for up to 20 s, discard on handler error,
+    /// 5 s per store operation, 30 s of waiting for a key another update holds, 32
+    /// remembered updates per stored value.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What to do when a commit did not complete (a conflict, a partial or unknown write).
+    pub fn on_conflict(mut self, policy: OnConflict) -> Self {
+        self.on_conflict = policy;
+        self
+    }
+
+    /// What to do when the handler fails.
+    pub fn on_handler_error(mut self, policy: OnHandlerError) -> Self {
+        self.on_handler_error = policy;
+        self
+    }
+
+    /// Leave session keys (chat and user ids) out of `tracing` events. Error values still
+    /// name the key: they go to your code, not to a log.
+    pub fn redact_keys(mut self, redact: bool) -> Self {
+        self.redact_keys = redact;
+        self
+    }
+
+    pub(crate) fn shown_key<'a>(&self, key: &'a str) -> &'a str {
+        if self.redact_keys { "<redacted>" } else { key }
+    }
+
+    /// What to do when stored bytes do not decode.
+    pub fn on_decode_error(mut self, policy: OnDecodeError) -> Self {
+        self.on_decode_error = policy;
+        self
+    }
+
+    /// The time limit of one store operation; `None` waits forever.
+    ///
+    /// What a timeout means: the runtime stopped waiting, not that the store stopped
+    /// working. A timed-out read changed nothing. A timed-out write may still land (a
+    /// request already on the wire, a SQLite call already running on the blocking pool,
+    /// a PostgreSQL server that was paused and resumes): its outcome is reported as
+    /// *unknown* ([`Stored::Unknown`](crate::Stored::Unknown)), never as "not written".
+    /// Re-running the same update is safe either way: a fragment whose write did land
+    /// lists the update and is not written again (rule S25).
+    pub fn op_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.op_timeout = limit;
+        self
+    }
+
+    /// How long an update waits for a key that another update of this process holds
+    /// (the other update is running its handler). Past it, the access fails with
+    /// [`Error::Busy`](crate::Error::Busy). `None` waits as long as it takes.
+    pub fn lock_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.lock_timeout = limit;
+        self
+    }
+
+    /// How many times [`Sessions::run`](crate::Sessions::run) re-runs an update that would
+    /// have closed a cycle of updates waiting for each other's keys in this process before
+    /// it returns [`Error::Contended`](crate::Error::Contended). Default 64.
+    pub fn contention_attempts(mut self, attempts: u32) -> Self {
+        self.contention_attempts = attempts.max(1);
+        self
+    }
+
+    /// How many of the most recent updates that changed a stored value the value
+    /// remembers (1 to 255; default 32). An update delivered again is recognised, and
+    /// changes nothing, as long as fewer than this many other updates changed the same
+    /// value in between (rule S25). Each id costs 1–10 bytes per stored value; Telegram's
+    /// consecutive update ids cost one or two.
+    pub fn remember_updates(mut self, count: usize) -> Self {
+        self.remember_updates = count.clamp(1, 255);
+        self
+    }
+}

@@ -1,0 +1,149 @@
+//! Strict mode (rule S11): every fragment with a key loaded before the handler, saved
+//! after it.
+
+use std::{
+    fmt,
+    ops::{Deref, DerefMut},
+};
+
+use futures_util::future::join_all;
+
+use crate::{
+    cell::ErasedCell,
+    context::SessionContext,
+    error::Error,
+    session::{MultiSession, Session, Sessions},
+    stats::Counters,
+};
+
+impl<S: MultiSession> Sessions<S> {
+    /// Strict mode (rule S11): loads every fragment that has a key for `ctx` before you
+    /// touch anything, concurrently across stores and in one round trip per store. Change
+    /// the returned value, then [`save`](Loaded::save) it.
+    ///
+    /// A fragment without a key for this update (a per-chat fragment on an inline query)
+    /// is skipped entirely (rule S24): it holds its initial value, nothing is read for it,
+    /// and whatever it holds at `save` is neither written nor an error.
+    pub async fn load<C: SessionContext + ?Sized>(&self, ctx: &C) -> Result<Loaded<S>, Error> {
+        Counters::add(&self.inner.counters.updates, 1);
+        if let Some(migration) = ctx.chat_migration() {
+            self.migrate_chat(migration).await?;
+        }
+        let session = self.open_raw(&ctx);
+        let all: Vec<usize> = (0..S::FRAGMENTS.len()).collect();
+        let loaded = match session.hold_in_order(&all).await {
+            Ok(()) => session.load_all().await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = loaded {
+            Counters::add(&self.inner.counters.errors, 1);
+            return Err(error);
+        }
+        let value = S::__take(&session.inner.lazy);
+        Ok(Loaded { value, session })
+    }
+}
+
+impl<S: MultiSession> Session<S> {
+    /// Strict mode: reads every fragment with a key, one batch per store, all stores at once.
+    pub(crate) async fn load_all(&self) -> Result<(), Error> {
+        let mut groups: Vec<(usize, Vec<&dyn ErasedCell>)> = Vec::new();
+        for cell in self.cells() {
+            if cell.storage_key().is_some() {
+                let instance = cell.store().as_dyn().instance();
+                match groups.iter_mut().find(|(id, _)| *id == instance) {
+                    Some((_, cells)) => cells.push(cell),
+                    None => groups.push((instance, vec![cell])),
+                }
+            }
+        }
+        let update = &self.inner.update;
+        let reads = groups.into_iter().map(|(_, cells)| async move {
+            let keys: Vec<&str> = cells.iter().filter_map(|c| c.storage_key()).collect();
+            Counters::add(&update.counters.reads, keys.len() as u64);
+            let store = cells[0].store().clone();
+            let records = update.timed(store.as_dyn().read_many(&keys)).await;
+            (cells, records)
+        });
+        for (cells, records) in join_all(reads).await {
+            let records = match records {
+                Ok(records) if records.len() == cells.len() => records,
+                Ok(records) => {
+                    let cell = cells[0];
+                    return Err(Error::Load {
+                        fragment: cell.fragment(),
+                        key: cell.storage_key().unwrap_or_default().to_owned(),
+                        store: cell.store().as_dyn().name().to_owned(),
+                        source: crate::store::StoreError::Corrupt(format!(
+                            "read_many returned {} records for {} keys",
+                            records.len(),
+                            cells.len()
+                        )),
+                    });
+                }
+                Err(source) => {
+                    let cell = cells[0];
+                    return Err(Error::Load {
+                        fragment: cell.fragment(),
+                        key: cells
+                            .iter()
+                            .filter_map(|c| c.storage_key())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        store: cell.store().as_dyn().name().to_owned(),
+                        source,
+                    });
+                }
+            };
+            for (cell, record) in cells.into_iter().zip(records) {
+                cell.fill(record)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A session loaded in strict mode: every fragment's value, ready to change. Derefs to
+/// the struct. [`save`](Loaded::save) writes what changed; dropping it discards.
+///
+/// Like a lazy [`Session`], it holds its keys (in this process) until it is saved or
+/// dropped: an update of the same chat or user waits meanwhile, so do not run one from
+/// the task that holds it.
+pub struct Loaded<S: MultiSession> {
+    value: S,
+    session: Session<S>,
+}
+
+impl<S: MultiSession> Loaded<S> {
+    /// Writes the fragments whose values changed (rule S12); an unchanged one (equal to
+    /// what was loaded, rule S22) is not written. Errors as [`Session::commit`].
+    pub async fn save(self) -> Result<(), Error> {
+        let Loaded { value, session } = self;
+        value.__put(&session.inner.lazy);
+        session.commit().await
+    }
+
+    /// The loaded values, leaving the session behind (nothing will be saved).
+    pub fn into_inner(self) -> S {
+        self.value
+    }
+}
+
+impl<S: MultiSession> Deref for Loaded<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.value
+    }
+}
+
+impl<S: MultiSession> DerefMut for Loaded<S> {
+    fn deref_mut(&mut self) -> &mut S {
+        &mut self.value
+    }
+}
+
+impl<S: MultiSession + fmt::Debug> fmt::Debug for Loaded<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.value.fmt(f)
+    }
+}
