@@ -194,12 +194,21 @@ impl<T: Send + 'static> Cell<T> {
     }
 
     async fn hold(&self, key: &str) -> Result<HeldKey, Error> {
-        if let Some(held) = self.update.take_preheld(self.index) {
+        let update = &self.update;
+        if let Some(held) = update.take_preheld(self.index)
+            && held.key() == key
+        {
             return Ok(held);
         }
-        let held = self.update.hold(&self.shared.locks, self.name(), key).await;
+        let held = if update.locks.holds_nothing() {
+            update
+                .hold_first(self.index, &self.shared.locks, self.name(), key)
+                .await
+        } else {
+            update.hold(&self.shared.locks, self.name(), key).await
+        };
         if let Err(Error::Contended { .. }) = &held {
-            self.update.mark_contended(self.index, self.name());
+            update.mark_contended(self.index, self.name());
         }
         held
     }
@@ -425,6 +434,18 @@ impl<T: Send + 'static> Cell<T> {
     }
 }
 
+/// What the commit does for one cell.
+#[doc(hidden)]
+pub enum Plan {
+    /// Nothing to write.
+    Skip,
+    /// The stored value already has this update's change (rule S25): it counts as
+    /// written by this update.
+    Repeat,
+    /// This write.
+    Write(Write),
+}
+
 /// What the session needs of a cell, whatever its value type.
 pub trait ErasedCell: Send + Sync {
     /// The fragment's position in the struct.
@@ -446,7 +467,7 @@ pub trait ErasedCell: Send + Sync {
     #[doc(hidden)]
     fn fill(&self, record: Option<Record>) -> Result<(), Error>;
     #[doc(hidden)]
-    fn plan(&self) -> Result<Option<Write>, SaveFailure>;
+    fn plan(&self) -> Result<Plan, SaveFailure>;
 }
 
 impl<T: Send + 'static> ErasedCell for Cell<T> {
@@ -490,9 +511,9 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
         Ok(())
     }
 
-    fn plan(&self) -> Result<Option<Write>, SaveFailure> {
+    fn plan(&self) -> Result<Plan, SaveFailure> {
         let Some(slot) = self.slot.get() else {
-            return Ok(None);
+            return Ok(Plan::Skip);
         };
         let spec = &self.shared.spec;
         let counters = &self.update.counters;
@@ -504,7 +525,7 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
             outcome: crate::error::WriteOutcome::NotWritten,
         };
         let Some(key) = self.storage_key_str().map(str::to_owned) else {
-            return Ok(None);
+            return Ok(Plan::Skip);
         };
         // The session is committed only when no other handle is alive, so no guard exists.
         let Ok(state) = slot.state.try_lock() else {
@@ -512,12 +533,13 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
                 "a guard of this fragment is still held",
             ))));
         };
-        if let Base::Stored { applied: true, .. } = state.base
+        let written_before = self.update.written_before.contains(&spec.name);
+        if (written_before || matches!(state.base, Base::Stored { applied: true, .. }))
             && (state.dirty || state.deleted)
         {
             // This update's change is stored already (rule S25).
             Counters::add(&counters.repeats, 1);
-            return Ok(None);
+            return Ok(Plan::Repeat);
         }
         let is_none = state
             .value
@@ -525,14 +547,14 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
             .is_some_and(|value| state.dirty && spec.is_none.is_some_and(|is_none| is_none(value)));
         if state.deleted || is_none {
             let expect = match &state.base {
-                Base::Missing { .. } => return Ok(None),
+                Base::Missing { .. } => return Ok(Plan::Skip),
                 Base::Unread => Expect::Any,
                 Base::Stored { revision, .. } => Expect::Revision(*revision),
             };
-            return Ok(Some(Write::Delete { key, expect }));
+            return Ok(Plan::Write(Write::Delete { key, expect }));
         }
         let (true, Some(value)) = (state.dirty, state.value.as_ref()) else {
-            return Ok(None);
+            return Ok(Plan::Skip);
         };
         let payload = spec
             .encode_payload(value)
@@ -551,7 +573,7 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
                         .is_some_and(|initial| spec.same_value(initial, &payload, value))
                 {
                     Counters::add(&counters.skipped_writes, 1);
-                    return Ok(None);
+                    return Ok(Plan::Skip);
                 }
                 (
                     Expect::Absent,
@@ -566,7 +588,7 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
             } => {
                 if !state.force && spec.same_value(&bytes[*payload_at..], &payload, value) {
                     Counters::add(&counters.skipped_writes, 1);
-                    return Ok(None);
+                    return Ok(Plan::Skip);
                 }
                 let (updates, _) = envelope::split(bytes);
                 (
@@ -575,7 +597,7 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
                 )
             }
         };
-        Ok(Some(Write::Put {
+        Ok(Plan::Write(Write::Put {
             key,
             value: bytes,
             ttl: spec.ttl,

@@ -60,6 +60,7 @@ impl<S: MultiSession> Sessions<S> {
             self.inner.counters.clone(),
             ChatContext::default(),
             generated_update_id(),
+            self.inner.affinity.clone(),
         ));
         let load_error = |key: &str, source| Error::Load {
             fragment: cell.fragment(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use crate::{
-    cell::ErasedCell,
+    cell::{ErasedCell, Plan},
     error::{Error, SaveError, SaveFailure, WriteOutcome},
     session::{MultiSession, Session},
     stats::Counters,
@@ -59,7 +59,11 @@ impl<S: MultiSession> Session<S> {
     pub(crate) async fn commit_attempt(self, attempt: u32) -> Result<(), CommitError> {
         match self.quick_commit() {
             Some(done) => done,
-            None => Box::pin(self.commit_writes(attempt)).await,
+            None => {
+                let touched: Vec<bool> = self.cells().iter().map(|c| c.is_loaded()).collect();
+                self.inner.update.affinity.record(&touched);
+                Box::pin(self.commit_writes(attempt)).await
+            }
         }
     }
 
@@ -91,9 +95,11 @@ impl<S: MultiSession> Session<S> {
         let mut failures = Vec::new();
         type Planned<'a> = (StoreRef, Vec<(&'a dyn ErasedCell, Write)>);
         let mut groups: Vec<(usize, Planned<'_>)> = Vec::new();
+        // Fragments this update changed before (an earlier run, an earlier delivery).
+        let mut repeated = Vec::new();
         for cell in cells {
             match cell.plan() {
-                Ok(Some(write)) => {
+                Ok(Plan::Write(write)) => {
                     let store = cell.store();
                     let instance = store.as_dyn().instance();
                     match groups.iter_mut().find(|(id, _)| *id == instance) {
@@ -101,14 +107,15 @@ impl<S: MultiSession> Session<S> {
                         None => groups.push((instance, (store.clone(), vec![(cell, write)]))),
                     }
                 }
-                Ok(None) => {}
+                Ok(Plan::Repeat) => repeated.push(cell.fragment()),
+                Ok(Plan::Skip) => {}
                 Err(failure) => failures.push(failure),
             }
         }
         if !failures.is_empty() {
             return Err(CommitError::Final(Error::Save {
                 failures,
-                written: Vec::new(),
+                written: repeated,
                 update_id: update.update_id,
             }));
         }
@@ -123,7 +130,7 @@ impl<S: MultiSession> Session<S> {
             };
             (store, planned, results)
         });
-        let mut written = Vec::new();
+        let mut written = repeated;
         let mut conflicts = Vec::new();
         for (store, planned, results) in join_all(batches).await {
             let mut results = results.into_iter();

@@ -89,7 +89,7 @@ pub enum Error {
     /// that were stored (rule S26; see [`Error::stored`]). Re-running the same update
     /// (same [update id](crate::SessionContext::update_id), here `update_id`) completes it
     /// without applying the written fragments again.
-    #[error("could not save session: {}{}", DisplayList(.failures), DisplayWritten(.written))]
+    #[error("could not save session: {}{}", DisplayList(.failures), DisplayOutcome(.failures, .written))]
     Save {
         /// One entry per fragment that failed.
         failures: Vec<SaveFailure>,
@@ -274,6 +274,19 @@ impl fmt::Display for SaveFailure {
     }
 }
 
+struct DisplayOutcome<'a>(&'a [SaveFailure], &'a [&'static str]);
+
+impl fmt::Display for DisplayOutcome<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unknown = self.0.iter().any(|f| f.outcome == WriteOutcome::Unknown);
+        match (self.1.is_empty(), unknown) {
+            (true, false) => f.write_str("; nothing of this update was written"),
+            (true, true) => f.write_str("; nothing else of this update was written"),
+            (false, _) => write!(f, "; written: {}", self.1.join(", ")),
+        }
+    }
+}
+
 struct DisplayWritten<'a>(&'a [&'static str]);
 
 impl fmt::Display for DisplayWritten<'_> {
@@ -369,6 +382,19 @@ impl Error {
             },
             _ => Stored::Nothing,
         }
+    }
+
+    /// The same error, with `earlier` (fragments an earlier run of the update wrote)
+    /// among the written ones.
+    pub(crate) fn with_written(mut self, earlier: &[&'static str]) -> Self {
+        if let Error::Save { written, .. } | Error::Conflict { written, .. } = &mut self {
+            for fragment in earlier {
+                if !written.contains(fragment) {
+                    written.push(fragment);
+                }
+            }
+        }
+        self
     }
 
     /// The identity of the update whose commit failed ([`Error::Save`],

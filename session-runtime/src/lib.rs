@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod affinity;
 mod builder;
 mod cell;
 mod change;

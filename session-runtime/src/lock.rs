@@ -16,7 +16,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -188,17 +188,25 @@ static NEXT_UPDATE: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct UpdateLocks {
     /// This attempt's number in the wait-for graph (never 0).
     no: u64,
+    /// Keys held (and acquisitions that got their key but were not handed out yet).
+    held: AtomicUsize,
 }
 
 impl Default for UpdateLocks {
     fn default() -> Self {
         Self {
             no: NEXT_UPDATE.fetch_add(1, Ordering::Relaxed),
+            held: AtomicUsize::new(0),
         }
     }
 }
 
 impl UpdateLocks {
+    /// Whether this update holds no key.
+    pub(crate) fn holds_nothing(&self) -> bool {
+        self.held.load(Ordering::Acquire) == 0
+    }
+
     /// Takes `key`, waiting at most `limit` for it, unless the wait would close a cycle.
     pub(crate) async fn acquire(
         self: &Arc<Self>,
@@ -237,20 +245,36 @@ impl UpdateLocks {
             }
         };
         slot.holder.store(self.no, Ordering::Release);
+        self.held.fetch_add(1, Ordering::AcqRel);
         Ok(HeldKey {
-            _guard: KeyGuard {
+            guard: KeyGuard {
                 guard: Some(guard),
                 slot,
                 locks: locks.clone(),
                 key,
             },
+            update: self.clone(),
         })
     }
 }
 
 /// A key held by an update, until dropped.
 pub(crate) struct HeldKey {
-    _guard: KeyGuard,
+    guard: KeyGuard,
+    update: Arc<UpdateLocks>,
+}
+
+impl HeldKey {
+    /// The key held.
+    pub(crate) fn key(&self) -> &str {
+        &self.guard.key
+    }
+}
+
+impl Drop for HeldKey {
+    fn drop(&mut self) {
+        self.update.held.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[cfg(test)]
@@ -317,6 +341,7 @@ mod tests {
             tokio::time::timeout(Duration::from_millis(10), two.acquire(&locks, "a", None)).await;
         assert!(cancelled.is_err());
         assert!(with_waits(|w| !w.waiting.contains_key(&two.no)));
+        assert!(two.holds_nothing());
         drop(a);
         let again = take(&two, &locks, "a").await;
         drop(again);

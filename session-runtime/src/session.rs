@@ -5,13 +5,15 @@
 use std::{fmt, future::Future, ops::Deref, sync::Arc, time::Instant};
 
 use crate::{
+    affinity::Affinity,
     cell::ErasedCell,
     commit::{CommitError, backoff},
     config::{Config, OnHandlerError},
     context::{ChatContext, SessionContext},
     error::Error,
+    lock::KeyLocks,
     stats::{Counters, Stats},
-    update::{UpdateCtx, update_id_of},
+    update::{KeysView, UpdateCtx, update_id_of},
 };
 
 /// A struct whose fields are session fragments. Implemented by `#[derive(MultiSession)]`.
@@ -55,6 +57,7 @@ pub(crate) struct SessionsInner<S: MultiSession> {
     shared: S::Shared,
     pub(crate) config: Arc<Config>,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) affinity: Arc<Affinity>,
 }
 
 impl<S: MultiSession> Clone for Sessions<S> {
@@ -82,6 +85,7 @@ impl<S: MultiSession> Sessions<S> {
                 shared,
                 config: Arc::new(config),
                 counters: Arc::default(),
+                affinity: Arc::new(Affinity::new(S::FRAGMENTS.len())),
             }),
         }
     }
@@ -98,16 +102,30 @@ impl<S: MultiSession> Sessions<S> {
 
     /// A session of `ctx` as update `update_id`.
     pub(crate) fn open_as(&self, ctx: &dyn SessionContext, update_id: u64) -> Session<S> {
-        let update = Arc::new(UpdateCtx::new(
+        self.open_again(ctx, update_id, Vec::new())
+    }
+
+    /// A session of `ctx` as update `update_id`, whose earlier runs wrote `written`.
+    fn open_again(
+        &self,
+        ctx: &dyn SessionContext,
+        update_id: u64,
+        written: Vec<&'static str>,
+    ) -> Session<S> {
+        let mut update = UpdateCtx::new(
             self.inner.config.clone(),
             self.inner.counters.clone(),
             ChatContext::of(ctx),
             update_id,
-        ));
+            self.inner.affinity.clone(),
+        );
+        update.written_before = written;
+        let update = Arc::new(update);
         let lazy = S::__open(&self.inner.shared, ctx, &update);
-        Session {
-            inner: Arc::new(SessionInner { lazy, update }),
-        }
+        let inner = Arc::new(SessionInner { lazy, update });
+        let view: std::sync::Weak<SessionInner<S>> = Arc::downgrade(&inner);
+        inner.update.set_view(view);
+        Session { inner }
     }
 
     /// A session of `ctx` as its own update (or a generated one).
@@ -169,8 +187,11 @@ impl<S: MultiSession> Sessions<S> {
         // The error of an earlier commit that left data written in part or unknown: what
         // the caller must hear if a re-run fails for another reason.
         let mut incomplete: Option<Error> = None;
+        // Fragments that earlier runs wrote: a re-run does not write them again, even if
+        // their stored value no longer lists this update (rule S25).
+        let mut written: Vec<&'static str> = Vec::new();
         loop {
-            let session = self.open_as(&ctx, update_id);
+            let session = self.open_again(&ctx, update_id, written.clone());
             match session.hold_in_order(&wanted).await {
                 Ok(()) => {}
                 Err(Error::Contended { .. }) if contentions + 1 < config.contention_attempts => {
@@ -205,6 +226,11 @@ impl<S: MultiSession> Sessions<S> {
                     .map(|cell| cell.index())
                     .chain(contended.iter().map(|&(index, _)| index))
                     .collect();
+                // Updates like this one take these keys together from now on.
+                let touched: Vec<bool> = (0..S::FRAGMENTS.len())
+                    .map(|i| wanted.contains(&i))
+                    .collect();
+                self.inner.affinity.record(&touched);
                 drop(session);
                 continue;
             }
@@ -229,6 +255,12 @@ impl<S: MultiSession> Sessions<S> {
             match session.commit_attempt(runs).await {
                 Ok(()) => return Ok(value),
                 Err(CommitError::Retry(error)) => {
+                    let error = error.with_written(&written);
+                    if let Error::Save { written: now, .. } | Error::Conflict { written: now, .. } =
+                        &error
+                    {
+                        written.clone_from(now);
+                    }
                     if !config.on_conflict.allows(runs, started.elapsed()) {
                         Counters::add(&counters.errors, 1);
                         return Err(error.into());
@@ -263,6 +295,18 @@ pub struct Session<S: MultiSession> {
 pub(crate) struct SessionInner<S: MultiSession> {
     pub(crate) lazy: S::Lazy,
     pub(crate) update: Arc<UpdateCtx>,
+}
+
+impl<S: MultiSession> KeysView for SessionInner<S> {
+    fn key_of(&self, index: usize) -> Option<(Arc<KeyLocks>, String, &'static str)> {
+        let cells = S::__cells(&self.lazy);
+        let cell = cells.get(index)?;
+        Some((
+            cell.key_locks().clone(),
+            cell.storage_key()?.to_owned(),
+            cell.fragment(),
+        ))
+    }
 }
 
 impl<S: MultiSession> Clone for Session<S> {

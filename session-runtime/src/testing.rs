@@ -27,7 +27,11 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use crate::store::{Expect, Outcome, Record, Store, StoreRef, Write};
+use std::time::Duration;
+
+use crate::store::{
+    Capabilities, Expect, Outcome, Page, Record, Store, StoreError, StoreRef, Write,
+};
 
 /// Runs one async case on a fresh multi-threaded runtime (so the macro needs no tokio
 /// attribute in the caller's crate).
@@ -77,7 +81,11 @@ pub fn service_unavailable<T>(
     None
 }
 
-/// Runs `case` on a store from `make` in a fresh namespace; skips if `make` gives none.
+/// How long one case may run before it fails (no test can hang).
+pub const CASE_LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Runs `case` on a store from `make` in a fresh namespace; skips if `make` gives none;
+/// fails if it runs longer than [`CASE_LIMIT`].
 pub fn run_case<M, MF, C, CF>(name: &str, make: M, case: C)
 where
     M: FnOnce() -> MF,
@@ -87,19 +95,139 @@ where
 {
     block_on(async move {
         let Some(store) = make().await else {
-            eprintln!("SKIPPED conformance case {name}: no store");
+            eprintln!("SKIPPED case {name}: no store");
             return;
         };
-        case(store, unique_namespace()).await;
+        if tokio::time::timeout(CASE_LIMIT, case(store, unique_namespace()))
+            .await
+            .is_err()
+        {
+            panic!("case {name} did not finish within {CASE_LIMIT:?}");
+        }
     });
 }
 
+/// The stores this project's tests run on, each from a factory that gives `None` (a
+/// visible skip, or a panic under [`services_required`]) when its server is unreachable.
+pub mod stores {
+    use crate::store::StoreRef;
+
+    /// A fresh in-memory store.
+    pub async fn memory() -> Option<StoreRef> {
+        Some(StoreRef::new(crate::stores::MemoryStore::new()))
+    }
+
+    /// The SQLite file `multisession-tests.db` in the temp dir, shared by every test (each
+    /// case works in its own key namespace).
+    #[cfg(feature = "sqlite")]
+    pub async fn sqlite() -> Option<StoreRef> {
+        let path = std::env::temp_dir().join("multisession-tests.db");
+        match crate::stores::SqliteStore::open(&path).await {
+            Ok(store) => Some(StoreRef::new(store)),
+            Err(e) => super::service_unavailable("sqlite", &path.display().to_string(), e),
+        }
+    }
+
+    /// `MULTISESSION_REDIS_URL`, default `redis://127.0.0.1:6379`.
+    pub fn redis_url() -> String {
+        std::env::var("MULTISESSION_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    /// `MULTISESSION_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`.
+    pub fn postgres_url() -> String {
+        std::env::var("MULTISESSION_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    /// A Redis store under the key prefix `multisession-test:`.
+    #[cfg(feature = "redis")]
+    pub async fn redis() -> Option<StoreRef> {
+        let url = redis_url();
+        let config = crate::stores::RedisConfig::new().key_prefix("multisession-test:");
+        match crate::stores::RedisStore::connect_with(&url, config).await {
+            Ok(store) => Some(StoreRef::new(store)),
+            Err(e) => super::service_unavailable("redis", &url, e),
+        }
+    }
+
+    /// A PostgreSQL store on the table `multisession_test`.
+    #[cfg(feature = "postgres")]
+    pub async fn postgres() -> Option<StoreRef> {
+        let url = postgres_url();
+        let config = crate::stores::PostgresConfig::new().table("multisession_test");
+        match crate::stores::PostgresStore::connect_with(&url, config).await {
+            Ok(store) => Some(StoreRef::new(store)),
+            Err(e) => super::service_unavailable("postgresql", &url, e),
+        }
+    }
+}
+
+/// The one "run these cases on these stores" runner: one `#[test]` per case and store.
+///
+/// Each case is an `async fn(&StoreRef, &str)` (the store, and a key namespace of its own)
+/// that panics on failure; it runs on a fresh multi-threaded runtime, bounded by
+/// [`CASE_LIMIT`](crate::testing::CASE_LIMIT).
+///
+/// - `store_cases!(make => path: case, ..)` runs the cases at `path` (`crate`, or
+///   `crate::module`) on the store from the factory `make`;
+/// - `store_cases!(every store => path: case, ..)` runs them on every store of the
+///   project (modules `memory`, `sqlite`, `redis`, `postgres`, as the calling crate's
+///   features of those names allow).
+///
+/// ```no_run
+/// use multisession::store::StoreRef;
+///
+/// async fn round_trip(store: &StoreRef, ns: &str) {
+///     let key = format!("{ns}k");
+///     store.as_dyn().write(&key, b"v", None).await.unwrap();
+///     assert_eq!(store.as_dyn().read(&key).await.unwrap().unwrap().value, b"v");
+///     store.as_dyn().delete(&key).await.unwrap();
+/// }
+///
+/// multisession::store_cases!(every store => crate: round_trip);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! store_cases {
+    (@each $make:expr; [$($path:tt)*];) => {};
+    (@each $make:expr; [$($path:tt)*]; $case:ident $(, $rest:ident)*) => {
+        #[test]
+        fn $case() {
+            $crate::testing::run_case(stringify!($case), $make, |store, ns| async move {
+                $($path)*::$case(&store, &ns).await
+            });
+        }
+        $crate::store_cases!(@each $make; [$($path)*]; $($rest),*);
+    };
+    (every store => $($path:ident)::+ : $($case:ident),* $(,)?) => {
+        mod memory {
+            $crate::store_cases!($crate::testing::stores::memory => $($path)::+ : $($case),*);
+        }
+        #[cfg(feature = "sqlite")]
+        mod sqlite {
+            $crate::store_cases!($crate::testing::stores::sqlite => $($path)::+ : $($case),*);
+        }
+        #[cfg(feature = "redis")]
+        mod redis {
+            $crate::store_cases!($crate::testing::stores::redis => $($path)::+ : $($case),*);
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $crate::store_cases!($crate::testing::stores::postgres => $($path)::+ : $($case),*);
+        }
+    };
+    ($make:expr => $($path:ident)::+ : $($case:ident),* $(,)?) => {
+        $crate::store_cases!(@each $make; [$($path)::+]; $($case),*);
+    };
+}
+
 /// Generates one `#[test]` per conformance case for the store factory `$make`
-/// (an `async fn() -> Option<StoreRef>`, or a closure returning such a future).
+/// (an `async fn() -> Option<StoreRef>`, or a closure returning such a future), through
+/// [`store_cases!`](crate::store_cases).
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
-        $crate::conformance_tests!(@cases $make;
+        $crate::store_cases!($make => $crate::testing::cases:
             missing_keys_read_as_none,
             arbitrary_bytes_round_trip,
             awkward_keys_are_opaque,
@@ -115,16 +243,118 @@ macro_rules! conformance_tests {
             concurrent_creates_of_one_key_have_one_winner,
         );
     };
-    (@cases $make:expr; $($case:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::testing::run_case(stringify!($case), $make, |store, ns| async move {
-                    $crate::testing::cases::$case(&store, &ns).await
-                });
+}
+
+/// Every key of the inner store gets `ns` in front; listings strip it again.
+pub struct Namespaced {
+    inner: StoreRef,
+    ns: String,
+}
+
+impl Namespaced {
+    /// `inner` with every key under `ns`.
+    pub fn new(inner: impl Into<StoreRef>, ns: impl Into<String>) -> Self {
+        Self {
+            inner: inner.into(),
+            ns: ns.into(),
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.ns)
+    }
+
+    /// Removes every live key of the namespace, and `also` (expired keys that listings
+    /// skip).
+    pub async fn clear(&self, also: &[&str]) {
+        for key in also {
+            let _ = self.delete(key).await;
+        }
+        loop {
+            let page = self.list("", None, 500).await.expect("list the namespace");
+            if page.entries.is_empty() {
+                return;
             }
-        )*
-    };
+            for (key, _) in page.entries {
+                self.delete(&key).await.expect("delete a test key");
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Namespaced {
+    fn name(&self) -> &str {
+        self.inner.as_dyn().name()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.as_dyn().capabilities()
+    }
+    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        self.inner.as_dyn().read(&self.key(key)).await
+    }
+    async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Record>>, StoreError> {
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.inner.as_dyn().read_many(&refs).await
+    }
+    async fn write(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        self.inner.as_dyn().write(&self.key(key), value, ttl).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.as_dyn().delete(&self.key(key)).await
+    }
+    async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
+        let writes: Vec<Write> = writes
+            .iter()
+            .map(|w| match w {
+                Write::Put {
+                    key,
+                    value,
+                    ttl,
+                    expect,
+                } => Write::Put {
+                    key: self.key(key),
+                    value: value.clone(),
+                    ttl: *ttl,
+                    expect: *expect,
+                },
+                Write::Delete { key, expect } => Write::Delete {
+                    key: self.key(key),
+                    expect: *expect,
+                },
+            })
+            .collect();
+        self.inner.as_dyn().apply(&writes).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let cursor = cursor.map(|c| self.key(c));
+        let page = self
+            .inner
+            .as_dyn()
+            .list(&self.key(prefix), cursor.as_deref(), limit)
+            .await?;
+        Ok(Page {
+            entries: page
+                .entries
+                .into_iter()
+                .filter_map(|(k, r)| k.strip_prefix(&self.ns).map(|k| (k.to_owned(), r)))
+                .collect(),
+            cursor: page
+                .cursor
+                .and_then(|c| c.strip_prefix(&self.ns).map(str::to_owned)),
+        })
+    }
 }
 
 /// The cases, one async function each. Each removes the keys it wrote.

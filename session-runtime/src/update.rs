@@ -4,12 +4,13 @@
 use std::{
     future::Future,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
 use crate::{
+    affinity::Affinity,
     config::Config,
     context::{ChatContext, SessionContext},
     error::Error,
@@ -38,6 +39,15 @@ pub(crate) fn update_id_of(ctx: &dyn SessionContext) -> u64 {
     ctx.update_id().unwrap_or_else(generated_update_id)
 }
 
+/// The keys of an update's fragments, for taking companions' keys early (S29).
+pub(crate) trait KeysView: Send + Sync {
+    /// Fragment `index`'s key locks, storage key and name, if it has a key.
+    fn key_of(&self, index: usize) -> Option<(Arc<KeyLocks>, String, &'static str)>;
+}
+
+/// One key an update wants: fragment index, locks, storage key, fragment name.
+type Wanted = (usize, Arc<KeyLocks>, String, &'static str);
+
 /// What one update attempt shares among its cells.
 pub struct UpdateCtx {
     /// The update's identifiers, for the key functions (run on first need: an update
@@ -54,6 +64,12 @@ pub struct UpdateCtx {
     contended: Mutex<Vec<(usize, &'static str)>>,
     /// Whether `contended` is non-empty (checked on every update without locking).
     any_contended: AtomicBool,
+    /// Which fragments updates touch together.
+    pub(crate) affinity: Arc<Affinity>,
+    /// The update's cells, for their keys.
+    view: OnceLock<Weak<dyn KeysView>>,
+    /// Fragments an earlier run of this update wrote (rule S25): not written again.
+    pub(crate) written_before: Vec<&'static str>,
 }
 
 impl UpdateCtx {
@@ -62,6 +78,7 @@ impl UpdateCtx {
         counters: Arc<Counters>,
         ctx: ChatContext,
         update_id: u64,
+        affinity: Arc<Affinity>,
     ) -> Self {
         // `preheld` grows on first use: most updates never pre-take keys.
         Self {
@@ -73,7 +90,106 @@ impl UpdateCtx {
             preheld: Mutex::new(Vec::new()),
             any_contended: AtomicBool::new(false),
             contended: Mutex::default(),
+            affinity,
+            view: OnceLock::new(),
+            written_before: Vec::new(),
         }
+    }
+
+    pub(crate) fn set_view(&self, view: Weak<dyn KeysView>) {
+        let _ = self.view.set(view);
+    }
+
+    fn has_preheld(&self, index: usize) -> bool {
+        let preheld = self.preheld.lock().unwrap_or_else(|p| p.into_inner());
+        preheld.get(index).is_some_and(Option::is_some)
+    }
+
+    /// The first key of an update: with the keys of the fragments usually touched with
+    /// it, all in the global order (rule S29).
+    pub(crate) async fn hold_first(
+        &self,
+        index: usize,
+        locks: &Arc<KeyLocks>,
+        fragment: &'static str,
+        key: &str,
+    ) -> Result<HeldKey, Error> {
+        let view = self.view.get().and_then(Weak::upgrade);
+        let companions = |wanted: &[Wanted]| -> Vec<Wanted> {
+            let Some(view) = &view else { return Vec::new() };
+            self.affinity
+                .companions(index)
+                .into_iter()
+                .filter(|j| !wanted.iter().any(|w| w.0 == *j) && !self.has_preheld(*j))
+                .filter_map(|j| view.key_of(j).map(|(l, k, n)| (j, l, k, n)))
+                .collect()
+        };
+        let order = |w: &Wanted| (w.1.order_id(), w.2.clone());
+        let mut wanted: Vec<Wanted> = vec![(index, locks.clone(), key.to_owned(), fragment)];
+        wanted.extend(companions(&wanted));
+        for round in 0..3 {
+            wanted.sort_by_key(order);
+            let mut got = Vec::with_capacity(wanted.len());
+            let mut cycle = false;
+            for (j, locks, key, fragment) in &wanted {
+                match self.hold(locks, fragment, key).await {
+                    Ok(held) => got.push((*j, held)),
+                    // Nothing is read yet: let go of everything and wait again, in
+                    // order, from holding nothing (which closes no cycle).
+                    Err(Error::Contended { .. }) if round < 2 => {
+                        cycle = true;
+                        break;
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            if cycle {
+                drop(got);
+                continue;
+            }
+            // Companions learned while this update waited: taken now if they come later
+            // in the global order, else everything again, in order.
+            let more = companions(&wanted);
+            if !more.is_empty() && round < 2 {
+                let last = wanted.iter().map(order).max();
+                if more.iter().all(|w| Some(order(w)) > last) {
+                    let mut more = more;
+                    more.sort_by_key(order);
+                    let mut cycle = false;
+                    for (j, locks, key, fragment) in &more {
+                        match self.hold(locks, fragment, key).await {
+                            Ok(held) => got.push((*j, held)),
+                            Err(Error::Contended { .. }) => {
+                                cycle = true;
+                                break;
+                            }
+                            Err(error) => return Err(error),
+                        }
+                    }
+                    if cycle {
+                        drop(got);
+                        wanted.extend(more);
+                        continue;
+                    }
+                } else {
+                    drop(got);
+                    wanted.extend(more);
+                    continue;
+                }
+            }
+            let mut mine = None;
+            for (j, held) in got {
+                if j == index {
+                    mine = Some(held);
+                } else {
+                    self.put_preheld(j, held);
+                }
+            }
+            if let Some(mine) = mine {
+                return Ok(mine);
+            }
+        }
+        self.hold(locks, fragment, key).await
     }
 
     pub(crate) fn take_preheld(&self, index: usize) -> Option<HeldKey> {
