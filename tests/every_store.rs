@@ -14,118 +14,28 @@
 //!
 //! Every test works under its own key namespace (a wrapper store that prefixes keys), so
 //! runs and tests never see each other's sessions on the shared servers; each test removes
-//! what it wrote. Redis and PostgreSQL: see `store_redis.rs` / `store_postgres.rs` for
-//! the URLs and the skip rule.
+//! what it wrote. Redis and PostgreSQL: see `multisession::testing::stores` for the URLs
+//! and the skip rule.
 
 #[path = "common/pets.rs"]
 mod pets;
-#[path = "common/services.rs"]
-#[allow(dead_code)]
-mod services;
 
 use pets::*;
 
 use std::time::Duration;
 
 use multisession::{
-    ChatContext, Config, Error, MultiSession, OnDecodeError, async_trait,
+    ChatContext, Config, Error, MultiSession, OnDecodeError,
     codec::with_version,
-    store::{Capabilities, Outcome, Page, Record, Store, StoreError, StoreRef, Write},
-    stores::{CountingStore, MemoryStore},
-    testing::unique_namespace,
+    store::{Store, StoreRef},
+    stores::CountingStore,
+    testing::Namespaced,
 };
 use serde::{Deserialize, Serialize};
 
 type R = Result<(), Error>;
 
 // ---------------------------------------------------------------- the stores
-
-/// Every key of the inner store gets `ns` in front; listings strip it again.
-struct Namespaced {
-    inner: StoreRef,
-    ns: String,
-}
-
-impl Namespaced {
-    fn key(&self, key: &str) -> String {
-        format!("{}{key}", self.ns)
-    }
-}
-
-#[async_trait]
-impl Store for Namespaced {
-    fn name(&self) -> &str {
-        self.inner.as_dyn().name()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.as_dyn().capabilities()
-    }
-    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
-        self.inner.as_dyn().read(&self.key(key)).await
-    }
-    async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Record>>, StoreError> {
-        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        self.inner.as_dyn().read_many(&refs).await
-    }
-    async fn write(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
-        self.inner.as_dyn().write(&self.key(key), value, ttl).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.as_dyn().delete(&self.key(key)).await
-    }
-    async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
-        let writes: Vec<Write> = writes
-            .iter()
-            .map(|w| match w {
-                Write::Put {
-                    key,
-                    value,
-                    ttl,
-                    expect,
-                } => Write::Put {
-                    key: self.key(key),
-                    value: value.clone(),
-                    ttl: *ttl,
-                    expect: *expect,
-                },
-                Write::Delete { key, expect } => Write::Delete {
-                    key: self.key(key),
-                    expect: *expect,
-                },
-            })
-            .collect();
-        self.inner.as_dyn().apply(&writes).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<Page, StoreError> {
-        let cursor = cursor.map(|c| self.key(c));
-        let page = self
-            .inner
-            .as_dyn()
-            .list(&self.key(prefix), cursor.as_deref(), limit)
-            .await?;
-        Ok(Page {
-            entries: page
-                .entries
-                .into_iter()
-                .filter_map(|(k, r)| k.strip_prefix(&self.ns).map(|k| (k.to_owned(), r)))
-                .collect(),
-            cursor: page
-                .cursor
-                .and_then(|c| c.strip_prefix(&self.ns).map(str::to_owned)),
-        })
-    }
-}
 
 /// A test's store: the backend under a fresh namespace, counted.
 struct TestStore {
@@ -134,11 +44,8 @@ struct TestStore {
 }
 
 impl TestStore {
-    fn new(backend: StoreRef) -> Self {
-        let raw = StoreRef::new(Namespaced {
-            inner: backend,
-            ns: unique_namespace(),
-        });
+    fn new(backend: &StoreRef, ns: &str) -> Self {
+        let raw = StoreRef::new(Namespaced::new(backend.clone(), ns));
         TestStore {
             counted: CountingStore::new(raw.clone()),
             raw,
@@ -219,7 +126,8 @@ fn pet(name: &str) -> Pet {
 
 /// S1–S3, S12: untouched costs nothing, read-only costs one read, a change one read and
 /// one write, on this store as on memory.
-async fn s1_s3_s12_lazy_costs(store: TestStore) {
+async fn s1_s3_s12_lazy_costs(backend: &StoreRef, ns: &str) {
+    let store = TestStore::new(backend, ns);
     let sessions = Bot::builder().default_store(store.counted.clone()).build();
     let ctx = ChatContext::new(-10).with_user(7);
     sessions.run(&ctx, async |_s| R::Ok(())).await.unwrap();
@@ -258,7 +166,8 @@ async fn s1_s3_s12_lazy_costs(store: TestStore) {
 }
 
 /// S13: a handler that fails after changing fragments writes nothing.
-async fn s13_a_failed_handler_writes_nothing(store: TestStore) {
+async fn s13_a_failed_handler_writes_nothing(backend: &StoreRef, ns: &str) {
+    let store = TestStore::new(backend, ns);
     let sessions = Bot::builder().default_store(store.counted.clone()).build();
     let ctx = ChatContext::new(-11).with_user(8);
     let result = sessions
@@ -276,7 +185,8 @@ async fn s13_a_failed_handler_writes_nothing(store: TestStore) {
 
 /// S15: undecodable bytes are a typed error naming fragment, key and store, and are kept;
 /// under `OnDecodeError::Reset` they are replaced by the initial value.
-async fn s15_undecodable_bytes(store: TestStore) {
+async fn s15_undecodable_bytes(backend: &StoreRef, ns: &str) {
+    let store = TestStore::new(backend, ns);
     store.raw_write("count:-12", b"\xff not json").await;
     let sessions = Bot::builder().default_store(store.counted.clone()).build();
     let ctx = ChatContext::new(-12);
@@ -327,7 +237,8 @@ async fn s15_undecodable_bytes(store: TestStore) {
 }
 
 /// S18: a TTL'd fragment not written for its TTL reads as its initial value; others stay.
-async fn s18_ttl(store: TestStore) {
+async fn s18_ttl(backend: &StoreRef, ns: &str) {
+    let store = TestStore::new(backend, ns);
     let sessions = Timed::builder()
         .default_store(store.counted.clone())
         .build();
@@ -355,7 +266,8 @@ async fn s18_ttl(store: TestStore) {
 }
 
 /// S19: grammY's migration scenarios on this store.
-async fn s19_migrations(store: TestStore) {
+async fn s19_migrations(backend: &StoreRef, ns: &str) {
+    let store = TestStore::new(backend, ns);
     let sessions = Owner::builder()
         .default_store(store.counted.clone())
         .build();
@@ -445,7 +357,8 @@ async fn s19_migrations(store: TestStore) {
 }
 
 /// S20: list, count, remove and clear one fragment, leaving the others alone.
-async fn s20_listing(store: TestStore) {
+async fn s20_listing(backend: &StoreRef, ns: &str) {
+    let store = TestStore::new(backend, ns);
     let sessions = Bot::builder().default_store(store.counted.clone()).build();
     for chat in 1..=5 {
         sessions
@@ -488,7 +401,8 @@ async fn s20_listing(store: TestStore) {
 
 /// S21: a group's per-chat fragments follow it to its supergroup; per-user ones stay; a
 /// second migration update changes nothing; data the new chat has is never overwritten.
-async fn s21_chat_migration(store: TestStore) {
+async fn s21_chat_migration(backend: &StoreRef, ns: &str) {
+    let store = TestStore::new(backend, ns);
     let sessions = Bot::builder().default_store(store.counted.clone()).build();
     let (old, new) = (-100, -1_000_100);
     sessions
@@ -550,65 +464,12 @@ async fn s21_chat_migration(store: TestStore) {
 
 // ---------------------------------------------------------------- one definition, four stores
 
-macro_rules! every_case {
-    ($make:path) => {
-        every_case!(@cases $make;
-            s1_s3_s12_lazy_costs,
-            s13_a_failed_handler_writes_nothing,
-            s15_undecodable_bytes,
-            s18_ttl,
-            s19_migrations,
-            s20_listing,
-            s21_chat_migration,
-        );
-    };
-    (@cases $make:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(backend) = $make().await else { return };
-                super::$case(super::TestStore::new(backend)).await;
-            }
-        )*
-    };
-}
-
-mod memory {
-    use super::*;
-
-    async fn make() -> Option<StoreRef> {
-        Some(StoreRef::new(MemoryStore::new()))
-    }
-
-    every_case!(make);
-}
-
-#[cfg(feature = "sqlite")]
-mod sqlite {
-    use super::*;
-
-    async fn make() -> Option<StoreRef> {
-        // One file for every run (each test has its own namespace and removes its keys).
-        let path = std::env::temp_dir().join("multisession-every-store.db");
-        let store = multisession::stores::SqliteStore::open(path)
-            .await
-            .expect("open the SQLite file");
-        Some(StoreRef::new(store))
-    }
-
-    every_case!(make);
-}
-
-#[cfg(feature = "redis")]
-mod redis {
-    use crate::services::redis as make;
-
-    every_case!(make);
-}
-
-#[cfg(feature = "postgres")]
-mod postgres {
-    use crate::services::postgres as make;
-
-    every_case!(make);
-}
+multisession::store_cases!(every store => crate:
+    s1_s3_s12_lazy_costs,
+    s13_a_failed_handler_writes_nothing,
+    s15_undecodable_bytes,
+    s18_ttl,
+    s19_migrations,
+    s20_listing,
+    s21_chat_migration,
+);

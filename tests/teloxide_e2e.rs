@@ -4,10 +4,6 @@
 //! stored sessions are checked. Also: `DialogueStorage` passes the get/update/remove cases
 //! of teloxide's own storage tests on memory, SQLite, Redis and PostgreSQL.
 
-#[path = "common/services.rs"]
-#[allow(dead_code)]
-mod services;
-
 #[path = "../examples/common/fake_bot_api.rs"]
 #[allow(dead_code)]
 mod fake_bot_api;
@@ -173,7 +169,8 @@ async fn concurrent_dispatch_of_one_chat_loses_no_update() {
 // ------------------------------------------------ DialogueStorage: teloxide's storage cases
 
 /// teloxide's storage test (`tests/redis.rs` and friends in teloxide), on our storage.
-async fn teloxide_storage_cases(store: StoreRef) {
+async fn teloxide_storage_cases(store: &StoreRef, _ns: &str) {
+    let store = store.clone();
     let storage = DialogueStorage::<String>::new(store)
         .prefix(unique_namespace())
         .into_arc();
@@ -218,7 +215,8 @@ async fn teloxide_storage_cases(store: StoreRef) {
 }
 
 /// Bytes that are not a dialogue: a typed error naming key and store, not a panic.
-async fn undecodable_dialogue_is_an_error(store: StoreRef) {
+async fn undecodable_dialogue_is_an_error(store: &StoreRef, _ns: &str) {
+    let store = store.clone();
     let prefix = unique_namespace();
     let key = format!("{prefix}5");
     store.as_dyn().write(&key, b"\xff", None).await.unwrap();
@@ -240,7 +238,8 @@ async fn undecodable_dialogue_is_an_error(store: StoreRef) {
 }
 
 /// A TTL'd dialogue is forgotten after its TTL.
-async fn dialogues_expire(store: StoreRef) {
+async fn dialogues_expire(store: &StoreRef, _ns: &str) {
+    let store = store.clone();
     let prefix = unique_namespace();
     let storage = DialogueStorage::<String>::new(store.clone())
         .prefix(prefix.clone())
@@ -265,53 +264,8 @@ async fn dialogues_expire(store: StoreRef) {
     store.as_dyn().delete(&format!("{prefix}7")).await.unwrap();
 }
 
-macro_rules! storage_cases {
-    ($make:path) => {
-        #[tokio::test]
-        async fn teloxide_storage_cases() {
-            let Some(store) = $make().await else { return };
-            super::teloxide_storage_cases(store).await;
-        }
-
-        #[tokio::test]
-        async fn undecodable_dialogue_is_an_error() {
-            let Some(store) = $make().await else { return };
-            super::undecodable_dialogue_is_an_error(store).await;
-        }
-
-        #[tokio::test]
-        async fn dialogues_expire() {
-            let Some(store) = $make().await else { return };
-            super::dialogues_expire(store).await;
-        }
-    };
-}
-
-mod memory {
-    use super::*;
-    async fn make() -> Option<StoreRef> {
-        Some(StoreRef::new(MemoryStore::new()))
-    }
-    storage_cases!(make);
-}
-
-#[cfg(feature = "sqlite")]
-mod sqlite {
-    use super::*;
-    async fn make() -> Option<StoreRef> {
-        Some(StoreRef::new(SqliteStore::in_memory().await.unwrap()))
-    }
-    storage_cases!(make);
-}
-
-#[cfg(feature = "redis")]
-mod redis {
-    use crate::services::redis as make;
-    storage_cases!(make);
-}
-
-#[cfg(feature = "postgres")]
-mod postgres {
-    use crate::services::postgres as make;
-    storage_cases!(make);
-}
+multisession::store_cases!(every store => crate:
+    teloxide_storage_cases,
+    undecodable_dialogue_is_an_error,
+    dialogues_expire,
+);
