@@ -676,3 +676,208 @@ async fn round_trips() {
     cleanup(&store, &refs).await;
     proxy.abort();
 }
+
+/// Rule S26 on PostgreSQL: how each failed write is reported.
+mod s26 {
+    use super::*;
+
+    /// A private table (with the store's sequence), its own trigger function, and a store
+    /// on it whose connections carry a unique `application_name`; dropped by `cleanup`.
+    struct Private {
+        table: String,
+        app: String,
+        store: PostgresStore,
+        admin: PostgresStore,
+    }
+
+    impl Private {
+        async fn new() -> Option<Private> {
+            let unique = unique_namespace().replace([':', '-'], "_");
+            let table = format!("t{unique}");
+            let app = format!("a{unique}");
+            let admin = store().await?;
+            let url = url_with(&format!("application_name={app}"));
+            let store = store_with(&url, PostgresConfig::new().table(&table)).await?;
+            let client = admin.pool().get().await.expect("admin connection");
+            // `slow-before` sleeps in its statement, `slow-commit` at COMMIT (a deferred
+            // trigger), `bad` fails its statement.
+            client
+                .batch_execute(&format!(
+                    r#"CREATE FUNCTION "{table}_slow"() RETURNS trigger LANGUAGE plpgsql AS
+                           $$ BEGIN PERFORM pg_sleep(8); RETURN NEW; END $$;
+                       CREATE FUNCTION "{table}_bad"() RETURNS trigger LANGUAGE plpgsql AS
+                           $$ BEGIN RAISE EXCEPTION 'refused by a test trigger'; END $$;
+                       CREATE TRIGGER "{table}_before" BEFORE INSERT OR UPDATE ON "{table}"
+                           FOR EACH ROW WHEN (NEW.key = 'slow-before'::bytea)
+                           EXECUTE FUNCTION "{table}_slow"();
+                       CREATE TRIGGER "{table}_refuse" BEFORE INSERT OR UPDATE ON "{table}"
+                           FOR EACH ROW WHEN (NEW.key = 'bad'::bytea)
+                           EXECUTE FUNCTION "{table}_bad"();
+                       CREATE CONSTRAINT TRIGGER "{table}_commit" AFTER INSERT OR UPDATE
+                           ON "{table}" DEFERRABLE INITIALLY DEFERRED
+                           FOR EACH ROW WHEN (NEW.key = 'slow-commit'::bytea)
+                           EXECUTE FUNCTION "{table}_slow"();"#
+                ))
+                .await
+                .expect("create the test triggers");
+            Some(Private {
+                table,
+                app,
+                store,
+                admin,
+            })
+        }
+
+        /// Terminates the store's backend once it sleeps in a trigger.
+        async fn terminate_when_sleeping(&self) {
+            let client = self.admin.pool().get().await.expect("admin connection");
+            let started = Instant::now();
+            loop {
+                let row = client
+                    .query_opt(
+                        "SELECT pid FROM pg_stat_activity \
+                         WHERE application_name = $1 AND wait_event = 'PgSleep'",
+                        &[&self.app],
+                    )
+                    .await
+                    .expect("pg_stat_activity");
+                if let Some(row) = row {
+                    let pid: i32 = row.get(0);
+                    client
+                        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                        .await
+                        .expect("terminate the store's connection");
+                    return;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "the write never reached its sleeping trigger"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+
+        /// Runs `batch` and terminates its connection while it sleeps in a trigger.
+        async fn apply_and_kill(&self, batch: &[Write]) -> Vec<Result<Outcome, StoreError>> {
+            let (results, ()) = tokio::join!(
+                tokio::time::timeout(Duration::from_secs(30), self.store.apply(batch)),
+                self.terminate_when_sleeping(),
+            );
+            results.expect("the write hung")
+        }
+
+        async fn cleanup(self) {
+            let client = self.admin.pool().get().await.expect("admin connection");
+            let table = &self.table;
+            let _ = client
+                .batch_execute(&format!(
+                    r#"DROP TABLE IF EXISTS "{table}";
+                       DROP SEQUENCE IF EXISTS "{table}_revision_seq";
+                       DROP FUNCTION IF EXISTS "{table}_slow"();
+                       DROP FUNCTION IF EXISTS "{table}_bad"();"#
+                ))
+                .await;
+        }
+    }
+
+    fn not_written(results: &[Result<Outcome, StoreError>]) -> bool {
+        !results.is_empty()
+            && results
+                .iter()
+                .all(|r| matches!(r, Err(e @ StoreError::Backend(_)) if !e.outcome_unknown()))
+    }
+
+    fn unknown(results: &[Result<Outcome, StoreError>]) -> bool {
+        !results.is_empty()
+            && results
+                .iter()
+                .all(|r| matches!(r, Err(StoreError::Unknown(_))))
+    }
+
+    /// No connection from the pool within the connect timeout: nothing was sent.
+    #[tokio::test]
+    async fn no_connection_from_the_pool_is_not_written() {
+        let config = PostgresConfig::new()
+            .table(TABLE)
+            .pool_size(1)
+            .connect_timeout(Duration::from_millis(300));
+        let Some(store) = store_with(&url(), config).await else {
+            return;
+        };
+        let key = format!("{}pool", unique_namespace());
+        let held = store.pool().get().await.expect("the only connection");
+        let results = store.apply(&[put(&key, b"v", None, Expect::Any)]).await;
+        eprintln!("{results:?}");
+        assert!(not_written(&results), "{results:?}");
+        drop(held);
+        assert_eq!(store.read(&key).await.unwrap(), None);
+        let results = store.apply(&[put(&key, b"v", None, Expect::Any)]).await;
+        assert!(matches!(results[..], [Ok(Outcome::Applied)]), "{results:?}");
+        cleanup(&store, &[&key]).await;
+    }
+
+    /// A statement the server refuses: inside a batch the transaction is rolled back, and
+    /// alone it is its own transaction, rolled back too: not written either way.
+    #[tokio::test]
+    async fn a_refused_statement_is_not_written() {
+        let Some(private) = Private::new().await else {
+            return;
+        };
+        let store = &private.store;
+        let results = store
+            .apply(&[
+                put("a", b"v", None, Expect::Any),
+                put("bad", b"v", None, Expect::Any),
+            ])
+            .await;
+        eprintln!("batch: {results:?}");
+        assert!(not_written(&results), "{results:?}");
+        assert_eq!(store.read("a").await.unwrap(), None);
+        let results = store.apply(&[put("bad", b"v", None, Expect::Absent)]).await;
+        eprintln!("single: {results:?}");
+        assert!(not_written(&results), "{results:?}");
+        assert_eq!(store.read("bad").await.unwrap(), None);
+        private.cleanup().await;
+    }
+
+    /// The connection dies while a batch's statements run (before COMMIT was sent): the
+    /// server rolls the transaction back, so it is "not written". It dies while COMMIT
+    /// is pending, or while a single write (its own transaction) runs: the outcome is
+    /// unknown. The store works again afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_connection_is_not_written_before_commit_and_unknown_during_it() {
+        let Some(private) = Private::new().await else {
+            return;
+        };
+        let store = &private.store;
+
+        let results = private
+            .apply_and_kill(&[
+                put("a", b"v", None, Expect::Any),
+                put("slow-before", b"v", None, Expect::Any),
+            ])
+            .await;
+        eprintln!("before COMMIT: {results:?}");
+        assert!(not_written(&results), "{results:?}");
+        assert_eq!(store.read("a").await.unwrap(), None);
+
+        let results = private
+            .apply_and_kill(&[
+                put("b", b"v", None, Expect::Any),
+                put("slow-commit", b"v", None, Expect::Any),
+            ])
+            .await;
+        eprintln!("during COMMIT: {results:?}");
+        assert!(unknown(&results), "{results:?}");
+
+        let results = private
+            .apply_and_kill(&[put("slow-before", b"v", None, Expect::Absent)])
+            .await;
+        eprintln!("single write: {results:?}");
+        assert!(unknown(&results), "{results:?}");
+
+        let results = store.apply(&[put("c", b"v", None, Expect::Absent)]).await;
+        assert!(matches!(results[..], [Ok(Outcome::Applied)]), "{results:?}");
+        private.cleanup().await;
+    }
+}

@@ -456,3 +456,239 @@ async fn batches_are_atomic_across_keys() {
     );
     drop_prefix(&prefix).await;
 }
+
+/// Whether `redis-server` can be started here; a visible skip (or a failure under
+/// `MULTISESSION_REQUIRE_SERVICES=1`) when not.
+fn redis_server_available() -> bool {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    if services_required() {
+        panic!("redis-server is required for this test but not on PATH");
+    }
+    eprintln!("SKIPPED: redis-server not on PATH");
+    false
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to the private server.
+fn signal(server: &PrivateRedis, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &server.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} failed");
+}
+
+/// Rule S26 on Redis: a write whose request reached the server but whose answer was
+/// lost (the server is paused with the script in its input buffer, then killed) is an
+/// unknown outcome, never "not written"; a write that cannot be sent at all (the
+/// connection is refused) is "not written". A script the server forgot (`SCRIPT
+/// FLUSH`) is loaded and run again, transparently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s26_a_lost_answer_is_unknown_a_refused_connection_is_not_written() {
+    if !redis_server_available() {
+        return;
+    }
+    let port = free_port();
+    let Some(server) = PrivateRedis::start(port) else {
+        return;
+    };
+    server.ready().await;
+    let config = RedisConfig::new()
+        .key_prefix(unique_namespace())
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_secs(10))
+        .reconnect_attempts(1);
+    let store = RedisStore::connect_with(&server.url(), config)
+        .await
+        .expect("connect to the private server");
+    let results = store.apply(&[put("k", b"1", None, Expect::Absent)]).await;
+    assert!(matches!(results[..], [Ok(Outcome::Applied)]), "{results:?}");
+
+    // The server forgets the script: NOSCRIPT, loaded again, applied once.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut raw_conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut raw_conn)
+        .await
+        .unwrap();
+    let rev = store.read("k").await.unwrap().unwrap().revision;
+    let results = store
+        .apply(&[put("k", b"2", None, Expect::Revision(rev))])
+        .await;
+    assert!(matches!(results[..], [Ok(Outcome::Applied)]), "{results:?}");
+    assert_eq!(store.read("k").await.unwrap().unwrap().value, b"2");
+    drop(raw_conn);
+
+    // Paused: the request is sent and sits unanswered; then the server dies.
+    signal(&server, "-STOP");
+    let pending = tokio::spawn({
+        let store = store.clone();
+        async move { store.apply(&[put("k", b"3", None, Expect::Any)]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!pending.is_finished(), "a paused server answered");
+    server.stop();
+    let results = tokio::time::timeout(Duration::from_secs(15), pending)
+        .await
+        .expect("a write to a killed server hung")
+        .unwrap();
+    eprintln!("answer lost: {results:?}");
+    assert!(
+        matches!(&results[..], [Err(StoreError::Unknown(_))]),
+        "a write whose answer was lost must be unknown: {results:?}"
+    );
+
+    // Nothing listens any more: the write cannot be sent, so it did not land.
+    let results = tokio::time::timeout(
+        Duration::from_secs(15),
+        store.apply(&[put("k", b"4", None, Expect::Any)]),
+    )
+    .await
+    .expect("a write to a dead server hung");
+    eprintln!("refused: {results:?}");
+    assert!(
+        matches!(&results[..], [Err(e @ StoreError::Backend(_))] if !e.outcome_unknown()),
+        "a write that could not be sent must be 'not written': {results:?}"
+    );
+}
+
+/// The apply script checks everything a write can fail on before its first write
+/// (Redis does not roll a failed script back): a batch that fails on the index's or the
+/// counter's type writes nothing at all, and is reported as not written. A TTL too long
+/// for `PEXPIRE` is capped instead of failing halfway.
+#[tokio::test]
+async fn s26_a_failing_script_writes_nothing() {
+    let prefix = unique_namespace();
+    let Some(store) = store_at(&url(), &prefix).await else {
+        return;
+    };
+    store.write("a", b"1", None).await.unwrap();
+    let before = store.read("a").await.unwrap().unwrap();
+    let counter = format!("{prefix}rev");
+    let index = format!("{prefix}idx");
+    let counter_before = raw(&[b"GET", counter.as_bytes()]).await;
+    let batch = [
+        put("b", b"2", None, Expect::Absent),
+        put("a", b"2", None, Expect::Any),
+        Write::Delete {
+            key: "a".into(),
+            expect: Expect::Any,
+        },
+    ];
+    let check_nothing_written = async |what: &str| {
+        let results = store.apply(&batch).await;
+        eprintln!("{what}: {results:?}");
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Err(e @ StoreError::Backend(_)) if !e.outcome_unknown())),
+            "{what}: {results:?}"
+        );
+        let b_key = format!("{prefix}s:b");
+        assert_eq!(
+            raw(&[b"EXISTS", b_key.as_bytes()]).await,
+            redis::Value::Int(0),
+            "{what}: a write of the failed batch landed"
+        );
+        assert_eq!(
+            store.read("a").await.unwrap().as_ref(),
+            Some(&before),
+            "{what}"
+        );
+    };
+
+    // The listing index is not a sorted set (ZADD would fail after the first writes).
+    let _ = raw(&[b"DEL", index.as_bytes()]).await;
+    let _ = raw(&[b"SET", index.as_bytes(), b"not a sorted set"]).await;
+    check_nothing_written("index of another type").await;
+    assert_eq!(raw(&[b"GET", counter.as_bytes()]).await, counter_before);
+    let _ = raw(&[b"DEL", index.as_bytes()]).await;
+    let _ = raw(&[b"ZADD", index.as_bytes(), b"0", b"a"]).await;
+
+    // The counter is not a number, or not a string (INCR would fail after the first
+    // writes).
+    let _ = raw(&[b"SET", counter.as_bytes(), b"seven"]).await;
+    check_nothing_written("counter not a number").await;
+    let _ = raw(&[b"DEL", counter.as_bytes()]).await;
+    let _ = raw(&[b"HSET", counter.as_bytes(), b"x", b"1"]).await;
+    check_nothing_written("counter of another type").await;
+    let _ = raw(&[b"DEL", counter.as_bytes()]).await;
+    let redis::Value::BulkString(last) = &counter_before else {
+        panic!("no revision counter after a write: {counter_before:?}");
+    };
+    let _ = raw(&[b"SET", counter.as_bytes(), last]).await;
+
+    // Everything back in place: the same batch applies (its precondition holds).
+    let results = store.apply(&batch).await;
+    assert!(
+        results.iter().all(|r| matches!(r, Ok(Outcome::Applied))),
+        "{results:?}"
+    );
+    // A TTL past what PEXPIRE takes is capped, not an error after the first writes.
+    let results = store
+        .apply(&[
+            put("long", b"v", Some(Duration::MAX), Expect::Any),
+            put(
+                "longer",
+                b"v",
+                Some(Duration::from_secs(u64::MAX / 1000)),
+                Expect::Any,
+            ),
+        ])
+        .await;
+    assert!(
+        results.iter().all(|r| matches!(r, Ok(Outcome::Applied))),
+        "{results:?}"
+    );
+    let pttl = raw(&[b"PTTL", format!("{prefix}s:long").as_bytes()]).await;
+    assert!(matches!(pttl, redis::Value::Int(ms) if ms > 0), "{pttl:?}");
+    drop_prefix(&prefix).await;
+}
+
+/// The one failure the script cannot check before writing: an ACL that allows some of
+/// its write commands but not `PEXPIRE`. The batch is then applied in part, and the
+/// error says the outcome is unknown, never "not written".
+#[tokio::test]
+async fn s26_a_write_failing_halfway_is_unknown() {
+    if !redis_server_available() {
+        return;
+    }
+    let port = free_port();
+    let Some(server) = PrivateRedis::start(port) else {
+        return;
+    };
+    server.ready().await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER", "halfway", "on", ">pw", "~*", "&*", "+@all", "-pexpire",
+        ])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("redis://halfway:pw@127.0.0.1:{port}");
+    let store = RedisStore::connect_with(&url, RedisConfig::new().key_prefix("t:"))
+        .await
+        .expect("connect as the restricted user");
+    let results = store
+        .apply(&[put("k", b"v", Some(Duration::from_secs(60)), Expect::Any)])
+        .await;
+    eprintln!("{results:?}");
+    assert!(
+        matches!(&results[..], [Err(StoreError::Unknown(_))]),
+        "{results:?}"
+    );
+    // It did land in part (without its expiry): "not written" would have been a lie.
+    assert!(store.read("k").await.unwrap().is_some());
+    // Without a TTL the batch needs no PEXPIRE: applied.
+    let results = store.apply(&[put("j", b"v", None, Expect::Any)]).await;
+    assert!(matches!(results[..], [Ok(Outcome::Applied)]), "{results:?}");
+    server.stop();
+}

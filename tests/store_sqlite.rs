@@ -180,3 +180,148 @@ async fn s17_two_stores_on_one_file_lose_no_update() {
         a.stats().conflicts + b.stats().conflicts > 0 || a.stats().writes + b.stats().writes == 400
     );
 }
+
+/// Rule S26 on SQLite: a write the runtime gave up on is cancelled, not committed behind
+/// its back later; a write stuck behind another connection's lock fails as "not
+/// written" before the runtime's default `op_timeout`.
+mod s26 {
+    use std::time::Instant;
+
+    use multisession::{
+        Stored,
+        store::{Expect, Outcome, StoreError, Write},
+    };
+
+    use super::*;
+
+    fn put(key: &str, value: &[u8]) -> Write {
+        Write::Put {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            ttl: None,
+            expect: Expect::Any,
+        }
+    }
+
+    /// A second connection to the file holding its write lock until dropped or released.
+    fn hold_write_lock(db: &TempDb) -> rusqlite::Connection {
+        let blocker = rusqlite::Connection::open(&db.0).expect("open a second connection");
+        blocker
+            .execute_batch("BEGIN IMMEDIATE")
+            .expect("take the write lock");
+        blocker
+    }
+
+    /// The runtime's timeout drops `apply` while it waits for the lock (here with a busy
+    /// timeout far longer than that). The job on the blocking pool is cancelled: it stops
+    /// waiting, gives its connection back, and once the lock is free it does not commit
+    /// the write the caller was told had timed out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_timed_out_write_is_cancelled_not_committed_later() {
+        let db = TempDb::new();
+        let config = SqliteConfig::new()
+            .busy_timeout(Duration::from_secs(20))
+            .connections(1);
+        let store = SqliteStore::open_with(&db.0, config).await.unwrap();
+        store.write("before", b"v", None).await.unwrap();
+        let blocker = hold_write_lock(&db);
+
+        let timed_out = tokio::time::timeout(
+            Duration::from_millis(300),
+            store.apply(&[put("k", b"late")]),
+        )
+        .await;
+        assert!(timed_out.is_err(), "the write did not wait: {timed_out:?}");
+
+        // The store's only connection is free again soon: the cancelled job stopped
+        // waiting for the lock (the blocker still holds it).
+        let started = Instant::now();
+        let read = tokio::time::timeout(Duration::from_secs(2), store.read("k"))
+            .await
+            .expect("the cancelled job kept the connection");
+        assert_eq!(read.unwrap(), None);
+        eprintln!("connection back after {:?}", started.elapsed());
+
+        // The lock is freed; the cancelled write must not land afterwards.
+        blocker.execute_batch("COMMIT").unwrap();
+        drop(blocker);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            store.read("k").await.unwrap(),
+            None,
+            "a write that timed out was committed later"
+        );
+
+        // The store works normally afterwards, on the same connection.
+        let results = store.apply(&[put("k", b"now")]).await;
+        assert!(matches!(results[..], [Ok(Outcome::Applied)]), "{results:?}");
+        assert_eq!(store.read("k").await.unwrap().unwrap().value, b"now");
+        assert_eq!(store.read("before").await.unwrap().unwrap().value, b"v");
+    }
+
+    /// A write that cannot get the lock within the busy timeout never began its
+    /// transaction: "not written", never an unknown outcome.
+    #[tokio::test]
+    async fn a_write_that_cannot_get_the_lock_is_not_written() {
+        let db = TempDb::new();
+        let config = SqliteConfig::new().busy_timeout(Duration::from_millis(200));
+        let store = SqliteStore::open_with(&db.0, config).await.unwrap();
+        let blocker = hold_write_lock(&db);
+        let started = Instant::now();
+        let results = tokio::time::timeout(
+            Duration::from_secs(10),
+            store.apply(&[put("a", b"1"), put("b", b"1")]),
+        )
+        .await
+        .expect("the busy timeout did not bound the wait");
+        eprintln!("after {:?}: {results:?}", started.elapsed());
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Err(e @ StoreError::Backend(_)) if !e.outcome_unknown())),
+            "{results:?}"
+        );
+        for result in [store.write("a", b"1", None).await, store.delete("a").await] {
+            assert!(
+                matches!(&result, Err(e @ StoreError::Backend(_)) if !e.outcome_unknown()),
+                "{result:?}"
+            );
+        }
+        drop(blocker);
+        assert_eq!(store.read("a").await.unwrap(), None);
+        assert_eq!(store.read("b").await.unwrap(), None);
+    }
+
+    /// With the default options on both sides, SQLite's busy timeout (4 s) gives up before
+    /// the runtime's `op_timeout` (5 s): an update blocked by another process's lock is
+    /// reported as "nothing written", not as an unknown outcome.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn by_default_a_locked_file_is_reported_as_nothing_written() {
+        let db = TempDb::new();
+        let sessions = Counter::builder()
+            .default_store(SqliteStore::open(&db.0).await.unwrap())
+            .build();
+        let ctx = ChatContext::new(3);
+        let blocker = hold_write_lock(&db);
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            Duration::from_secs(30),
+            sessions.run(&ctx, async |s| {
+                *s.hits().await? += 1;
+                Ok::<_, multisession::Error>(())
+            }),
+        )
+        .await
+        .expect("the update hung");
+        let waited = started.elapsed();
+        let error = result.expect_err("an update succeeded behind another process's lock");
+        eprintln!("after {waited:?}: {error}");
+        assert_eq!(error.stored(), Stored::Nothing, "{error}");
+        assert!(
+            waited >= Duration::from_secs(3) && waited < Duration::from_secs(5),
+            "the busy timeout is not 4 s: {waited:?}"
+        );
+        drop(blocker);
+        assert_eq!(sessions.load(&ctx).await.unwrap().hits, 0);
+    }
+}

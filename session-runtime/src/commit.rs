@@ -8,9 +8,9 @@ use futures_util::future::join_all;
 use crate::{
     cell::{ErasedCell, Plan},
     error::{Error, SaveError, SaveFailure, WriteOutcome},
-    session::{MultiSession, Session},
     stats::Counters,
     store::{Outcome, StoreError, StoreRef, Write},
+    update::UpdateCtx,
 };
 
 /// How a commit attempt ended, when it did not succeed.
@@ -22,198 +22,159 @@ pub(crate) enum CommitError {
     Final(Error),
 }
 
-impl<S: MultiSession> Session<S> {
-    /// Writes what changed, one batch per store, all stores at once (rule S12).
-    ///
-    /// On failure the error says what was stored ([`Error::stored`]): nothing; these
-    /// fragments and not those; or, after a timeout or a lost connection, unknown for
-    /// some. Re-running the same update (same update id: [`Session::update_id`]) is safe
-    /// in every case (rule S25). Fails with [`Error::StillShared`] if a clone of this
-    /// handle is still alive and with [`Error::MustRerun`] if the update met a contended
-    /// key (nothing written in both cases), with [`Error::Conflict`] if another process
-    /// changed a fragment since it was read, and with [`Error::Save`] naming every
-    /// fragment whose write failed.
-    pub async fn commit(self) -> Result<(), Error> {
-        self.commit_attempt(1).await.map_err(|e| match e {
-            CommitError::Retry(e) | CommitError::Final(e) => e,
-        })
-    }
-
-    /// The commit of an update that touched nothing, or that must not commit: decided
-    /// without building the commit's (large) future.
-    fn quick_commit(&self) -> Option<Result<(), CommitError>> {
-        let clones = std::sync::Arc::strong_count(&self.inner) - 1;
-        if clones > 0 {
-            return Some(Err(CommitError::Final(Error::StillShared { clones })));
+/// Writes what the cells of one update changed, one batch per store, all stores at once.
+pub(crate) async fn commit_cells(
+    cells: Vec<&dyn ErasedCell>,
+    update: &UpdateCtx,
+    attempt: u32,
+) -> Result<(), CommitError> {
+    let counters = update.counters.clone();
+    let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
+    let span = tracing::debug_span!("multisession.commit", attempt);
+    let result = tracing::Instrument::instrument(commit_inner(cells, update, attempt), span).await;
+    match &result {
+        Ok(()) => tracing::debug!(
+            elapsed_us = started.map_or(0, |s| s.elapsed().as_micros() as u64),
+            "session committed"
+        ),
+        Err(CommitError::Retry(error)) => {
+            tracing::debug!(%error, "session commit incomplete")
         }
-        if let Some(&(_, fragment)) = self.inner.update.contended().first() {
-            return Some(Err(CommitError::Final(Error::MustRerun { fragment })));
-        }
-        if !S::__any_loaded(&self.inner.lazy) {
-            // Nothing touched (the common case: chatter): nothing to write.
-            return Some(Ok(()));
-        }
-        None
-    }
-
-    pub(crate) async fn commit_attempt(self, attempt: u32) -> Result<(), CommitError> {
-        match self.quick_commit() {
-            Some(done) => done,
-            None => {
-                let touched: Vec<bool> = self.cells().iter().map(|c| c.is_loaded()).collect();
-                self.inner.update.affinity.record(&touched);
-                Box::pin(self.commit_writes(attempt)).await
-            }
+        Err(CommitError::Final(error)) => {
+            Counters::add(&counters.errors, 1);
+            tracing::warn!(%error, "session commit failed");
         }
     }
+    result
+}
 
-    async fn commit_writes(self, attempt: u32) -> Result<(), CommitError> {
-        let counters = self.inner.update.counters.clone();
-        let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
-        let span = tracing::debug_span!("multisession.commit", attempt);
-        let result = tracing::Instrument::instrument(self.commit_inner(attempt), span).await;
-        match &result {
-            Ok(()) => tracing::debug!(
-                elapsed_us = started.map_or(0, |s| s.elapsed().as_micros() as u64),
-                "session committed"
-            ),
-            Err(CommitError::Retry(error)) => {
-                tracing::debug!(%error, "session commit incomplete")
-            }
-            Err(CommitError::Final(error)) => {
-                Counters::add(&counters.errors, 1);
-                tracing::warn!(%error, "session commit failed");
-            }
-        }
-        result
-    }
-
-    /// The writes of a commit that `quick_commit` let through.
-    async fn commit_inner(self, attempt: u32) -> Result<(), CommitError> {
-        let cells = self.cells();
-        let update = &self.inner.update;
-        let mut failures = Vec::new();
-        type Planned<'a> = (StoreRef, Vec<(&'a dyn ErasedCell, Write)>);
-        let mut groups: Vec<(usize, Planned<'_>)> = Vec::new();
-        // Fragments this update changed before (an earlier run, an earlier delivery).
-        let mut repeated = Vec::new();
-        for cell in cells {
-            match cell.plan() {
-                Ok(Plan::Write(write)) => {
-                    let store = cell.store();
-                    let instance = store.as_dyn().instance();
-                    match groups.iter_mut().find(|(id, _)| *id == instance) {
-                        Some((_, (_, planned))) => planned.push((cell, write)),
-                        None => groups.push((instance, (store.clone(), vec![(cell, write)]))),
-                    }
-                }
-                Ok(Plan::Repeat) => repeated.push(cell.fragment()),
-                Ok(Plan::Skip) => {}
-                Err(failure) => failures.push(failure),
-            }
-        }
-        if !failures.is_empty() {
-            return Err(CommitError::Final(Error::Save {
-                failures,
-                written: repeated,
-                update_id: update.update_id,
-            }));
-        }
-        let batches = groups.into_iter().map(|(_, (store, planned))| async move {
-            let writes: Vec<Write> = planned.iter().map(|(_, w)| w.clone()).collect();
-            let results = match update
-                .timed(async { Ok(store.as_dyn().apply(&writes).await) })
-                .await
-            {
-                Ok(results) => results,
-                Err(timeout) => writes.iter().map(|_| Err(timeout.replicate())).collect(),
-            };
-            (store, planned, results)
-        });
-        let mut written = repeated;
-        let mut conflicts = Vec::new();
-        for (store, planned, results) in join_all(batches).await {
-            let mut results = results.into_iter();
-            for (cell, write) in planned {
-                let result = results.next().unwrap_or_else(|| {
-                    Err(StoreError::Corrupt(
-                        "apply returned fewer results than writes".into(),
-                    ))
-                });
-                tracing::debug!(
-                    fragment = cell.fragment(),
-                    key = %update.config.shown_key(write.key()),
-                    store = store.as_dyn().name(),
-                    op = if matches!(write, Write::Put { .. }) { "put" } else { "delete" },
-                    outcome = match &result {
-                        Ok(Outcome::Applied) => "applied",
-                        Ok(Outcome::Conflict) => "conflict",
-                        Err(e) if e.outcome_unknown() => "unknown",
-                        Err(_) => "error",
-                    },
-                    "session fragment saved"
-                );
-                let failure = |error, outcome| SaveFailure {
-                    fragment: cell.fragment(),
-                    key: write.key().to_owned(),
-                    store: store.as_dyn().name().to_owned(),
-                    error,
-                    outcome,
-                };
-                match result {
-                    Ok(Outcome::Applied) => {
-                        let counter = match &write {
-                            Write::Put { .. } => &update.counters.writes,
-                            Write::Delete { .. } => &update.counters.deletes,
-                        };
-                        Counters::add(counter, 1);
-                        written.push(cell.fragment());
-                    }
-                    Ok(Outcome::Conflict) => {
-                        Counters::add(&update.counters.conflicts, 1);
-                        conflicts.push(failure(SaveError::Conflict, WriteOutcome::NotWritten));
-                    }
-                    Err(error) => {
-                        let outcome = if error.outcome_unknown() {
-                            WriteOutcome::Unknown
-                        } else {
-                            WriteOutcome::NotWritten
-                        };
-                        failures.push(failure(SaveError::Store(error), outcome));
-                    }
+/// The writes of a commit.
+async fn commit_inner(
+    cells: Vec<&dyn ErasedCell>,
+    update: &UpdateCtx,
+    attempt: u32,
+) -> Result<(), CommitError> {
+    let mut failures = Vec::new();
+    type Planned<'a> = (StoreRef, Vec<(&'a dyn ErasedCell, Write)>);
+    let mut groups: Vec<(usize, Planned<'_>)> = Vec::new();
+    // Fragments this update changed before (an earlier run, an earlier delivery).
+    let mut repeated = Vec::new();
+    for cell in cells {
+        match cell.plan() {
+            Ok(Plan::Write(write)) => {
+                let store = cell.store();
+                let instance = store.as_dyn().instance();
+                match groups.iter_mut().find(|(id, _)| *id == instance) {
+                    Some((_, (_, planned))) => planned.push((cell, write)),
+                    None => groups.push((instance, (store.clone(), vec![(cell, write)]))),
                 }
             }
+            Ok(Plan::Repeat) => repeated.push(cell.fragment()),
+            Ok(Plan::Skip) => {}
+            Err(failure) => failures.push(failure),
         }
-        if !failures.is_empty() {
-            // Re-running completes what landed in part or maybe; a store that refused a
-            // commit of which nothing landed gets the caller's decision.
-            let retry = !written.is_empty()
-                || !conflicts.is_empty()
-                || failures.iter().any(|f| f.outcome == WriteOutcome::Unknown);
-            failures.extend(conflicts);
-            let error = Error::Save {
-                failures,
-                written,
-                update_id: update.update_id,
-            };
-            return Err(if retry {
-                CommitError::Retry(error)
-            } else {
-                CommitError::Final(error)
+    }
+    if !failures.is_empty() {
+        return Err(CommitError::Final(Error::Save {
+            failures,
+            written: repeated,
+            update_id: update.update_id,
+        }));
+    }
+    let batches = groups.into_iter().map(|(_, (store, planned))| async move {
+        let writes: Vec<Write> = planned.iter().map(|(_, w)| w.clone()).collect();
+        let results = match update
+            .timed(async { Ok(store.as_dyn().apply(&writes).await) })
+            .await
+        {
+            Ok(results) => results,
+            Err(timeout) => writes.iter().map(|_| Err(timeout.replicate())).collect(),
+        };
+        (store, planned, results)
+    });
+    let mut written = repeated;
+    let mut conflicts = Vec::new();
+    for (store, planned, results) in join_all(batches).await {
+        let mut results = results.into_iter();
+        for (cell, write) in planned {
+            let result = results.next().unwrap_or_else(|| {
+                Err(StoreError::Corrupt(
+                    "apply returned fewer results than writes".into(),
+                ))
             });
+            tracing::debug!(
+                fragment = cell.fragment(),
+                key = %update.config.shown_key(write.key()),
+                store = store.as_dyn().name(),
+                op = if matches!(write, Write::Put { .. }) { "put" } else { "delete" },
+                outcome = match &result {
+                    Ok(Outcome::Applied) => "applied",
+                    Ok(Outcome::Conflict) => "conflict",
+                    Err(e) if e.outcome_unknown() => "unknown",
+                    Err(_) => "error",
+                },
+                "session fragment saved"
+            );
+            let failure = |error, outcome| SaveFailure {
+                fragment: cell.fragment(),
+                key: write.key().to_owned(),
+                store: store.as_dyn().name().to_owned(),
+                error,
+                outcome,
+            };
+            match result {
+                Ok(Outcome::Applied) => {
+                    let counter = match &write {
+                        Write::Put { .. } => &update.counters.writes,
+                        Write::Delete { .. } => &update.counters.deletes,
+                    };
+                    Counters::add(counter, 1);
+                    written.push(cell.fragment());
+                }
+                Ok(Outcome::Conflict) => {
+                    Counters::add(&update.counters.conflicts, 1);
+                    conflicts.push(failure(SaveError::Conflict, WriteOutcome::NotWritten));
+                }
+                Err(error) => {
+                    let outcome = if error.outcome_unknown() {
+                        WriteOutcome::Unknown
+                    } else {
+                        WriteOutcome::NotWritten
+                    };
+                    failures.push(failure(SaveError::Store(error), outcome));
+                }
+            }
         }
-        if let Some(conflict) = conflicts.into_iter().next() {
-            return Err(CommitError::Retry(Error::Conflict {
-                fragment: conflict.fragment,
-                key: conflict.key,
-                store: conflict.store,
-                attempts: attempt,
-                written,
-                update_id: update.update_id,
-            }));
-        }
-        Ok(())
     }
+    if !failures.is_empty() {
+        // Re-running completes what landed in part or maybe; a store that refused a
+        // commit of which nothing landed gets the caller's decision.
+        let retry = !written.is_empty()
+            || !conflicts.is_empty()
+            || failures.iter().any(|f| f.outcome == WriteOutcome::Unknown);
+        failures.extend(conflicts);
+        let error = Error::Save {
+            failures,
+            written,
+            update_id: update.update_id,
+        };
+        return Err(if retry {
+            CommitError::Retry(error)
+        } else {
+            CommitError::Final(error)
+        });
+    }
+    if let Some(conflict) = conflicts.into_iter().next() {
+        return Err(CommitError::Retry(Error::Conflict {
+            fragment: conflict.fragment,
+            key: conflict.key,
+            store: conflict.store,
+            attempts: attempt,
+            written,
+            update_id: update.update_id,
+        }));
+    }
+    Ok(())
 }
 
 /// A random wait before run `n + 1` after `n` incomplete commits ("full jitter"): up to

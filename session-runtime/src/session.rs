@@ -7,7 +7,7 @@ use std::{fmt, future::Future, ops::Deref, sync::Arc, time::Instant};
 use crate::{
     affinity::Affinity,
     cell::ErasedCell,
-    commit::{CommitError, backoff},
+    commit::{CommitError, backoff, commit_cells},
     config::{Config, OnHandlerError},
     context::{ChatContext, SessionContext},
     error::Error,
@@ -367,5 +367,51 @@ impl<S: MultiSession> Session<S> {
             }
         }
         Ok(())
+    }
+}
+
+impl<S: MultiSession> Session<S> {
+    /// Writes what changed, one batch per store, all stores at once (rule S12).
+    ///
+    /// On failure the error says what was stored ([`Error::stored`]): nothing; these
+    /// fragments and not those; or, after a timeout or a lost connection, unknown for
+    /// some. Re-running the same update (same update id: [`Session::update_id`]) is safe
+    /// in every case (rule S25). Fails with [`Error::StillShared`] if a clone of this
+    /// handle is still alive and with [`Error::MustRerun`] if the update met a contended
+    /// key (nothing written in both cases), with [`Error::Conflict`] if another process
+    /// changed a fragment since it was read, and with [`Error::Save`] naming every
+    /// fragment whose write failed.
+    pub async fn commit(self) -> Result<(), Error> {
+        self.commit_attempt(1).await.map_err(|e| match e {
+            CommitError::Retry(e) | CommitError::Final(e) => e,
+        })
+    }
+
+    /// The commit of an update that touched nothing, or that must not commit: decided
+    /// without building the commit's (large) future.
+    fn quick_commit(&self) -> Option<Result<(), CommitError>> {
+        let clones = std::sync::Arc::strong_count(&self.inner) - 1;
+        if clones > 0 {
+            return Some(Err(CommitError::Final(Error::StillShared { clones })));
+        }
+        if let Some(&(_, fragment)) = self.inner.update.contended().first() {
+            return Some(Err(CommitError::Final(Error::MustRerun { fragment })));
+        }
+        if !S::__any_loaded(&self.inner.lazy) {
+            // Nothing touched (the common case: chatter): nothing to write.
+            return Some(Ok(()));
+        }
+        None
+    }
+
+    pub(crate) async fn commit_attempt(self, attempt: u32) -> Result<(), CommitError> {
+        match self.quick_commit() {
+            Some(done) => done,
+            None => {
+                let touched: Vec<bool> = self.cells().iter().map(|c| c.is_loaded()).collect();
+                self.inner.update.affinity.record(&touched);
+                Box::pin(commit_cells(self.cells(), &self.inner.update, attempt)).await
+            }
+        }
     }
 }

@@ -196,8 +196,8 @@ pub enum StoreError {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     /// The store lost track of a write it had sent (a connection dropped mid-request):
-    /// whether it landed is unknown. Stores return it from [`Store::apply`] only; any other
-    /// error from `apply` means the write did not land.
+    /// whether it landed is unknown. Any other error from a write ([`Store::apply`],
+    /// [`Store::write`], [`Store::delete`]) means the write did not land.
     #[error("outcome unknown: {0}")]
     Unknown(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// What the backend returned is not a valid record.

@@ -142,10 +142,33 @@ impl PostgresConfig {
 /// connection the server dropped (restart, `pg_terminate_backend`, network cut) is
 /// discarded and a new one opened on the next use, so the store recovers by itself once
 /// the server is back. A read that meets a connection dropped under it is retried once on
-/// another. A write that fails that way is not retried: it returns an error (its outcome
-/// is then unknown only if the connection died during `COMMIT`). An operation that times
-/// out, or whose future is dropped midway, closes its connection instead of returning it
-/// to the pool, so no half-done transaction is ever reused.
+/// another. A write that fails that way is not retried. An operation that times out, or
+/// whose future is dropped midway, closes its connection instead of returning it to the
+/// pool, so no half-done transaction is ever reused.
+///
+/// **Timeouts and failed writes.** A failed [`Store::apply`] (and `write`, `delete`) says
+/// whether the batch may have landed (rule S26):
+///
+/// - not written ([`StoreError::Backend`]): no connection from the pool (nothing was
+///   sent); anything failing inside the batch's transaction before `COMMIT` is sent (a
+///   statement error, a lost connection: the server rolls the transaction back, and
+///   nothing commits without `COMMIT`); a single write (its own transaction) that the
+///   server answered with an error;
+/// - outcome unknown ([`StoreError::Unknown`]): `COMMIT` failed without a clear answer
+///   (the connection closed or an I/O error while waiting for it, a fatal error, which
+///   may follow a commit), or a single write whose connection was lost after it was
+///   sent;
+/// - [`StoreError::Timeout`]: the statement timeout passed (the client's, or the server
+///   cancelling the statement). It counts as unknown, also where the store could tell
+///   that the transaction was rolled back. Past it the client closes the connection,
+///   which makes the server roll back what has not committed; but a server that is
+///   paused or overloaded may still execute and commit a `COMMIT` (or a single write)
+///   already sent before it notices. The same holds when the runtime's `op_timeout`
+///   drops the call.
+///
+/// The runtime reports such a write as unknown, and because each update changes each
+/// fragment at most once (rule S25: the stored record remembers which updates changed
+/// it), re-running the same update is safe.
 ///
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -321,12 +344,17 @@ fn is_conflict(error: &tokio_postgres::Error) -> bool {
 /// Whether `error` means the connection is gone (dropped by the server, a restart, a
 /// network failure), as opposed to a failed statement on a healthy connection.
 fn connection_lost(error: &StoreError) -> bool {
-    let StoreError::Backend(error) = error else {
+    let (StoreError::Backend(error) | StoreError::Unknown(error)) = error else {
         return false;
     };
     let Some(PgError { source: error, .. }) = error.downcast_ref::<PgError>() else {
         return false;
     };
+    pg_connection_lost(error)
+}
+
+/// Whether `error` means the connection is gone (see [`connection_lost`]).
+fn pg_connection_lost(error: &tokio_postgres::Error) -> bool {
     error.is_closed()
         || std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>())
         || error.as_db_error().is_some_and(|db| {
@@ -336,6 +364,18 @@ fn connection_lost(error: &StoreError) -> bool {
             ) || db.code().code().starts_with("08")
                 || db.code().code().starts_with("57P")
         })
+}
+
+/// Whether the server answered a statement with an error of its own, on a connection
+/// that lives on: the statement failed, and so did the transaction it ran in (its own,
+/// for a statement outside `BEGIN`). Anything else (the connection closed, an I/O
+/// error, a fatal error ending the session, which may come after a commit) leaves open
+/// whether the statement took effect.
+fn refused(error: &tokio_postgres::Error) -> bool {
+    !pg_connection_lost(error)
+        && error
+            .as_db_error()
+            .is_some_and(|db| matches!(db.parsed_severity(), Some(Severity::Error)))
 }
 
 fn corrupt(what: impl fmt::Display) -> StoreError {
@@ -722,6 +762,22 @@ impl PostgresStore {
         })
     }
 
+    /// A failed request that may have committed (a statement outside a transaction, or
+    /// `COMMIT`): not written only if the server refused it ([`refused`]); a cancelled
+    /// statement is a [`StoreError::Timeout`]; anything else is [`StoreError::Unknown`].
+    fn maybe_committed(&self, context: &'static str, error: tokio_postgres::Error) -> StoreError {
+        if error.code() == Some(&SqlState::QUERY_CANCELED) {
+            StoreError::Timeout(self.inner.statement_timeout)
+        } else if refused(&error) {
+            self.pg(context, error)
+        } else {
+            StoreError::Unknown(Box::new(PgError {
+                context,
+                source: error,
+            }))
+        }
+    }
+
     /// A prepared statement, from the connection's cache after its first use there.
     async fn prepare(
         &self,
@@ -738,9 +794,18 @@ impl PostgresStore {
         let Some(steps) = plan(writes) else {
             return Ok(Outcome::Conflict);
         };
-        let mut conn = self.conn().await?;
+        // Without a connection nothing was sent.
+        let mut conn = self.conn().await.map_err(|error| match error {
+            StoreError::Timeout(waited) => StoreError::backend(format!(
+                "postgres: no connection within {waited:?}; nothing was sent"
+            )),
+            other => other,
+        })?;
         let transaction = steps.len() > 1;
+        // Open: `BEGIN` was sent and neither `COMMIT` nor `ROLLBACK` answered.
         let tx_open = AtomicBool::new(false);
+        // Still preparing the statements: no write sent yet.
+        let preparing = AtomicBool::new(true);
         let result = self
             .bounded(async {
                 let client = conn.client();
@@ -753,6 +818,7 @@ impl PostgresStore {
                 .await
                 .into_iter()
                 .collect::<Result<Vec<_>, _>>()?;
+                preparing.store(false, Ordering::Relaxed);
                 let run_all = join_all(
                     steps
                         .iter()
@@ -762,11 +828,15 @@ impl PostgresStore {
                         }),
                 );
                 if !transaction {
+                    // One statement, its own transaction: it commits as it runs (a bare
+                    // check of absence writes nothing).
+                    let writes = !matches!(steps.as_slice(), [(_, Step::CheckAbsent)]);
                     let met = run_all.await.pop().unwrap_or(Ok(false));
                     return match met {
                         Ok(true) => Ok(Outcome::Applied),
                         Ok(false) => Ok(Outcome::Conflict),
                         Err(e) if is_conflict(&e) => Ok(Outcome::Conflict),
+                        Err(e) if writes => Err(self.maybe_committed("apply", e)),
                         Err(e) => Err(self.pg("apply", e)),
                     };
                 }
@@ -775,8 +845,25 @@ impl PostgresStore {
                 // polled, and `join` polls BEGIN first).
                 tx_open.store(true, Ordering::Relaxed);
                 let (begun, results) = join(client.batch_execute("BEGIN"), run_all).await;
+                if let Err(begin) = begun {
+                    // Without a transaction each statement ran on its own and committed,
+                    // unless the server refused it.
+                    let none_ran = results.iter().all(|r| r.as_ref().is_err_and(refused));
+                    if client.batch_execute("ROLLBACK").await.is_ok() {
+                        tx_open.store(false, Ordering::Relaxed);
+                    }
+                    let error = PgError {
+                        context: "begin",
+                        source: begin,
+                    };
+                    return Err(if none_ran {
+                        StoreError::from_error(error)
+                    } else {
+                        StoreError::Unknown(Box::new(error))
+                    });
+                }
                 let mut all_met = true;
-                let mut errors: Vec<tokio_postgres::Error> = begun.err().into_iter().collect();
+                let mut errors: Vec<tokio_postgres::Error> = Vec::new();
                 for result in results {
                     match result {
                         Ok(met) => all_met &= met,
@@ -790,25 +877,38 @@ impl PostgresStore {
                     .or(if errors.is_empty() { None } else { Some(0) })
                     .map(|i| errors.swap_remove(i));
                 if failure.is_some() || !all_met {
-                    client
-                        .batch_execute("ROLLBACK")
-                        .await
-                        .map_err(|e| self.pg("rollback", e))?;
-                    tx_open.store(false, Ordering::Relaxed);
-                    return match failure {
-                        Some(e) if is_conflict(&e) => Ok(Outcome::Conflict),
-                        Some(e) => Err(self.pg("apply", e)),
-                        None => Ok(Outcome::Conflict),
+                    // Nothing commits before COMMIT: whatever fails from here on, the
+                    // batch was not written (a lost connection rolls it back too).
+                    let rolled_back = client.batch_execute("ROLLBACK").await;
+                    if rolled_back.is_ok() {
+                        tx_open.store(false, Ordering::Relaxed);
+                    }
+                    return match (failure, rolled_back) {
+                        (Some(e), _) if is_conflict(&e) => Ok(Outcome::Conflict),
+                        (Some(e), _) => Err(self.pg("apply", e)),
+                        (None, Ok(())) => Ok(Outcome::Conflict),
+                        (None, Err(e)) => Err(StoreError::from_error(PgError {
+                            context: "rollback",
+                            source: e,
+                        })),
                     };
                 }
                 let committed = client.batch_execute("COMMIT").await;
-                // An error answer to COMMIT ends the transaction too (rolled back); a lost
-                // connection leaves the outcome unknown, and the error says so.
+                // An error answer to COMMIT ends the transaction too.
                 tx_open.store(false, Ordering::Relaxed);
                 match committed {
                     Ok(()) => Ok(Outcome::Applied),
+                    // Raised before the commit record: rolled back, retried as a conflict.
                     Err(e) if is_conflict(&e) => Ok(Outcome::Conflict),
-                    Err(e) => Err(self.pg("commit", e)),
+                    Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) => {
+                        Err(StoreError::Timeout(self.inner.statement_timeout))
+                    }
+                    // Whether COMMIT took effect is unknown: the connection may have died
+                    // after it, or a fatal error may follow the commit.
+                    Err(e) => Err(StoreError::Unknown(Box::new(PgError {
+                        context: "commit",
+                        source: e,
+                    }))),
                 }
             })
             .await;
@@ -816,7 +916,16 @@ impl PostgresStore {
         // answered. A timeout or a failed ROLLBACK leaves it unknown, so the connection
         // is closed instead (and the server rolls back).
         self.release(&mut conn, &result, tx_open.load(Ordering::Relaxed));
-        result
+        match result {
+            // Timed out while preparing: no write was sent.
+            Err(StoreError::Timeout(limit)) if preparing.load(Ordering::Relaxed) => {
+                Err(StoreError::backend(format!(
+                    "postgres: timed out after {limit:?} preparing the statements; \
+                     nothing was sent"
+                )))
+            }
+            result => result,
+        }
     }
 }
 

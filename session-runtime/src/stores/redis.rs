@@ -21,7 +21,7 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use redis::{
-    Client, RedisError, Script,
+    Client, ErrorKind, RedisError, Script, ServerErrorKind,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
@@ -32,11 +32,48 @@ use crate::store::{
 /// Checks every precondition, then applies every write; all of the batch or none of it.
 ///
 /// KEYS: counter, index, then one data key per write.
-/// ARGV: per write, five values: op (`P`/`D`), expect (`A` any, `N` absent, `R` revision),
+/// ARGV: per write, six values: op (`P`/`D`), expect (`A` any, `N` absent, `R` revision),
 /// the expected revision, the value, the TTL in ms (`0`: none), then the plain key
 /// (for the index). Returns 1 when applied, 0 on a failed precondition.
+///
+/// Redis does not roll a script back: an error after its first write leaves the writes
+/// before it in place. So the first loop checks everything a write could fail on (the
+/// counter's and the index's types and the counter's value, the arguments, the
+/// preconditions; `HGET` on a key of another type raises here) and writes nothing; an
+/// error from it means nothing was written. Writes then go through `redis.pcall`: the
+/// first one failing (an out-of-memory or read-only refusal) is returned as it is,
+/// nothing having been written yet; a later one (nothing left that could fail, short of
+/// an ACL forbidding one write command but not the others) is returned as a `MSPARTIAL`
+/// error, which the store reports as an unknown outcome, never as "not written".
 const APPLY_LUA: &str = r"
 local n = #KEYS - 2
+local function kind(key)
+  return redis.call('TYPE', key)['ok']
+end
+local counter = kind(KEYS[1])
+if counter == 'string' then
+  local last = redis.call('GET', KEYS[1])
+  if #last > 18 or not (last == '0' or string.find(last, '^[1-9]%d*$')) then
+    return redis.error_reply('ERR the revision counter is not a small non-negative integer')
+  end
+elseif counter ~= 'none' then
+  return redis.error_reply('WRONGTYPE the revision counter is not a string')
+end
+local index = kind(KEYS[2])
+if index ~= 'none' and index ~= 'zset' then
+  return redis.error_reply('WRONGTYPE the listing index is not a sorted set')
+end
+if #ARGV ~= n * 6 then
+  return redis.error_reply('ERR malformed arguments of the write script')
+end
+for i = 1, n do
+  local a = (i - 1) * 6
+  local op, expect, ttl = ARGV[a + 1], ARGV[a + 2], ARGV[a + 5]
+  if (op ~= 'P' and op ~= 'D') or (expect ~= 'A' and expect ~= 'N' and expect ~= 'R')
+      or not string.find(ttl, '^%d+$') or tonumber(ttl) > 1e13 then
+    return redis.error_reply('ERR malformed arguments of the write script')
+  end
+end
 for i = 1, n do
   local a = (i - 1) * 6
   local expect = ARGV[a + 2]
@@ -49,23 +86,42 @@ for i = 1, n do
     end
   end
 end
+local wrote = false
+local function write(...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then
+    if wrote then
+      error({err = 'MSPARTIAL a write failed after others of its batch were applied: ' .. reply.err})
+    end
+    error(reply)
+  end
+  wrote = true
+  return reply
+end
 for i = 1, n do
   local a = (i - 1) * 6
   local key = KEYS[i + 2]
   if ARGV[a + 1] == 'P' then
-    local revision = redis.call('INCR', KEYS[1])
-    redis.call('DEL', key)
-    redis.call('HSET', key, 'v', ARGV[a + 4], 'r', revision)
-    local ttl = tonumber(ARGV[a + 5])
-    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
-    redis.call('ZADD', KEYS[2], 0, ARGV[a + 6])
+    local revision = write('INCR', KEYS[1])
+    write('DEL', key)
+    write('HSET', key, 'v', ARGV[a + 4], 'r', revision)
+    if ARGV[a + 5] ~= '0' then write('PEXPIRE', key, ARGV[a + 5]) end
+    write('ZADD', KEYS[2], 0, ARGV[a + 6])
   else
-    redis.call('DEL', key)
-    redis.call('ZREM', KEYS[2], ARGV[a + 6])
+    write('DEL', key)
+    write('ZREM', KEYS[2], ARGV[a + 6])
   end
 end
 return 1
 ";
+
+/// The error code the apply script gives a write that failed after others of its batch
+/// were applied.
+const PARTIAL_CODE: &str = "MSPARTIAL";
+
+/// The longest TTL passed to Redis (100 years, in ms); longer ones are capped to it, so
+/// `PEXPIRE` can never fail on an out-of-range time once the batch has started writing.
+const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
 /// Drops index entries whose session is gone (expired), checking each at the moment of
 /// removal so a key re-created meanwhile stays listed.
@@ -133,7 +189,8 @@ impl RedisConfig {
     }
 
     /// How long one operation may wait for its reply. Past it it fails with
-    /// [`StoreError::Timeout`]; a write that timed out may still have been applied.
+    /// [`StoreError::Timeout`]; a write that timed out may still have been applied (its
+    /// outcome is unknown).
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
@@ -167,9 +224,28 @@ impl RedisConfig {
 /// **Failures.** An unreachable server is a [`StoreError`] within the connect timeout,
 /// never a hang or a panic. When the connection drops, the operations in flight fail and
 /// the store reconnects in the background; it recovers by itself once the server is back.
-/// Nothing is retried behind your back: a write whose reply was lost (the connection
-/// dropped, or the response timeout passed) returns an error and may or may not have
-/// been applied — the runtime's compare-and-set then sees the truth on its next read.
+/// Nothing is retried behind your back (except a script the server does not know yet,
+/// which is loaded and run again: the server had refused it without running it).
+///
+/// **Timeouts and failed writes.** A failed [`Store::apply`] (and `write`, `delete`) says
+/// whether the batch may have landed (rule S26):
+///
+/// - not written ([`StoreError::Backend`]): the connection was refused (nothing was sent),
+///   or Redis answered with an error. The script checks everything a write could fail on
+///   before its first write, because Redis does not roll a script back; so an error
+///   answer means none of the batch was applied;
+/// - outcome unknown ([`StoreError::Unknown`]): the request may have reached the server
+///   but its answer was lost (the connection dropped or reset, an I/O error, an answer
+///   that does not parse);
+/// - [`StoreError::Timeout`]: no answer within the response timeout. Redis may still
+///   execute the script after that (it sits in the server's input buffer, or the server
+///   was paused), so this is an unknown outcome as well, and so is the runtime's own
+///   `op_timeout` dropping the call.
+///
+/// The runtime reports such a write as unknown, and because each update changes each
+/// fragment at most once (rule S25: the stored record remembers which updates changed
+/// it), re-running the same update is safe: it completes the write if it did not land and does not
+/// apply it twice if it did.
 ///
 /// The connection is driven by a task on the Tokio runtime that called
 /// [`connect`](RedisStore::connect): use the store on that runtime (a store kept after its
@@ -241,13 +317,45 @@ fn corrupt(what: impl fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("redis: {what}"))
 }
 
-/// A TTL in whole milliseconds, at least 1 (0 means "none" to the script).
+/// A TTL in whole milliseconds, at least 1 (0 means "none" to the script) and at most
+/// [`MAX_TTL_MS`].
 fn ttl_millis(ttl: Option<Duration>) -> u64 {
     ttl.map_or(0, |ttl| {
         u64::try_from(ttl.as_millis())
-            .unwrap_or(u64::MAX / 2)
-            .max(1)
+            .unwrap_or(MAX_TTL_MS)
+            .clamp(1, MAX_TTL_MS)
     })
+}
+
+/// Whether a failed write certainly never reached Redis, or reached it and was refused
+/// before the script wrote anything: then it did not land.
+///
+/// - a refused connection (the manager was reconnecting: nothing was sent on it), or a
+///   failure to set a connection up (authentication, configuration, the handshake);
+/// - an error reply: the server answered, and the script checks everything before its
+///   first write (see `APPLY_LUA`), so an error from it means nothing was written,
+///   except its own `MSPARTIAL`.
+///
+/// Anything else may have happened after the command was sent: an I/O error (a broken
+/// pipe or a reset, also when the connection's driver was already gone, which the error
+/// does not tell apart), a reply that does not parse, a reply of an unexpected type. Its
+/// outcome is unknown.
+fn certainly_not_written(error: &RedisError) -> bool {
+    if error.code() == Some(PARTIAL_CODE) {
+        return false;
+    }
+    if error.is_connection_refusal() {
+        return true;
+    }
+    matches!(
+        error.kind(),
+        ErrorKind::Server(_)
+            | ErrorKind::Extension
+            | ErrorKind::AuthenticationFailed
+            | ErrorKind::InvalidClientConfig
+            | ErrorKind::Client
+            | ErrorKind::RESP3NotSupported
+    )
 }
 
 /// What `HMGET key v r` returned, as a record.
@@ -328,6 +436,24 @@ impl RedisStore {
         }
     }
 
+    /// A failed run of the apply script: not written, or its outcome unknown (see
+    /// [`certainly_not_written`]). A timeout is [`StoreError::Timeout`] (unknown too).
+    fn write_failure(&self, source: RedisError) -> StoreError {
+        if source.is_timeout() {
+            StoreError::Timeout(self.inner.response_timeout)
+        } else if certainly_not_written(&source) {
+            StoreError::from_error(RedisFailure {
+                context: "write",
+                source,
+            })
+        } else {
+            StoreError::Unknown(Box::new(RedisFailure {
+                context: "write (outcome unknown)",
+                source,
+            }))
+        }
+    }
+
     /// Reads several keys in one pipelined round trip.
     async fn hmget_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Record>>, StoreError> {
         if keys.is_empty() {
@@ -353,12 +479,20 @@ impl RedisStore {
     }
 
     /// Runs the apply script on `writes`; `Ok(true)` if applied, `Ok(false)` on a
-    /// failed precondition.
+    /// failed precondition. An error is [`StoreError::Unknown`] or
+    /// [`StoreError::Timeout`] when the write may have landed, a backend error when it
+    /// certainly did not.
     async fn run_apply(&self, writes: &[Write]) -> Result<bool, StoreError> {
-        let mut invocation = self.inner.apply.prepare_invoke();
-        invocation.key(&self.inner.counter).key(&self.inner.index);
+        // `EVALSHA` by hand rather than `ScriptInvocation::invoke_async`, to know which
+        // step failed: a failure while loading the script (after a `NOSCRIPT` answer)
+        // is before anything could be written.
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.inner.apply.get_hash())
+            .arg(writes.len() + 2)
+            .arg(&self.inner.counter)
+            .arg(&self.inner.index);
         for write in writes {
-            invocation.key(self.data_key(write.key().as_bytes()));
+            cmd.arg(self.data_key(write.key().as_bytes()));
         }
         for write in writes {
             let (op, value, ttl): (&str, &[u8], u64) = match write {
@@ -370,8 +504,7 @@ impl RedisStore {
                 Expect::Absent => ("N", 0),
                 Expect::Revision(revision) => ("R", revision),
             };
-            invocation
-                .arg(op)
+            cmd.arg(op)
                 .arg(expect)
                 .arg(revision.to_string())
                 .arg(value)
@@ -379,11 +512,32 @@ impl RedisStore {
                 .arg(write.key().as_bytes());
         }
         let mut conn = self.inner.conn.clone();
-        let applied: i64 = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.failure("write", e))?;
-        Ok(applied == 1)
+        let applied: i64 = match cmd.query_async(&mut conn).await {
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                // The server answered that it does not know the script: nothing ran.
+                self.inner
+                    .apply
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(|source| {
+                        StoreError::from_error(RedisFailure {
+                            context: "loading the write script",
+                            source,
+                        })
+                    })?;
+                cmd.query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.write_failure(e))?
+            }
+            result => result.map_err(|e| self.write_failure(e))?,
+        };
+        match applied {
+            1 => Ok(true),
+            0 => Ok(false),
+            other => Err(StoreError::unknown(format!(
+                "redis write: the script answered {other}, neither 1 nor 0"
+            ))),
+        }
     }
 
     /// Removes from the listing index the keys among `keys` whose session is gone.
@@ -584,6 +738,38 @@ mod tests {
         assert_eq!(ttl_millis(None), 0);
         assert_eq!(ttl_millis(Some(Duration::from_micros(10))), 1);
         assert_eq!(ttl_millis(Some(Duration::from_secs(2))), 2000);
+        // Capped, so `PEXPIRE` never fails on it halfway through a batch.
+        assert_eq!(ttl_millis(Some(Duration::MAX)), MAX_TTL_MS);
+        assert_eq!(
+            ttl_millis(Some(Duration::from_secs(u64::MAX / 1000))),
+            MAX_TTL_MS
+        );
+    }
+
+    #[test]
+    fn failed_writes_are_unknown_unless_certainly_not_sent() {
+        use std::io::{Error, ErrorKind as Io};
+        let io = |kind| RedisError::from(Error::from(kind));
+        assert!(certainly_not_written(&io(Io::ConnectionRefused)));
+        for kind in [
+            Io::BrokenPipe,
+            Io::ConnectionReset,
+            Io::ConnectionAborted,
+            Io::UnexpectedEof,
+            Io::Other,
+        ] {
+            assert!(!certainly_not_written(&io(kind)), "{kind:?}");
+        }
+        let general = |kind| RedisError::from((kind, "test"));
+        assert!(certainly_not_written(&general(
+            ErrorKind::AuthenticationFailed
+        )));
+        assert!(certainly_not_written(&general(ErrorKind::Client)));
+        assert!(!certainly_not_written(&general(ErrorKind::Parse)));
+        assert!(!certainly_not_written(&general(ErrorKind::Io)));
+        assert!(!certainly_not_written(&general(
+            ErrorKind::UnexpectedReturnType
+        )));
     }
 
     #[test]

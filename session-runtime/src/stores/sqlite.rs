@@ -2,17 +2,23 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use tokio::sync::Semaphore;
+use rusqlite::{Connection, InterruptHandle, OpenFlags, OptionalExtension, Transaction, params};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::store::{
     Capabilities, Expect, Outcome, Page, Record, Store, StoreError, Write, prefix_end,
 };
+
+/// The default busy timeout: clearly below the runtime's default `op_timeout` (5 s).
+const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Options of a [`SqliteStore`].
 #[derive(Clone, Debug)]
@@ -26,14 +32,14 @@ impl Default for SqliteConfig {
     fn default() -> Self {
         Self {
             table: "multisession".to_owned(),
-            busy_timeout: Duration::from_secs(5),
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
             connections: 4,
         }
     }
 }
 
 impl SqliteConfig {
-    /// The defaults: table `multisession`, 5 s busy timeout, 4 connections.
+    /// The defaults: table `multisession`, 4 s busy timeout, 4 connections.
     pub fn new() -> Self {
         Self::default()
     }
@@ -45,7 +51,13 @@ impl SqliteConfig {
         self
     }
 
-    /// How long a connection waits for another process's write lock.
+    /// How long a connection waits for another connection's (or process's) write lock
+    /// before the operation fails. Default: 4 s.
+    ///
+    /// Keep it below the runtime's `op_timeout` (5 s by default): a write that gives up
+    /// waiting for the lock never began its transaction, so it fails as certainly not
+    /// written; one the runtime's timeout cuts off first can only be reported as an
+    /// unknown outcome (see [`SqliteStore`]). If you lower `op_timeout`, lower this too.
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
         self
@@ -66,6 +78,23 @@ impl SqliteConfig {
 /// transaction that checks every revision first, so several processes can share a file
 /// without losing updates (rule S17).
 ///
+/// **Timeouts and failed writes.** A failed [`Store::apply`] (and `write`, `delete`) says
+/// whether the batch may have landed (rule S26). An error before `COMMIT` (the write lock
+/// not obtained within the busy timeout, a failed statement) rolls the transaction back:
+/// not written ([`StoreError::Backend`]). An error from `COMMIT` itself is an unknown
+/// outcome ([`StoreError::Unknown`]), unless the transaction is still open after it (a
+/// lock not obtained): then it is rolled back, and not written.
+///
+/// When the runtime's `op_timeout` (or any `select!`/`timeout` of the caller) drops a
+/// call, its job on the blocking pool cannot be stopped from outside: so the store
+/// cancels it. The job is interrupted (`sqlite3_interrupt`), stops waiting for a lock,
+/// and never starts its `COMMIT` once cancelled: it rolls back instead. A write whose
+/// `COMMIT` had already started may still land; the runtime reports every such write as
+/// unknown, and because each update changes each fragment at most once (rule S25: the
+/// stored record remembers which updates changed it), re-running the same update is
+/// safe. The busy timeout (4 s by default) stays below the default `op_timeout` (5 s),
+/// so a write stuck behind another process's lock fails as "not written" first.
+///
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use multisession::{MultiSession, stores::SqliteStore};
@@ -84,11 +113,133 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    pool: Mutex<Vec<Connection>>,
-    permits: Semaphore,
+    /// The idle connections; a permit of `permits` guarantees one.
+    pool: Mutex<Vec<Slot>>,
+    permits: Arc<Semaphore>,
     table: String,
     counter: String,
     path: PathBuf,
+}
+
+/// A pooled connection and the flag that cancels the job running on it.
+struct Slot {
+    conn: Connection,
+    /// Set when the caller of the job running on `conn` went away (its future was
+    /// dropped): the job then stops waiting for locks and does not commit. Read by the
+    /// connection's busy handler; cleared when the job is done.
+    cancelled: Arc<AtomicBool>,
+}
+
+/// A job's view of its cancellation.
+struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// An error if the caller went away: nothing more should be done, nothing committed.
+    fn check(&self) -> Result<(), StoreError> {
+        if self.0.load(Ordering::SeqCst) {
+            Err(StoreError::backend(
+                "sqlite: cancelled, the caller went away",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Cancels the job of a call whose future is dropped before the job finished: sets its
+/// connection's cancel flag and interrupts the statement it runs.
+///
+/// `finished` is set by the job, under the same lock, before its connection goes back to
+/// the pool: so a late drop never cancels or interrupts the next job on that connection.
+struct CancelOnDrop {
+    finished: Arc<Mutex<bool>>,
+    cancelled: Arc<AtomicBool>,
+    interrupt: InterruptHandle,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let finished = lock(&self.finished);
+        if !*finished {
+            self.cancelled.store(true, Ordering::SeqCst);
+            // Stops the running statement. An interrupt that comes between statements is
+            // lost (SQLite clears it when the next one starts): the flag covers that.
+            self.interrupt.interrupt();
+        }
+    }
+}
+
+/// A connection taken from the pool for one job, with its permit. Dropping it (the job
+/// is done, panicked, or never ran) marks the job finished, rolls back a transaction the
+/// job left open, and returns the connection to the pool, then the permit.
+struct Lease {
+    slot: Option<Slot>,
+    inner: Arc<Inner>,
+    finished: Arc<Mutex<bool>>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            *lock(&self.finished) = true;
+            if !slot.conn.is_autocommit() {
+                // Never committed; never to be joined by the next job either.
+                if let Err(error) = slot.conn.execute_batch("ROLLBACK") {
+                    tracing::warn!(%error, "sqlite: could not roll back a transaction left open");
+                }
+            }
+            slot.cancelled.store(false, Ordering::SeqCst);
+            lock(&self.inner.pool).push(slot);
+        }
+        drop(self.permit.take());
+    }
+}
+
+/// The busy handler of every connection: waits for a lock up to `timeout`, like SQLite's
+/// own busy timeout, but gives up as soon as the job is cancelled (SQLite's interrupt
+/// does not stop a busy wait).
+fn busy_handler(
+    cancelled: Arc<AtomicBool>,
+    timeout: Duration,
+) -> impl FnMut(i32) -> bool + Send + 'static {
+    let mut started = Instant::now();
+    move |count| {
+        if count == 0 {
+            started = Instant::now();
+        }
+        let waited = started.elapsed();
+        if cancelled.load(Ordering::SeqCst) || waited >= timeout {
+            return false;
+        }
+        // Short steps, growing like SQLite's, so a freed lock is taken soon and a
+        // cancelled job stops soon.
+        const STEPS_MS: [u64; 7] = [1, 2, 5, 10, 15, 20, 25];
+        let step = Duration::from_millis(STEPS_MS[(count as usize).min(STEPS_MS.len() - 1)]);
+        std::thread::sleep(step.min(timeout - waited));
+        !cancelled.load(Ordering::SeqCst)
+    }
+}
+
+/// Commits `tx`, unless the job was cancelled (then it rolls back: not written).
+///
+/// An error from `COMMIT` leaves the outcome unknown ([`StoreError::Unknown`]) unless
+/// the transaction is still open after it (SQLite keeps it open when `COMMIT` could not
+/// get its lock): then it is rolled back here, and nothing was written.
+fn commit(tx: Transaction<'_>, cancel: &Cancel) -> Result<(), StoreError> {
+    cancel.check()?;
+    match tx.execute_batch("COMMIT") {
+        Ok(()) => Ok(()),
+        Err(error) if !tx.is_autocommit() => {
+            drop(tx); // rolls back
+            Err(backend(error))
+        }
+        Err(error) => Err(StoreError::Unknown(Box::new(error))),
+    }
 }
 
 fn now_ms() -> i64 {
@@ -147,10 +298,10 @@ impl SqliteStore {
         let table = config.table.clone();
         let counter = format!("{table}_revision");
         let (t, c, p) = (table.clone(), counter.clone(), path.clone());
-        let connections = tokio::task::spawn_blocking(move || -> Result<Vec<Connection>, StoreError> {
+        let connections = tokio::task::spawn_blocking(move || -> Result<Vec<Slot>, StoreError> {
             let mut pool = Vec::with_capacity(config.connections);
             for i in 0..config.connections {
-                let conn = if memory {
+                let mut conn = if memory {
                     Connection::open_in_memory()
                 } else {
                     Connection::open_with_flags(
@@ -159,7 +310,9 @@ impl SqliteStore {
                     )
                 }
                 .map_err(backend)?;
-                conn.busy_timeout(config.busy_timeout).map_err(backend)?;
+                let cancelled = Arc::new(AtomicBool::new(false));
+                conn.busy_handler(Some(busy_handler(cancelled.clone(), config.busy_timeout)))
+                    .map_err(backend)?;
                 if !memory {
                     conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
                     conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
@@ -178,7 +331,7 @@ impl SqliteStore {
                     ))
                     .map_err(backend)?;
                 }
-                pool.push(conn);
+                pool.push(Slot { conn, cancelled });
             }
             Ok(pool)
         })
@@ -186,7 +339,7 @@ impl SqliteStore {
         .map_err(StoreError::backend)??;
         Ok(Self {
             inner: Arc::new(Inner {
-                permits: Semaphore::new(connections.len()),
+                permits: Arc::new(Semaphore::new(connections.len())),
                 pool: Mutex::new(connections),
                 table,
                 counter,
@@ -201,40 +354,58 @@ impl SqliteStore {
     }
 
     /// Runs `job` on a pooled connection on the blocking pool.
-    async fn with_conn<R, F>(&self, job: F) -> Result<R, StoreError>
+    ///
+    /// If the returned future is dropped before the job finished (a timeout), the job is
+    /// cancelled: see [`CancelOnDrop`] and [`commit`]. `writes`: the job writes, so a
+    /// panic in it leaves its outcome unknown.
+    async fn with_conn<R, F>(&self, writes: bool, job: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Connection, &Inner) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&mut Connection, &Inner, &Cancel) -> Result<R, StoreError> + Send + 'static,
     {
-        let _permit = self
+        let permit = self
             .inner
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(StoreError::backend)?;
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = inner
-                .pool
-                .lock()
-                .map_err(|_| StoreError::backend("sqlite pool poisoned"))?
-                .pop()
-                .ok_or_else(|| StoreError::backend("sqlite pool empty"))?;
-            let mut conn = conn;
-            let result = job(&mut conn, &inner);
-            if let Ok(mut pool) = inner.pool.lock() {
-                pool.push(conn);
-            }
-            result
-        })
-        .await
-        .map_err(StoreError::backend)?
+        let slot = lock(&self.inner.pool)
+            .pop()
+            .ok_or_else(|| StoreError::backend("sqlite pool empty"))?;
+        let finished = Arc::new(Mutex::new(false));
+        let _cancel_on_drop = CancelOnDrop {
+            finished: finished.clone(),
+            cancelled: slot.cancelled.clone(),
+            interrupt: slot.conn.get_interrupt_handle(),
+        };
+        let mut lease = Lease {
+            slot: Some(slot),
+            inner: self.inner.clone(),
+            finished,
+            permit: Some(permit),
+        };
+        let handle = tokio::task::spawn_blocking(move || {
+            let inner = lease.inner.clone();
+            let slot = lease.slot.as_mut().expect("leased until dropped");
+            let cancel = Cancel(slot.cancelled.clone());
+            // The caller may have gone while the job waited for a thread.
+            cancel.check()?;
+            job(&mut slot.conn, &inner, &cancel)
+        });
+        match handle.await {
+            Ok(result) => result,
+            Err(error) if writes && error.is_panic() => Err(StoreError::unknown(format!(
+                "sqlite: a write job panicked: {error}"
+            ))),
+            Err(error) => Err(StoreError::backend(error)),
+        }
     }
 
     /// Deletes every expired row now; returns how many. Expired rows already read as
     /// missing; this reclaims their space (run it on a schedule, or let writes replace them).
     pub async fn sweep_expired(&self) -> Result<u64, StoreError> {
-        self.with_conn(|conn, inner| {
+        self.with_conn(false, |conn, inner, _| {
             let sql = format!(
                 "DELETE FROM \"{}\" WHERE expires_at IS NOT NULL AND expires_at <= ?1",
                 inner.table
@@ -320,8 +491,10 @@ impl Store for SqliteStore {
 
     async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
         let key = key.to_owned();
-        self.with_conn(move |conn, inner| read_one(conn, &inner.table, &key, now_ms()))
-            .await
+        self.with_conn(false, move |conn, inner, _| {
+            read_one(conn, &inner.table, &key, now_ms())
+        })
+        .await
     }
 
     async fn write(
@@ -331,25 +504,31 @@ impl Store for SqliteStore {
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
         let (key, value) = (key.to_owned(), value.to_vec());
-        self.with_conn(move |conn, inner| {
+        self.with_conn(true, move |conn, inner, cancel| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(backend)?;
             put(&tx, inner, &key, &value, ttl, now_ms())?;
-            tx.commit().map_err(backend)
+            commit(tx, cancel)
         })
         .await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let key = key.to_owned();
-        self.with_conn(move |conn, inner| delete(conn, &inner.table, &key))
-            .await
+        self.with_conn(true, move |conn, inner, cancel| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            delete(&tx, &inner.table, &key)?;
+            commit(tx, cancel)
+        })
+        .await
     }
 
     async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Record>>, StoreError> {
         let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-        self.with_conn(move |conn, inner| {
+        self.with_conn(false, move |conn, inner, _| {
             // One trip to the blocking pool, one read transaction: a consistent snapshot.
             let tx = conn.transaction().map_err(backend)?;
             let now = now_ms();
@@ -374,7 +553,7 @@ impl Store for SqliteStore {
             cursor.map(|c| c.as_bytes().to_vec()),
         );
         let limit = limit.max(1);
-        self.with_conn(move |conn, inner| {
+        self.with_conn(false, move |conn, inner, _| {
             let start = match &cursor {
                 Some(after) if after.as_slice() >= prefix.as_slice() => after.clone(),
                 _ => prefix.clone(),
@@ -413,7 +592,10 @@ impl Store for SqliteStore {
         let owned = writes.to_vec();
         let count = writes.len();
         let result = self
-            .with_conn(move |conn, inner| {
+            .with_conn(true, move |conn, inner, cancel| {
+                // Until `commit`, any error (the write lock not obtained within the busy
+                // timeout, a failed statement, a cancellation) drops the transaction,
+                // which rolls it back: nothing is applied.
                 let tx = conn
                     .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                     .map_err(backend)?;
@@ -425,7 +607,6 @@ impl Store for SqliteStore {
                     let current =
                         read_one(&tx, &inner.table, write.key(), now)?.map(|r| r.revision);
                     if !write.expect().is_met_by(current) {
-                        // Dropping the transaction rolls it back: nothing is applied.
                         return Ok(Outcome::Conflict);
                     }
                 }
@@ -437,18 +618,14 @@ impl Store for SqliteStore {
                         Write::Delete { key, .. } => delete(&tx, &inner.table, key)?,
                     }
                 }
-                tx.commit().map_err(backend)?;
+                commit(tx, cancel)?;
                 Ok(Outcome::Applied)
             })
             .await;
         match result {
             Ok(outcome) => (0..count).map(|_| Ok(outcome)).collect(),
-            Err(error) => {
-                let message = error.to_string();
-                (0..count)
-                    .map(|_| Err(StoreError::backend(&message)))
-                    .collect()
-            }
+            // `replicate` keeps an unknown outcome unknown.
+            Err(error) => (0..count).map(|_| Err(error.replicate())).collect(),
         }
     }
 }
