@@ -122,9 +122,10 @@ impl<T> FragmentSpec<T> {
     }
 
     /// Whether `value`, encoded as `now`, is the value whose payload was `before` (rule
-    /// S22). Equal bytes are equal values; bytes of different lengths are taken as a
-    /// change (for a codec whose equal values can differ in length, that costs a write,
-    /// never a lost change). Bytes of one length that differ are compared as values: equal
+    /// S22). Equal bytes are equal values; bytes of different lengths, or that are not a
+    /// permutation of each other, are taken as a change (map entries in another order are
+    /// a permutation of the same bytes; for a codec where they are not, that costs a
+    /// write, never a lost change). Other bytes are decoded and compared as values: equal
     /// up to the order of maps (a `HashMap` iterated in another order), or, for a type
     /// with `PartialEq`, equal by it and equal in content up to the order of sequences
     /// too (a `HashSet` iterated in another order).
@@ -132,7 +133,7 @@ impl<T> FragmentSpec<T> {
         if before == now {
             return true;
         }
-        if before.len() != now.len() {
+        if before.len() != now.len() || !crate::change::same_bytes_in_any_order(before, now) {
             return false;
         }
         let Ok((old, false)) = self.decode_payload(before) else {
