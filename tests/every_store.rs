@@ -3,6 +3,7 @@
 //!
 //! - S1–S3, S12: what a lazy update costs on the store (counted);
 //! - S13: a failed handler writes nothing;
+//! - S17: two `Sessions` objects on one store lose no increment;
 //! - S15: bytes that do not decode are a typed error naming fragment, key and store, or
 //!   are reset under `OnDecodeError::Reset`;
 //! - S18: a TTL'd fragment not written for its TTL reads as its initial value;
@@ -462,12 +463,53 @@ async fn s21_chat_migration(backend: &StoreRef, ns: &str) {
     store.cleanup().await;
 }
 
+/// S17: two `Sessions` over one store have separate in-process locks, like two processes:
+/// only compare-and-set keeps them from losing increments (16 tasks × 25 on one chat).
+/// Several OS processes: `cross_process.rs`.
+async fn s17_two_sessions_on_one_store_lose_no_update(backend: &StoreRef, ns: &str) {
+    let store = TestStore::new(backend, ns);
+    let a = Bot::builder().default_store(store.raw.clone()).build();
+    let b = Bot::builder().default_store(store.raw.clone()).build();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let sessions = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    sessions
+                        .run(&ChatContext::new(1), async |s| {
+                            let mut count = s.count().await?;
+                            tokio::task::yield_now().await;
+                            *count += 1;
+                            R::Ok(())
+                        })
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let total = a.load(&ChatContext::new(1)).await.unwrap().count;
+    let (sa, sb) = (a.stats(), b.stats());
+    eprintln!(
+        "S17 on {}: {} conflicts, {} re-runs",
+        backend.as_dyn().name(),
+        sa.conflicts + sb.conflicts,
+        sa.commit_retries + sb.commit_retries
+    );
+    assert_eq!(total, 400, "updates were lost across two Sessions");
+    store.cleanup().await;
+}
+
 // ---------------------------------------------------------------- one definition, four stores
 
 multisession::store_cases!(every store => crate:
     s1_s3_s12_lazy_costs,
     s13_a_failed_handler_writes_nothing,
     s15_undecodable_bytes,
+    s17_two_sessions_on_one_store_lose_no_update,
     s18_ttl,
     s19_migrations,
     s20_listing,

@@ -792,48 +792,6 @@ async fn committing_while_a_clone_is_alive_is_an_error_not_a_lost_write() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s17_two_sessions_objects_on_one_store_lose_no_update() {
-    // Two `Sessions` over one store have separate in-process locks, like two processes:
-    // only compare-and-set keeps them from losing increments.
-    let store = MemoryStore::new();
-    // The point is "no lost update", not the retry bound (tested below): allow many runs.
-    let config = Config::new().on_conflict(OnConflict::Retry { attempts: 1000 });
-    let a = Bot::builder()
-        .default_store(store.clone())
-        .config(config.clone())
-        .build();
-    let b = Bot::builder()
-        .default_store(store.clone())
-        .config(config)
-        .build();
-    let mut tasks = Vec::new();
-    for i in 0..16 {
-        let sessions = if i % 2 == 0 { a.clone() } else { b.clone() };
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..50 {
-                sessions
-                    .run(&group(1, 2), |s| async move {
-                        let mut pizza = s.pizza().await?;
-                        tokio::task::yield_now().await;
-                        pizza.count += 1;
-                        R::Ok(())
-                    })
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let record = store.read("pizza:1").await.unwrap().unwrap();
-    assert_eq!(
-        multisession::envelope::payload(&record.value),
-        br#"{"count":800}"#
-    );
-}
-
 #[tokio::test]
 async fn s17_the_fail_policy_returns_a_typed_conflict() {
     let store = MemoryStore::new();

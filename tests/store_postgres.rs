@@ -8,11 +8,10 @@
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use multisession::{
-    ChatContext, Config, MultiSession, OnConflict,
     store::{Expect, Outcome, Store, StoreError, StoreRef, Write},
     stores::{PostgresConfig, PostgresStore},
     testing::{service_unavailable, unique_namespace},
@@ -462,62 +461,6 @@ async fn batches_writing_one_key_twice_match_the_memory_store() {
         );
     }
     cleanup(&store, &[&key]).await;
-}
-
-#[derive(MultiSession)]
-struct Counter {
-    hits: u64,
-}
-
-/// Rule S17: two `Sessions` over two pools (as two processes), 8 tasks each, 25
-/// increments per task on one chat: exactly 400.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s17_two_pools_lose_no_update() {
-    let (Some(store_a), Some(store_b)) = (store().await, store().await) else {
-        return;
-    };
-    // A chat id no other run uses, so the key is unique to this run.
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let chat = -(i64::from(std::process::id()) * 1_000_000 + (nanos % 1_000_000) as i64);
-    let config = Config::new().on_conflict(OnConflict::Retry { attempts: 1000 });
-    let a = Counter::builder()
-        .default_store(store_a)
-        .config(config.clone())
-        .build();
-    let b = Counter::builder()
-        .default_store(store_b)
-        .config(config)
-        .build();
-    let tasks: Vec<_> = (0..16)
-        .map(|i| {
-            let sessions = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tokio::spawn(async move {
-                for _ in 0..25 {
-                    sessions
-                        .run(&ChatContext::new(chat), |s| async move {
-                            *s.hits().await? += 1;
-                            Ok::<_, multisession::Error>(())
-                        })
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let total = a.load(&ChatContext::new(chat)).await.unwrap().hits;
-    let (sa, sb) = (a.stats(), b.stats());
-    eprintln!("conflicts: {} + {}", sa.conflicts, sb.conflicts);
-    a.run(&ChatContext::new(chat), |s| async move {
-        s.hits().delete().await
-    })
-    .await
-    .unwrap();
-    assert_eq!(total, 400, "updates were lost across two pools");
 }
 
 /// Rough per-operation latency (not an assertion): `cargo test --features postgres --test

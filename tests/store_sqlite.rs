@@ -4,7 +4,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use multisession::{
-    ChatContext, Config, MultiSession, OnConflict,
+    ChatContext, MultiSession,
     store::{Store, StoreRef},
     stores::{SqliteConfig, SqliteStore},
 };
@@ -142,43 +142,6 @@ async fn s16_sessions_on_sqlite_lose_no_update() {
         task.await.unwrap();
     }
     assert_eq!(sessions.load(&ChatContext::new(1)).await.unwrap().hits, 400);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s17_two_stores_on_one_file_lose_no_update() {
-    let db = TempDb::new();
-    let config = Config::new().on_conflict(OnConflict::Retry { attempts: 1000 });
-    let a = Counter::builder()
-        .default_store(SqliteStore::open(&db.0).await.unwrap())
-        .config(config.clone())
-        .build();
-    let b = Counter::builder()
-        .default_store(SqliteStore::open(&db.0).await.unwrap())
-        .config(config)
-        .build();
-    let tasks: Vec<_> = (0..16)
-        .map(|i| {
-            let sessions = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tokio::spawn(async move {
-                for _ in 0..25 {
-                    sessions
-                        .run(&ChatContext::new(1), |s| async move {
-                            *s.hits().await? += 1;
-                            Ok::<_, multisession::Error>(())
-                        })
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    assert_eq!(a.load(&ChatContext::new(1)).await.unwrap().hits, 400);
-    assert!(
-        a.stats().conflicts + b.stats().conflicts > 0 || a.stats().writes + b.stats().writes == 400
-    );
 }
 
 /// Rule S26 on SQLite: a write the runtime gave up on is cancelled, not committed behind
