@@ -405,6 +405,7 @@ async fn s10_touching_two_fragments_at_once_loads_them_concurrently() {
     let sessions = Bot::builder()
         .pizza(RendezvousStore::new(&rendezvous))
         .settings(RendezvousStore::new(&rendezvous))
+        .default_store(MemoryStore::new())
         .build();
     no_hang(
         "concurrent lazy loads",
@@ -554,7 +555,10 @@ impl From<Error> for HandlerError {
 async fn s14_a_load_error_names_fragment_key_and_store() {
     let flaky = FlakyStore::new("flaky");
     flaky.fail_reads.store(true, Ordering::SeqCst);
-    let sessions = Bot::builder().settings(flaky.clone()).build();
+    let sessions = Bot::builder()
+        .settings(flaky.clone())
+        .default_store(MemoryStore::new())
+        .build();
     sessions
         .run(&group(1, 2), |s| async move {
             let err = s.settings().await.unwrap_err();
@@ -578,6 +582,7 @@ async fn s14_a_save_error_names_every_failed_fragment() {
     let sessions = Bot::builder()
         .pizza(flaky_a.clone())
         .settings(flaky_b.clone())
+        .default_store(MemoryStore::new())
         .build();
     let err = sessions
         .run(&group(1, 2), |s| async move {
@@ -754,6 +759,7 @@ async fn s16_the_two_step_form_reports_contention_instead_of_deadlocking() {
 #[tokio::test]
 async fn s28_waiting_for_a_key_held_by_this_very_task_is_bounded() {
     let sessions = Bot::builder()
+        .default_store(MemoryStore::new())
         .config(Config::new().lock_timeout(Some(Duration::from_millis(100))))
         .build();
     let x = sessions.open(&group(1, 2));

@@ -38,6 +38,22 @@ fn expand(input: &Input<'_>) -> TokenStream {
     let names: Vec<_> = input.fields.iter().map(|f| f.name.as_str()).collect();
     let indices: Vec<_> = (0..count).map(Index::from).collect();
     let specs: Vec<_> = input.fields.iter().map(spec).collect();
+    // The builder's typestate: one parameter per fragment, `NoStore` until its store is set.
+    let states: Vec<_> = (0..count)
+        .map(|i| format_ident!("__MsStore{}", i))
+        .collect();
+    let setter_types: Vec<TokenStream> = (0..count)
+        .map(|i| {
+            let args = states.iter().enumerate().map(|(j, state)| {
+                if i == j {
+                    quote!(::multisession::__private::HasStore)
+                } else {
+                    quote!(#state)
+                }
+            });
+            quote!(#builder<#( #args, )* __MsDefault>)
+        })
+        .collect();
 
     let lazy_doc = format!(
         "The lazy per-update view of [`{ident}`]: one accessor per fragment.\n\n\
@@ -67,8 +83,12 @@ fn expand(input: &Input<'_>) -> TokenStream {
 
         #[doc = #builder_doc]
         #[must_use = "call `.build()` to get the sessions"]
-        #vis struct #builder {
+        #vis struct #builder<
+            #( #states = ::multisession::__private::NoStore, )*
+            __MsDefault = ::multisession::__private::NoStore,
+        > {
             core: ::multisession::__private::BuilderCore,
+            state: ::core::marker::PhantomData<fn() -> (#( #states, )* __MsDefault,)>,
         }
 
         const _: () = {
@@ -83,26 +103,25 @@ fn expand(input: &Input<'_>) -> TokenStream {
             }
 
             #[automatically_derived]
-            impl #builder {
+            impl<#( #states, )* __MsDefault> #builder<#( #states, )* __MsDefault> {
                 #(
                     #[doc = #setter_docs]
                     #vis fn #fields(
                         mut self,
                         store: impl ::core::convert::Into<::multisession::store::StoreRef>,
-                    ) -> Self {
+                    ) -> #setter_types {
                         self.core.set_store(#indices, store.into());
-                        self
+                        #builder { core: self.core, state: ::core::marker::PhantomData }
                     }
                 )*
 
-                /// The store of every fragment not given its own (default: one shared
-                /// in-memory store).
+                /// The store of every fragment not given its own.
                 #vis fn default_store(
                     mut self,
                     store: impl ::core::convert::Into<::multisession::store::StoreRef>,
-                ) -> Self {
+                ) -> #builder<#( #states, )* ::multisession::__private::HasStore> {
                     self.core.set_default_store(store.into());
-                    self
+                    #builder { core: self.core, state: ::core::marker::PhantomData }
                 }
 
                 /// The runtime options.
@@ -111,8 +130,12 @@ fn expand(input: &Input<'_>) -> TokenStream {
                     self
                 }
 
-                /// The sessions, ready to run updates.
-                #vis fn build(self) -> ::multisession::Sessions<#ident> {
+                /// The sessions, ready to run updates. Compiles once every fragment has a
+                /// store, or a default store was named for the rest.
+                #vis fn build(self) -> ::multisession::Sessions<#ident>
+                where
+                    #( #states: ::multisession::__private::StoreFor<__MsDefault>, )*
+                {
                     let (stores, config) = self.core.finish();
                     let mut stores = stores.into_iter();
                     let shared = (
@@ -133,6 +156,7 @@ fn expand(input: &Input<'_>) -> TokenStream {
                 #vis fn builder() -> #builder {
                     #builder {
                         core: ::multisession::__private::BuilderCore::new(#count),
+                        state: ::core::marker::PhantomData,
                     }
                 }
             }

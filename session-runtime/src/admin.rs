@@ -55,7 +55,7 @@ impl<S: MultiSession> Sessions<S> {
     ///     count: u32,
     /// }
     ///
-    /// let sessions = Bot::builder().build();
+    /// let sessions = Bot::builder().default_store(multisession::stores::MemoryStore::new()).build();
     /// for chat in 1..=3 {
     ///     sessions.run(&ChatContext::new(chat), |s| async move { *s.count().await? += 1; Ok::<_, multisession::Error>(()) }).await?;
     /// }

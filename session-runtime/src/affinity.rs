@@ -44,15 +44,27 @@ impl Affinity {
                 let Some(score) = self.score(i, j).filter(|_| i != j) else {
                     continue;
                 };
+                // Most updates change no score (a lone fragment, scores at 0): no write.
                 let _ = score.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                    Some(if other {
+                    let next = if other {
                         s.saturating_add(GROW).min(CAP)
                     } else {
                         s.saturating_sub(1)
-                    })
+                    };
+                    (next != s).then_some(next)
                 });
             }
         }
+    }
+
+    /// Whether updates touching `i` usually touch another fragment too.
+    pub(crate) fn has_companions(&self, i: usize) -> bool {
+        (0..self.n).any(|j| {
+            j != i
+                && self
+                    .score(i, j)
+                    .is_some_and(|s| s.load(Ordering::Relaxed) >= THRESHOLD)
+        })
     }
 
     /// The fragments updates touching `i` usually touch too.

@@ -29,8 +29,9 @@ enum Base {
         bytes: Vec<u8>,
         payload_at: usize,
         revision: u64,
-        /// The stored value already has this update's change (rule S25).
-        applied: bool,
+        /// The recorded updates; `applied`: the stored value already has this update's
+        /// change (rule S25).
+        scan: envelope::Scan,
     },
 }
 
@@ -227,13 +228,13 @@ impl<T: Send + 'static> Cell<T> {
             ));
         };
         let (updates, payload) = envelope::split(&bytes);
-        let applied = updates.contains(self.update.update_id);
+        let scan = updates.scan(self.update.update_id);
         let payload_at = bytes.len() - payload.len();
         let decoded = spec.decode_payload(payload);
         let base = Base::Stored {
             payload_at,
             revision,
-            applied,
+            scan,
             bytes,
         };
         match decoded {
@@ -534,9 +535,8 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
             ))));
         };
         let written_before = self.update.written_before.contains(&spec.name);
-        if (written_before || matches!(state.base, Base::Stored { applied: true, .. }))
-            && (state.dirty || state.deleted)
-        {
+        let applied = matches!(&state.base, Base::Stored { scan, .. } if scan.applied);
+        if (written_before || applied) && (state.dirty || state.deleted) {
             // This update's change is stored already (rule S25).
             Counters::add(&counters.repeats, 1);
             return Ok(Plan::Repeat);
@@ -584,16 +584,15 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
                 bytes,
                 payload_at,
                 revision,
-                ..
+                scan,
             } => {
                 if !state.force && spec.same_value(&bytes[*payload_at..], &payload, value) {
                     Counters::add(&counters.skipped_writes, 1);
                     return Ok(Plan::Skip);
                 }
-                let (updates, _) = envelope::split(bytes);
                 (
                     Expect::Revision(*revision),
-                    envelope::join(updates, id, remember, &payload),
+                    envelope::rejoin(bytes, *payload_at, scan, id, remember, &payload),
                 )
             }
         };

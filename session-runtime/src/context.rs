@@ -147,7 +147,7 @@ impl ChatContext {
     ///     count: u32,
     /// }
     ///
-    /// let sessions = Bot::builder().build();
+    /// let sessions = Bot::builder().default_store(multisession::stores::MemoryStore::new()).build();
     /// let update = ChatContext::new(1).with_update_id(584_120_332);
     /// for _ in 0..2 {
     ///     // Telegram delivers the same update again: it is counted once.

@@ -104,29 +104,126 @@ pub const GENERATED_REMEMBERED: usize = 8;
 /// The bit set in generated update ids.
 const GENERATED: u64 = 1 << 63;
 
+/// What one pass over a stored value's updates found, for [`rejoin`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Scan {
+    /// The update asked about is among them.
+    pub(crate) applied: bool,
+    count: usize,
+    last: u64,
+    generated: usize,
+    /// The second id, and where the third starts (in the encoded ids).
+    second: Option<(u64, usize)>,
+}
+
+impl Updates<'_> {
+    /// One pass: whether `id` is among them, and what [`rejoin`] needs.
+    pub(crate) fn scan(&self, id: u64) -> Scan {
+        let mut scan = Scan {
+            count: self.len(),
+            ..Scan::default()
+        };
+        let mut cursor = self.encoded;
+        let mut previous = 0u64;
+        for at in 0..self.count {
+            let Some((delta, next)) = read_varint(cursor) else {
+                break;
+            };
+            cursor = next;
+            previous = previous.wrapping_add(unzigzag(delta) as u64);
+            scan.applied |= previous == id;
+            scan.generated += usize::from(previous & GENERATED != 0);
+            if at == 1 {
+                scan.second = Some((previous, self.encoded.len() - cursor.len()));
+            }
+        }
+        scan.last = previous;
+        scan
+    }
+}
+
+/// [`join`] for a stored value already scanned: `stored` is the whole stored value, its
+/// payload starting at `payload_at`. Appending an id (or dropping the oldest for it)
+/// copies the other encoded ids as they are.
+pub(crate) fn rejoin(
+    stored: &[u8],
+    payload_at: usize,
+    scan: &Scan,
+    id: u64,
+    keep: usize,
+    payload: &[u8],
+) -> Vec<u8> {
+    let keep = keep.clamp(1, usize::from(u8::MAX));
+    let fits = !scan.applied
+        && scan.generated + usize::from(id & GENERATED != 0) <= GENERATED_REMEMBERED
+        && scan.count <= keep
+        && payload_at > UPDATES_MAGIC.len()
+        || scan.count == 0;
+    if !fits {
+        return join(split(stored).0, id, keep, payload);
+    }
+    let encoded = if scan.count == 0 {
+        &[][..]
+    } else {
+        &stored[UPDATES_MAGIC.len() + 1..payload_at]
+    };
+    let mut out = Vec::with_capacity(UPDATES_MAGIC.len() + 12 + encoded.len() + payload.len());
+    out.extend_from_slice(UPDATES_MAGIC);
+    if scan.count < keep {
+        out.push((scan.count + 1) as u8);
+        out.extend_from_slice(encoded);
+        write_varint(&mut out, zigzag(id.wrapping_sub(scan.last) as i64));
+    } else {
+        // Full: the oldest goes, the second becomes the first (an absolute value).
+        out.push(scan.count as u8);
+        match scan.second {
+            Some((second, rest)) => {
+                write_varint(&mut out, zigzag(second as i64));
+                out.extend_from_slice(&encoded[rest..]);
+                write_varint(&mut out, zigzag(id.wrapping_sub(scan.last) as i64));
+            }
+            None => write_varint(&mut out, zigzag(id as i64)),
+        }
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
 /// The stored bytes of `payload` changed by update `id`, after the updates `previous`:
 /// the newest ids, at most `keep` in all, of which at most [`GENERATED_REMEMBERED`]
 /// generated ones.
 pub fn join(previous: Updates<'_>, id: u64, keep: usize, payload: &[u8]) -> Vec<u8> {
     let keep = keep.clamp(1, usize::from(u8::MAX));
-    let mut kept = vec![id];
-    let mut generated = usize::from(id & GENERATED != 0);
-    let earlier: Vec<u64> = previous.iter().filter(|&seen| seen != id).collect();
-    for &seen in earlier.iter().rev() {
-        if kept.len() == keep {
-            break;
-        }
-        if seen & GENERATED != 0 {
-            if generated == GENERATED_REMEMBERED {
-                continue;
+    // The earlier ids, oldest first; kept: the newest `keep - 1` of them, of which at most
+    // `GENERATED_REMEMBERED - 1` generated ones (when `id` is generated too).
+    let mut ids: Vec<u64> = Vec::with_capacity(previous.len() + 1);
+    ids.extend(previous.iter().filter(|&seen| seen != id));
+    let generated_allowed = GENERATED_REMEMBERED - usize::from(id & GENERATED != 0);
+    let generated = ids.iter().filter(|&&seen| seen & GENERATED != 0).count();
+    if generated <= generated_allowed {
+        // The common case: only the count bounds what is kept.
+        let skip = (ids.len() + 1).saturating_sub(keep);
+        ids.drain(..skip);
+    } else {
+        let mut kept = Vec::with_capacity(keep);
+        let mut generated = 0;
+        for &seen in ids.iter().rev() {
+            if kept.len() + 1 == keep {
+                break;
             }
-            generated += 1;
+            if seen & GENERATED != 0 {
+                if generated == generated_allowed {
+                    continue;
+                }
+                generated += 1;
+            }
+            kept.push(seen);
         }
-        kept.push(seen);
+        kept.reverse();
+        ids = kept;
     }
-    kept.reverse();
-    let count = kept.len();
-    let ids = kept.into_iter();
+    ids.push(id);
+    let count = ids.len();
     let mut out = Vec::with_capacity(UPDATES_MAGIC.len() + 1 + count * 3 + payload.len());
     out.extend_from_slice(UPDATES_MAGIC);
     out.push(count as u8);
@@ -204,6 +301,32 @@ mod tests {
             updates.iter().collect::<Vec<_>>(),
             [101, u64::MAX - 3, 104, 103]
         );
+    }
+
+    #[test]
+    fn rejoin_equals_join() {
+        let generated = |n: u64| (n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | GENERATED;
+        for keep in [1usize, 2, 3, 5, 32] {
+            let mut slow = b"p".to_vec();
+            let mut fast = b"p".to_vec();
+            let ids: Vec<u64> = (0..40)
+                .map(|i| match i % 7 {
+                    3 => generated(i),
+                    5 => 100 + i / 2, // repeats an earlier id now and then
+                    _ => 100 + i,
+                })
+                .collect();
+            for &id in &ids {
+                let (updates, payload) = split(&slow);
+                slow = join(updates, id, keep, payload);
+                let (updates, payload) = split(&fast);
+                let payload_at = fast.len() - payload.len();
+                let scan = updates.scan(id);
+                assert_eq!(scan.applied, updates.contains(id));
+                fast = rejoin(&fast, payload_at, &scan, id, keep, payload);
+                assert_eq!(fast, slow, "keep {keep}, id {id}");
+            }
+        }
     }
 
     #[test]

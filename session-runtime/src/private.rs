@@ -60,7 +60,8 @@ pub fn shared<T>(spec: FragmentSpec<T>, store: StoreRef) -> Arc<FragmentShared<T
     Arc::new(FragmentShared::new(spec, store))
 }
 
-/// The next store of the builder's list.
+/// The next store of the builder's list (there is one per fragment: the typestate makes
+/// sure of it; the memory store is only a fallback that cannot be reached).
 pub fn next_store(stores: &mut std::vec::IntoIter<StoreRef>) -> StoreRef {
     stores
         .next()
@@ -122,3 +123,23 @@ impl<T> NoPartialEq<T> for &EqProbe<T> {
         None
     }
 }
+
+/// A fragment of a session builder that has no store yet (the builder's typestate).
+#[derive(Debug)]
+pub enum NoStore {}
+
+/// A fragment of a session builder that has its store (or a default store was named).
+#[derive(Debug)]
+pub enum HasStore {}
+
+/// The state of a builder fragment for which `build()` can choose a store: its own, or
+/// the default store (`D` = [`HasStore`]).
+#[diagnostic::on_unimplemented(
+    message = "a fragment of this session has no store, and no default store was named",
+    label = "`build()` needs a store for every fragment",
+    note = "give each fragment its store with its setter (`.field(store)`), or name one for the rest with `.default_store(store)`; the builder's type marks fragments without a store `NoStore`, in field order"
+)]
+pub trait StoreFor<D> {}
+
+impl<D> StoreFor<D> for HasStore {}
+impl StoreFor<HasStore> for NoStore {}

@@ -238,11 +238,19 @@ impl<S: MultiSession> Sessions<S> {
             let value = match result {
                 Ok(value) => value,
                 Err(error) => {
-                    if let Some(incomplete) = incomplete {
-                        // A re-run failed (a store still down, say): what the caller must
-                        // know is that an earlier run stored part of the update.
-                        tracing::warn!(error = %incomplete, "session re-run failed; the update is stored in part");
-                        return Err(incomplete.into());
+                    if let Some(earlier) = incomplete.take() {
+                        // A re-run failed (a store still down, say) after an earlier run
+                        // stored part of the update: keep trying within the budget, then
+                        // report what the earlier run stored.
+                        if config.on_conflict.allows(runs, started.elapsed()) {
+                            Counters::add(&counters.commit_retries, 1);
+                            incomplete = Some(earlier);
+                            tokio::time::sleep(backoff(runs)).await;
+                            continue;
+                        }
+                        tracing::warn!(error = %earlier, "session re-run failed; the update is stored in part");
+                        Counters::add(&counters.errors, 1);
+                        return Err(earlier.into());
                     }
                     if config.on_handler_error == OnHandlerError::Commit {
                         // The handler's error is what the caller needs to see; a failed

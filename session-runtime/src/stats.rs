@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 ///     count: u32,
 /// }
 ///
-/// let sessions = Bot::builder().build();
+/// let sessions = Bot::builder().default_store(multisession::stores::MemoryStore::new()).build();
 /// let ctx = ChatContext::new(1);
 /// sessions.run(&ctx, |s| async move { *s.count().await? += 1; Ok::<_, multisession::Error>(()) }).await?;
 /// sessions.run(&ctx, |s| async move { let _ = *s.count().await?; Ok::<_, multisession::Error>(()) }).await?;

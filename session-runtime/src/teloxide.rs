@@ -36,7 +36,7 @@
 //! }
 //!
 //! # async fn main_() {
-//! let sessions = Chat::builder().build();
+//! let sessions = Chat::builder().default_store(multisession::stores::MemoryStore::new()).build();
 //! let handler = Update::filter_message().endpoint(on_message);
 //! Dispatcher::builder(Bot::from_env(), handler)
 //!     .dependencies(dptree::deps![sessions])

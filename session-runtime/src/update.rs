@@ -125,6 +125,16 @@ impl UpdateCtx {
         fragment: &'static str,
         key: &str,
     ) -> Result<HeldKey, Error> {
+        if !self.affinity.has_companions(index) {
+            // The common case: a fragment touched alone. Taken alone, and kept unless
+            // companions were learned while this update waited for it.
+            let held = self.hold(locks, fragment, key).await?;
+            if !self.affinity.has_companions(index) {
+                return Ok(held);
+            }
+            // Nothing is read yet: let go, and take it again with its companions.
+            drop(held);
+        }
         let view = self.view.get().and_then(Weak::upgrade);
         let companions = |wanted: &[Wanted]| -> Vec<Wanted> {
             let Some(view) = &view else { return Vec::new() };

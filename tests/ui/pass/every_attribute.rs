@@ -41,6 +41,8 @@ struct Session {
 }
 
 fn main() {
-    let sessions = Session::builder().build();
+    let sessions = Session::builder()
+        .default_store(multisession::stores::MemoryStore::new())
+        .build();
     let _ = sessions;
 }
