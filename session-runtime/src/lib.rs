@@ -2,6 +2,7 @@
 //! the lazy per-fragment session cells. Use it through the `multisession` crate.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod admin;
 mod affinity;
@@ -26,8 +27,10 @@ pub mod stores;
 mod strict;
 pub mod telegram;
 #[cfg(feature = "teloxide")]
+#[cfg_attr(docsrs, doc(cfg(feature = "teloxide")))]
 pub mod teloxide;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod update;
 

@@ -12,8 +12,11 @@ mod sqlite;
 pub use counting::{CountingStore, Counts};
 pub use memory::{MemoryOptions, MemoryStore};
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresConfig, PostgresStore};
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisConfig, RedisStore};
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteConfig, SqliteStore};
