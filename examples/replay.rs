@@ -71,7 +71,13 @@ async fn replay_lazy(sessions: &Sessions<BotSession>, updates: &[Update], print:
         if !print {
             continue;
         }
-        let text = update.text().unwrap_or("");
+        // What the user did, shown as what it is: a message, a button, an inline query.
+        let text = match input {
+            Some(Input::Text(text)) => text.to_owned(),
+            Some(Input::Button(data)) => format!("[pressed button `{data}`]"),
+            Some(Input::Inline(query)) => format!("[inline query `{query}`]"),
+            None => update.text().unwrap_or("").to_owned(),
+        };
         match (&update.kind, result) {
             (_, Ok(Some(reply))) => println!(
                 "#{} {}: {text}\n    → {reply}",

@@ -53,6 +53,24 @@ pub enum Input<'a> {
     Inline(&'a str),
 }
 
+/// "1 pizza", "2 pizzas".
+fn pizzas(count: u32) -> String {
+    if count == 1 {
+        "1 pizza".to_owned()
+    } else {
+        format!("{count} pizzas")
+    }
+}
+
+/// "1 Pizza", "2 Pizzen".
+fn pizzen(count: u32) -> String {
+    if count == 1 {
+        "1 Pizza".to_owned()
+    } else {
+        format!("{count} Pizzen")
+    }
+}
+
 fn say(lang: &str, en: &str, de: &str) -> String {
     if lang == "de" {
         de.to_owned()
@@ -81,7 +99,7 @@ pub async fn handle(s: Session<BotSession>, input: Input<'_>) -> Result<Option<S
             let lang = s.settings().await?.lang.clone();
             // No chat here: `pizza` is unavailable, and saying so is a typed error.
             let chat = match s.pizza().await {
-                Ok(pizza) => format!("{} pizzas", pizza.count),
+                Ok(pizza) => pizzas(pizza.count),
                 Err(Error::NoKey { .. }) => "no chat".to_owned(),
                 Err(other) => return Err(other),
             };
@@ -110,8 +128,8 @@ pub async fn handle(s: Session<BotSession>, input: Input<'_>) -> Result<Option<S
             let lang = &s.settings().await?.lang;
             say(
                 lang,
-                &format!("This chat ate {count} pizzas."),
-                &format!("Dieser Chat hat {count} Pizzen gegessen."),
+                &format!("This chat ate {}.", pizzas(count)),
+                &format!("Dieser Chat hat {} gegessen.", pizzen(count)),
             )
         }
         "/lang" => {
@@ -171,7 +189,7 @@ pub fn handle_strict(data: &mut BotSession, input: Input<'_>) -> Option<String> 
                     data.pizza.count += 1;
                     Some(format!("🍕 ×{}", data.pizza.count))
                 }
-                "/hunger" => Some(format!("This chat ate {} pizzas.", data.pizza.count)),
+                "/hunger" => Some(format!("This chat ate {}.", pizzas(data.pizza.count))),
                 "/lang" => {
                     data.settings.lang = words.next().unwrap_or("en").to_owned();
                     Some("Language set.".to_owned())
