@@ -33,6 +33,29 @@ impl<'a, T: Send + 'static> Fragment<'a, T> {
     }
 
     /// Loads the value (once per update) and locks it for this task while the guard lives.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = multisession::keys::user)]
+    ///     lang: String,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// let ctx = ChatContext::new(1).with_user(7);
+    /// sessions
+    ///     .run(&ctx, async |s| {
+    ///         let mut count = s.count().get().await?; // the same as `s.count().await?`
+    ///         *count += 1;
+    ///         Ok::<_, multisession::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn get(self) -> Result<FragmentGuard<'a, T>, Error> {
         Ok(FragmentGuard {
             guard: self.cell.lock_loaded().await?,
@@ -41,18 +64,88 @@ impl<'a, T: Send + 'static> Fragment<'a, T> {
     }
 
     /// Replaces the value without reading it; it is written at commit (rule S8).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = multisession::keys::user)]
+    ///     lang: String,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// let ctx = ChatContext::new(1).with_user(7);
+    /// sessions
+    ///     .run(&ctx, async |s| s.lang().set("de".to_owned()).await)
+    ///     .await?;
+    /// assert_eq!(sessions.stats().reads, 0, "no read");
+    /// assert_eq!(sessions.stats().writes, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn set(self, value: T) -> Result<(), Error> {
         self.cell.set(value).await
     }
 
     /// Deletes the value without reading it; one delete at commit (rule S9). Later reads
     /// in this update see the initial value.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = multisession::keys::user)]
+    ///     lang: String,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// let ctx = ChatContext::new(1).with_user(7);
+    /// sessions.run(&ctx, async |s| s.lang().set("de".to_owned()).await).await?;
+    /// sessions
+    ///     .run(&ctx, async |s| {
+    ///         s.lang().delete().await?;
+    ///         assert_eq!(*s.lang().await?, "", "later reads see the initial value");
+    ///         Ok::<_, multisession::Error>(())
+    ///     })
+    ///     .await?;
+    /// assert_eq!(sessions.stats().deletes, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn delete(self) -> Result<(), Error> {
         self.cell.delete().await
     }
 
     /// The session key of this fragment for this update (without the namespace), like
     /// grammY's `ctx.sessionKey`; `None` if the fragment is unavailable.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = multisession::keys::user)]
+    ///     lang: String,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// sessions
+    ///     .run(&ChatContext::new(-100).with_user(7), async |s| {
+    ///         assert_eq!(s.count().key(), Some("-100"));
+    ///         assert_eq!(s.count().storage_key(), Some("count:-100"));
+    ///         assert_eq!(s.lang().key(), Some("7"));
+    ///         assert_eq!(s.count().name(), "count");
+    ///         Ok::<_, multisession::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn key(&self) -> Option<&'a str> {
         self.cell.session_key_str()
     }
@@ -63,6 +156,29 @@ impl<'a, T: Send + 'static> Fragment<'a, T> {
     }
 
     /// Whether the fragment has a key for this update (rule S3).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = multisession::keys::user)]
+    ///     lang: String,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// // An inline query: a user, no chat.
+    /// sessions
+    ///     .run(&ChatContext::user_only(7), async |s| {
+    ///         assert!(!s.count().is_available());
+    ///         assert!(s.lang().is_available());
+    ///         Ok::<_, multisession::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn is_available(&self) -> bool {
         self.cell.storage_key_str().is_some()
     }

@@ -91,11 +91,50 @@ impl<S: MultiSession> Sessions<S> {
     }
 
     /// The runtime options.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = multisession::keys::user)]
+    ///     lang: String,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// assert_eq!(format!("{:?}", sessions.config()), format!("{:?}", multisession::Config::new()));
+    /// # Ok(()) }
+    /// ```
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
 
     /// What these sessions did so far: reads, writes, conflicts, retries, errors.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = multisession::keys::user)]
+    ///     lang: String,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// sessions
+    ///     .run(&ChatContext::new(1), async |s| {
+    ///         *s.count().await? += 1;
+    ///         Ok::<_, multisession::Error>(())
+    ///     })
+    ///     .await?;
+    /// let stats = sessions.stats();
+    /// assert_eq!((stats.reads, stats.writes, stats.retries), (1, 1, 0));
+    /// # Ok(()) }
+    /// ```
     pub fn stats(&self) -> Stats {
         self.inner.counters.snapshot()
     }
@@ -142,6 +181,24 @@ impl<S: MultiSession> Sessions<S> {
     /// commit, handle the update again under the same id (the context's
     /// [`update_id`](SessionContext::update_id), or [`Error::update_id`] with
     /// [`ChatContext::with_update_id`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = multisession::keys::user)]
+    ///     lang: String,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// let session = sessions.open(&ChatContext::new(1).with_user(7));
+    /// *session.count().await? += 1;
+    /// session.commit().await?; // or drop it to discard
+    /// # Ok(()) }
+    /// ```
     pub fn open<C: SessionContext + ?Sized>(&self, ctx: &C) -> Session<S> {
         Counters::add(&self.inner.counters.updates, 1);
         self.open_raw(&ctx)
@@ -166,6 +223,33 @@ impl<S: MultiSession> Sessions<S> {
     /// If the handler fails, nothing is written (unless [`OnHandlerError::Commit`]) and
     /// its error is returned. If the commit does not complete, the error says what was
     /// stored ([`Error::stored`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = multisession::keys::user)]
+    ///     lang: String,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// let ctx = ChatContext::new(1).with_user(7).with_update_id(584_120_332);
+    /// let greeting = String::from("hello");
+    /// let reply = sessions
+    ///     .run(&ctx, async |s| {
+    ///         *s.count().await? += 1;
+    ///         let lang = s.lang().await?.clone();
+    ///         // An async closure may use the caller's values (`greeting`), even if it runs twice.
+    ///         Ok::<_, multisession::Error>(format!("{greeting} [{lang}]"))
+    ///     })
+    ///     .await?;
+    /// assert_eq!(reply, "hello []");
+    /// // Side effects (sending `reply`) go here, after the commit.
+    /// # Ok(()) }
+    /// ```
     pub async fn run<C, F, Fut, R, E>(&self, ctx: &C, mut handler: F) -> Result<R, E>
     where
         C: SessionContext + ?Sized,
@@ -349,6 +433,23 @@ impl<S: MultiSession> Session<S> {
 
     /// The identity of this session's update (its context's
     /// [`update_id`](SessionContext::update_id), or a generated one).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = multisession::keys::user)]
+    ///     lang: String,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// let session = sessions.open(&ChatContext::new(1).with_update_id(584_120_332));
+    /// assert_eq!(session.update_id(), 584_120_332);
+    /// # Ok(()) }
+    /// ```
     pub fn update_id(&self) -> u64 {
         self.inner.update.update_id
     }
@@ -389,6 +490,27 @@ impl<S: MultiSession> Session<S> {
     /// key (nothing written in both cases), with [`Error::Conflict`] if another process
     /// changed a fragment since it was read, and with [`Error::Save`] naming every
     /// fragment whose write failed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = multisession::keys::user)]
+    ///     lang: String,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// let session = sessions.open(&ChatContext::new(1).with_user(7));
+    /// *session.count().await? += 1;
+    /// match session.commit().await {
+    ///     Ok(()) => {}
+    ///     Err(error) => println!("{error}: stored {:?}", error.stored()),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn commit(self) -> Result<(), Error> {
         self.commit_attempt(1).await.map_err(|e| match e {
             CommitError::Retry(e) | CommitError::Final(e) => e,

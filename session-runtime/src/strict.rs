@@ -24,6 +24,26 @@ impl<S: MultiSession> Sessions<S> {
     /// A fragment without a key for this update (a per-chat fragment on an inline query)
     /// is skipped entirely (rule S24): it holds its initial value, nothing is read for it,
     /// and whatever it holds at `save` is neither written nor an error.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = multisession::keys::user)]
+    ///     lang: String,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// // An inline query has no chat: `count` is skipped, `lang` is loaded.
+    /// let mut data = sessions.load(&ChatContext::user_only(7)).await?;
+    /// data.lang = "de".into();
+    /// data.save().await?;
+    /// assert_eq!(sessions.load(&ChatContext::new(1).with_user(7)).await?.lang, "de");
+    /// # Ok(()) }
+    /// ```
     pub async fn load<C: SessionContext + ?Sized>(&self, ctx: &C) -> Result<Loaded<S>, Error> {
         Counters::add(&self.inner.counters.updates, 1);
         if let Some(migration) = ctx.chat_migration() {
@@ -117,6 +137,25 @@ pub struct Loaded<S: MultiSession> {
 impl<S: MultiSession> Loaded<S> {
     /// Writes the fragments whose values changed (rule S12); an unchanged one (equal to
     /// what was loaded, rule S22) is not written. Errors as [`Session::commit`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = multisession::keys::user)]
+    ///     lang: String,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// let mut data = sessions.load(&ChatContext::new(1).with_user(7)).await?;
+    /// data.count += 1; // `lang` is not changed: not written
+    /// data.save().await?;
+    /// assert_eq!(sessions.stats().writes, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn save(self) -> Result<(), Error> {
         let Loaded { value, session } = self;
         value.__put(&session.inner.lazy);
@@ -124,6 +163,24 @@ impl<S: MultiSession> Loaded<S> {
     }
 
     /// The loaded values, leaving the session behind (nothing will be saved).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = multisession::keys::user)]
+    ///     lang: String,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// let data = sessions.load(&ChatContext::new(1).with_user(7)).await?;
+    /// let Bot { count, lang } = data.into_inner(); // nothing will be saved
+    /// assert_eq!((count, lang.as_str()), (0, ""));
+    /// # Ok(()) }
+    /// ```
     pub fn into_inner(self) -> S {
         self.value
     }
