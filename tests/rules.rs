@@ -782,20 +782,43 @@ async fn s28_waiting_for_a_key_held_by_this_very_task_is_bounded() {
 }
 
 #[tokio::test]
-async fn committing_while_a_clone_is_alive_is_an_error_not_a_lost_write() {
+async fn committing_while_a_clone_is_alive_commits_and_closes_the_clone() {
+    // The `.map(|s: Sessions<_>, m: Message| s.open(&m))` shape: a framework keeps a
+    // clone of the handle while the endpoint commits.
     let (store, sessions) = counting();
     let session = sessions.open(&group(1, 2));
     session.pizza().await.unwrap().count = 3;
     let clone = session.clone();
-    let err = session.commit().await.unwrap_err();
-    assert!(matches!(err, Error::StillShared { clones: 1 }), "{err}");
-    assert_eq!(store.counts().writes, 0);
-    // The surviving clone still holds the change and can commit it.
-    clone.commit().await.unwrap();
+    session.commit().await.unwrap();
     assert_eq!(
         raw(&store, "pizza:1").await.as_deref(),
         Some(r#"{"count":3}"#)
     );
+    // The clone cannot change anything any more: an error, not a silently lost write.
+    let err = clone.pizza().set(Pizza { count: 9 }).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Committed { fragment: "pizza" }),
+        "{err}"
+    );
+    assert!(matches!(
+        clone.settings().await,
+        Err(Error::Committed { .. })
+    ));
+    // And it holds no key: the next update of the chat runs at once.
+    no_hang(
+        "the next update after a commit with a clone alive",
+        sessions.run(&group(1, 2), async |s| {
+            s.pizza().await?.count += 1;
+            R::Ok(())
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        raw(&store, "pizza:1").await.as_deref(),
+        Some(r#"{"count":4}"#)
+    );
+    drop(clone);
 }
 
 #[tokio::test]

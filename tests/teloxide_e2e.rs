@@ -269,3 +269,47 @@ multisession::store_cases!(every store => crate:
     undecodable_dialogue_is_an_error,
     dialogues_expire,
 );
+
+/// The natural dptree injection, `.map(|s: Sessions<_>, u: Update| s.open(&u))`: dptree
+/// keeps a clone of the session in its dependency map while the endpoint commits. The
+/// commit goes ahead (nothing lost), the update id makes it exactly once, and the copy
+/// left behind can change nothing.
+#[tokio::test]
+async fn the_map_open_injection_commits_and_counts_each_update_once() {
+    use multisession::Session;
+    use teloxide::types::Update;
+
+    let store = CountingStore::new(MemoryStore::new());
+    let sessions = TgSession::builder().default_store(store.clone()).build();
+    let handler: teloxide::dptree::Handler<
+        '_,
+        Result<(), multisession::Error>,
+        teloxide::dispatching::DpHandlerDescription,
+    > = teloxide::dptree::entry()
+        .map(|sessions: multisession::Sessions<TgSession>, update: Update| sessions.open(&update))
+        .endpoint(|session: Session<TgSession>| async move {
+            session.pizza().await?.count += 1;
+            session.commit().await
+        });
+    let mut update = text_update(-100, 7, "/pizza");
+    update["update_id"] = serde_json::json!(584_120_332);
+    let update: Update = serde_json::from_str(&update.to_string()).expect("an update");
+    assert!(
+        matches!(update.kind, teloxide::types::UpdateKind::Message(_)),
+        "{:?}",
+        update.kind
+    );
+    for _ in 0..2 {
+        // Delivered twice (a webhook retry): counted once.
+        let result = handler
+            .dispatch(teloxide::dptree::deps![sessions.clone(), update.clone()])
+            .await;
+        match result {
+            std::ops::ControlFlow::Break(outcome) => outcome.expect("committed"),
+            std::ops::ControlFlow::Continue(_) => panic!("the endpoint did not run"),
+        }
+    }
+    let data = sessions.load(&ChatContext::new(-100)).await.unwrap();
+    assert_eq!(data.pizza.count, 1);
+    assert_eq!(store.counts().writes, 1);
+}

@@ -81,7 +81,9 @@ impl<T> State<T> {
 
 /// The loaded state of a cell, and who holds its guard.
 pub(crate) struct Slot<T> {
-    _held: Option<HeldKey>,
+    /// The key this update holds for the fragment (released at commit when clones of
+    /// the session outlive it).
+    held: std::sync::Mutex<Option<HeldKey>>,
     pub(crate) state: tokio::sync::Mutex<State<T>>,
     /// The task holding the state (`Some(None)`: a caller outside any tokio task).
     holder: std::sync::Mutex<Option<Option<tokio::task::Id>>>,
@@ -102,7 +104,7 @@ impl<T> Drop for StateGuard<'_, T> {
 impl<T> Slot<T> {
     fn new(held: Option<HeldKey>, state: State<T>) -> Box<Self> {
         Box::new(Slot {
-            _held: held,
+            held: std::sync::Mutex::new(held),
             state: tokio::sync::Mutex::new(state),
             holder: std::sync::Mutex::new(None),
         })
@@ -322,7 +324,17 @@ impl<T: Send + 'static> Cell<T> {
         Ok(Slot::new(Some(held), state))
     }
 
+    fn check_open(&self) -> Result<(), Error> {
+        if self.update.is_closed() {
+            return Err(Error::Committed {
+                fragment: self.name(),
+            });
+        }
+        Ok(())
+    }
+
     async fn slot(&self) -> Result<&Slot<T>, Error> {
+        self.check_open()?;
         self.slot
             .get_or_try_init(|| self.load())
             .await
@@ -335,6 +347,8 @@ impl<T: Send + 'static> Cell<T> {
         let mut guard = slot
             .lock(self.name(), self.update.config.lock_timeout)
             .await?;
+        // Committed while this access waited for the guard.
+        self.check_open()?;
         guard.state.materialize(&self.shared.spec);
         Ok(guard)
     }
@@ -345,6 +359,7 @@ impl<T: Send + 'static> Cell<T> {
         &self,
         make: impl FnOnce() -> State<T>,
     ) -> Result<(Option<StateGuard<'_, T>>, bool), Error> {
+        self.check_open()?;
         let mut fresh = false;
         let slot = self
             .slot
@@ -361,6 +376,7 @@ impl<T: Send + 'static> Cell<T> {
         let guard = slot
             .lock(self.name(), self.update.config.lock_timeout)
             .await?;
+        self.check_open()?;
         Ok((Some(guard), false))
     }
 
@@ -469,6 +485,9 @@ pub trait ErasedCell: Send + Sync {
     fn fill(&self, record: Option<Record>) -> Result<(), Error>;
     #[doc(hidden)]
     fn plan(&self) -> Result<Plan, SaveFailure>;
+    /// Lets go of the fragment's key (the session is committed; clones outlive it).
+    #[doc(hidden)]
+    fn release(&self);
 }
 
 impl<T: Send + 'static> ErasedCell for Cell<T> {
@@ -510,6 +529,12 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
         let state = self.state_from(key, record)?;
         let _ = self.slot.set(Slot::new(held, state));
         Ok(())
+    }
+
+    fn release(&self) {
+        if let Some(slot) = self.slot.get() {
+            drop(slot.held.lock().unwrap_or_else(|p| p.into_inner()).take());
+        }
     }
 
     fn plan(&self) -> Result<Plan, SaveFailure> {

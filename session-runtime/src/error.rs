@@ -136,8 +136,8 @@ pub enum Error {
         key: String,
     },
 
-    /// `commit` was called while a clone of the session handle (moved into a spawned task,
-    /// say) was still alive. Nothing was written.
+    /// Not returned any more: a commit goes ahead while clones of the handle are alive,
+    /// and their later accesses are [`Error::Committed`]. Kept for code that matches it.
     #[error(
         "session committed while {clones} other handle(s) to it were still alive (a spawned task?); nothing was written"
     )]
@@ -170,6 +170,17 @@ pub enum Error {
         key: String,
         /// How long the update waited.
         waited: std::time::Duration,
+    },
+
+    /// The fragment was touched through a clone of a session handle after the session
+    /// was committed (a spawned task that outlived the handler, a framework's copy).
+    /// Nothing was read or written: handle the change in the next update.
+    #[error(
+        "session fragment `{fragment}` was touched after its session was committed; nothing was read or written"
+    )]
+    Committed {
+        /// The fragment.
+        fragment: &'static str,
     },
 
     /// An admin call named a fragment the session struct does not have.
@@ -325,6 +336,7 @@ impl Error {
             | Error::Conflict { fragment, .. }
             | Error::Contended { fragment, .. }
             | Error::Held { fragment }
+            | Error::Committed { fragment }
             | Error::Busy { fragment, .. }
             | Error::MustRerun { fragment } => Some(fragment),
             Error::Save { failures, .. } => failures.first().map(|f| f.fragment),

@@ -485,8 +485,10 @@ impl<S: MultiSession> Session<S> {
     /// On failure the error says what was stored ([`Error::stored`]): nothing; these
     /// fragments and not those; or, after a timeout or a lost connection, unknown for
     /// some. Re-running the same update (same update id: [`Session::update_id`]) is safe
-    /// in every case (rule S25). Fails with [`Error::StillShared`] if a clone of this
-    /// handle is still alive and with [`Error::MustRerun`] if the update met a contended
+    /// in every case (rule S25). Clones of the handle that are still alive (a framework
+    /// keeps one, a spawned task) do not stop the commit: their later accesses fail with
+    /// [`Error::Committed`], and a guard one of them still holds fails its fragment's
+    /// save (nothing written for it). Fails with [`Error::MustRerun`] if the update met a contended
     /// key (nothing written in both cases), with [`Error::Conflict`] if another process
     /// changed a fragment since it was read, and with [`Error::Save`] naming every
     /// fragment whose write failed.
@@ -520,10 +522,6 @@ impl<S: MultiSession> Session<S> {
     /// The commit of an update that touched nothing, or that must not commit: decided
     /// without building the commit's (large) future.
     fn quick_commit(&self) -> Option<Result<(), CommitError>> {
-        let clones = std::sync::Arc::strong_count(&self.inner) - 1;
-        if clones > 0 {
-            return Some(Err(CommitError::Final(Error::StillShared { clones })));
-        }
         if let Some(&(_, fragment)) = self.inner.update.contended().first() {
             return Some(Err(CommitError::Final(Error::MustRerun { fragment })));
         }
@@ -535,13 +533,27 @@ impl<S: MultiSession> Session<S> {
     }
 
     pub(crate) async fn commit_attempt(self, attempt: u32) -> Result<(), CommitError> {
-        match self.quick_commit() {
+        // Clones of the handle (a framework's copy, a spawned task) may outlive the
+        // commit: from now on their accesses are `Error::Committed`, never a change that
+        // is silently dropped, and the keys are let go when the commit is done.
+        let shared = Arc::strong_count(&self.inner) > 1;
+        if shared {
+            self.inner.update.close();
+        }
+        let result = match self.quick_commit() {
             Some(done) => done,
             None => {
                 let touched: Vec<bool> = self.cells().iter().map(|c| c.is_loaded()).collect();
                 self.inner.update.affinity.record(&touched);
                 Box::pin(commit_cells(self.cells(), &self.inner.update, attempt)).await
             }
+        };
+        if shared {
+            for cell in self.cells() {
+                cell.release();
+            }
+            self.inner.update.release_preheld();
         }
+        result
     }
 }

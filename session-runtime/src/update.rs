@@ -81,6 +81,8 @@ pub struct UpdateCtx {
     view: OnceLock<Weak<dyn KeysView>>,
     /// Fragments an earlier run of this update wrote (rule S25): not written again.
     pub(crate) written_before: Vec<&'static str>,
+    /// Committed: later accesses (from clones of the session) are errors.
+    closed: AtomicBool,
 }
 
 impl UpdateCtx {
@@ -104,7 +106,23 @@ impl UpdateCtx {
             affinity,
             view: OnceLock::new(),
             written_before: Vec::new(),
+            closed: AtomicBool::new(false),
         }
+    }
+
+    /// No access of this update's fragments succeeds from now on.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Lets go of the keys taken in advance.
+    pub(crate) fn release_preheld(&self) {
+        let taken = std::mem::take(&mut *self.preheld.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(taken);
     }
 
     pub(crate) fn set_view(&self, view: Weak<dyn KeysView>) {
