@@ -579,31 +579,35 @@ fn child_worker() {
     });
 }
 
-/// S29: `MSXP_TASKS` tasks × `MSXP_PER_TASK` increments of `hits` in chat `MSXP_CHAT`,
-/// default config.
-async fn child_hammer() {
-    use std::sync::{Arc, atomic::AtomicU64};
-    let store = child_store("MSXP_A").await;
-    let chat: i64 = num_var("MSXP_CHAT");
-    let (tasks, per_task): (usize, usize) = (num_var("MSXP_TASKS"), num_var("MSXP_PER_TASK"));
-    let sessions: Sessions<Counter> = Counter::builder().default_store(store).build();
+/// Runs `tasks` tasks of `per_task` updates each (`update(sessions, task, n)`), reports
+/// the counts and the stats on stdout, and fails if any update failed.
+async fn run_counted<S, F, Fut>(
+    sessions: Sessions<S>,
+    tasks: u64,
+    per_task: u64,
+    what: &'static str,
+    update: F,
+) where
+    S: multisession::MultiSession,
+    F: Fn(Sessions<S>, u64, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), Error>> + Send,
+{
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
     let (ok, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let handles: Vec<_> = (0..tasks)
-        .map(|_| {
-            let (sessions, ok, errors) = (sessions.clone(), ok.clone(), errors.clone());
+        .map(|task| {
+            let (sessions, ok, errors, update) =
+                (sessions.clone(), ok.clone(), errors.clone(), update.clone());
             tokio::spawn(async move {
-                for _ in 0..per_task {
-                    let result = sessions
-                        .run(&ChatContext::new(chat), |s| async move {
-                            *s.hits().await? += 1;
-                            Ok::<_, Error>(())
-                        })
-                        .await;
-                    match result {
+                for n in 0..per_task {
+                    match update(sessions.clone(), task, n).await {
                         Ok(()) => {
-                            ok.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            ok.fetch_add(1, Ordering::SeqCst);
                         }
-                        Err(e) => report_error(&errors, "increment", &e),
+                        Err(e) => report_error(&errors, what, &e),
                     }
                 }
             })
@@ -612,21 +616,40 @@ async fn child_hammer() {
     for handle in handles {
         handle.await.expect("child task");
     }
-    let errors = errors.load(std::sync::atomic::Ordering::SeqCst);
-    report_stats(
-        ok.load(std::sync::atomic::Ordering::SeqCst),
-        errors,
-        sessions.stats(),
-    );
-    assert_eq!(errors, 0, "child: {errors} increments failed");
+    let errors = errors.load(Ordering::SeqCst);
+    report_stats(ok.load(Ordering::SeqCst), errors, sessions.stats());
+    assert_eq!(errors, 0, "child: {errors} of the {what} updates failed");
+}
+
+/// S29: `MSXP_TASKS` tasks × `MSXP_PER_TASK` increments of `hits` in chat `MSXP_CHAT`,
+/// default config.
+async fn child_hammer() {
+    let store = child_store("MSXP_A").await;
+    let chat: i64 = num_var("MSXP_CHAT");
+    let (tasks, per_task): (u64, u64) = (num_var("MSXP_TASKS"), num_var("MSXP_PER_TASK"));
+    let sessions: Sessions<Counter> = Counter::builder().default_store(store).build();
+    run_counted(
+        sessions,
+        tasks,
+        per_task,
+        "increment",
+        move |sessions, _, _| async move {
+            sessions
+                .run(&ChatContext::new(chat), |s| async move {
+                    *s.hits().await? += 1;
+                    Ok::<_, Error>(())
+                })
+                .await
+        },
+    )
+    .await;
 }
 
 /// S27: `a` on `MSXP_A`, `b` on `MSXP_B`, both per chat; each update increments both.
 async fn child_pair() {
-    use std::sync::{Arc, atomic::AtomicU64};
     let (store_a, store_b) = (child_store("MSXP_A").await, child_store("MSXP_B").await);
     let chat: i64 = num_var("MSXP_CHAT");
-    let (tasks, per_task): (usize, usize) = (num_var("MSXP_TASKS"), num_var("MSXP_PER_TASK"));
+    let (tasks, per_task): (u64, u64) = (num_var("MSXP_TASKS"), num_var("MSXP_PER_TASK"));
     // Explicit update ids (`MSXP_ID_BASE` + task * 100 000 + n) if given, else generated.
     let base: Option<u64> = std::env::var("MSXP_ID_BASE")
         .ok()
@@ -638,45 +661,26 @@ async fn child_pair() {
         Err(_) => Config::new(),
     };
     let sessions: Sessions<Pair> = Pair::builder().a(store_a).b(store_b).config(config).build();
-    let (ok, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let handles: Vec<_> = (0..tasks as u64)
-        .map(|task| {
-            let (sessions, ok, errors) = (sessions.clone(), ok.clone(), errors.clone());
-            tokio::spawn(async move {
-                for n in 0..per_task as u64 {
-                    let ctx = match base {
-                        Some(base) => {
-                            ChatContext::new(chat).with_update_id(base + task * 100_000 + n)
-                        }
-                        None => ChatContext::new(chat),
-                    };
-                    let result = sessions
-                        .run(&ctx, |s| async move {
-                            *s.a().await? += 1;
-                            *s.b().await? += 1;
-                            Ok::<_, Error>(())
-                        })
-                        .await;
-                    match result {
-                        Ok(()) => {
-                            ok.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        }
-                        Err(e) => report_error(&errors, "pair", &e),
-                    }
-                }
-            })
-        })
-        .collect();
-    for handle in handles {
-        handle.await.expect("child task");
-    }
-    let errors = errors.load(std::sync::atomic::Ordering::SeqCst);
-    report_stats(
-        ok.load(std::sync::atomic::Ordering::SeqCst),
-        errors,
-        sessions.stats(),
-    );
-    assert_eq!(errors, 0, "child: {errors} updates failed");
+    run_counted(
+        sessions,
+        tasks,
+        per_task,
+        "pair",
+        move |sessions, task, n| async move {
+            let ctx = match base {
+                Some(base) => ChatContext::new(chat).with_update_id(base + task * 100_000 + n),
+                None => ChatContext::new(chat),
+            };
+            sessions
+                .run(&ctx, |s| async move {
+                    *s.a().await? += 1;
+                    *s.b().await? += 1;
+                    Ok::<_, Error>(())
+                })
+                .await
+        },
+    )
+    .await;
 }
 
 /// S25: updates `1..=MSXP_UPDATES` (plus `MSXP_ID_BASE`), update `i` from chat
