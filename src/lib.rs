@@ -3,3 +3,6 @@
 
 pub use multisession_macros::MultiSession;
 pub use multisession_runtime::*;
+
+#[doc = include_str!("../docs/guide.md")]
+pub mod guide {}

@@ -118,17 +118,38 @@ impl Config {
     /// The defaults: re-run incomplete commits for up to 20 s, discard on handler error,
     /// 5 s per store operation, 30 s of waiting for a key another update holds, 32
     /// remembered updates per stored value.
+    ///
+    /// ```
+    /// use multisession::Config;
+    /// let config = Config::new(); // the same as `Config::default()`
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// What to do when a commit did not complete (a conflict, a partial or unknown write).
+    ///
+    /// ```
+    /// use multisession::{Config, OnConflict};
+    /// use std::time::Duration;
+    ///
+    /// // Re-run for up to 5 s (the default is 20 s)...
+    /// let patient = Config::new().on_conflict(OnConflict::RetryFor { budget: Duration::from_secs(5) });
+    /// // ...or never, for a handler whose side effects cannot be repeated.
+    /// let once = Config::new().on_conflict(OnConflict::Fail);
+    /// ```
     pub fn on_conflict(mut self, policy: OnConflict) -> Self {
         self.on_conflict = policy;
         self
     }
 
     /// What to do when the handler fails.
+    ///
+    /// ```
+    /// use multisession::{Config, OnHandlerError};
+    /// // Keep what the handler changed before it failed (Telegraf's rule).
+    /// let config = Config::new().on_handler_error(OnHandlerError::Commit);
+    /// ```
     pub fn on_handler_error(mut self, policy: OnHandlerError) -> Self {
         self.on_handler_error = policy;
         self
@@ -136,6 +157,12 @@ impl Config {
 
     /// Leave session keys (chat and user ids) out of `tracing` events. Error values still
     /// name the key: they go to your code, not to a log.
+    ///
+    /// ```
+    /// use multisession::Config;
+    /// // Chat and user ids stay out of logs.
+    /// let config = Config::new().redact_keys(true);
+    /// ```
     pub fn redact_keys(mut self, redact: bool) -> Self {
         self.redact_keys = redact;
         self
@@ -146,6 +173,12 @@ impl Config {
     }
 
     /// What to do when stored bytes do not decode.
+    ///
+    /// ```
+    /// use multisession::{Config, OnDecodeError};
+    /// // Values that no longer decode start over (with a warning) instead of failing.
+    /// let config = Config::new().on_decode_error(OnDecodeError::Reset);
+    /// ```
     pub fn on_decode_error(mut self, policy: OnDecodeError) -> Self {
         self.on_decode_error = policy;
         self
@@ -160,6 +193,12 @@ impl Config {
     /// *unknown* ([`Stored::Unknown`](crate::Stored::Unknown)), never as "not written".
     /// Re-running the same update is safe either way: a fragment whose write did land
     /// lists the update and is not written again (rule S25).
+    ///
+    /// ```
+    /// use multisession::Config;
+    /// use std::time::Duration;
+    /// let config = Config::new().op_timeout(Some(Duration::from_secs(2)));
+    /// ```
     pub fn op_timeout(mut self, limit: Option<Duration>) -> Self {
         self.op_timeout = limit;
         self
@@ -168,6 +207,13 @@ impl Config {
     /// How long an update waits for a key that another update of this process holds
     /// (the other update is running its handler). Past it, the access fails with
     /// [`Error::Busy`](crate::Error::Busy). `None` waits as long as it takes.
+    ///
+    /// ```
+    /// use multisession::Config;
+    /// use std::time::Duration;
+    /// // A handler of this bot may hold a chat for a minute (it calls a slow API).
+    /// let config = Config::new().lock_timeout(Some(Duration::from_secs(60)));
+    /// ```
     pub fn lock_timeout(mut self, limit: Option<Duration>) -> Self {
         self.lock_timeout = limit;
         self
@@ -176,6 +222,11 @@ impl Config {
     /// How many times [`Sessions::run`](crate::Sessions::run) re-runs an update that would
     /// have closed a cycle of updates waiting for each other's keys in this process before
     /// it returns [`Error::Contended`](crate::Error::Contended). Default 64.
+    ///
+    /// ```
+    /// use multisession::Config;
+    /// let config = Config::new().contention_attempts(8);
+    /// ```
     pub fn contention_attempts(mut self, attempts: u32) -> Self {
         self.contention_attempts = attempts.max(1);
         self
@@ -186,6 +237,12 @@ impl Config {
     /// changes nothing, as long as fewer than this many other updates changed the same
     /// value in between (rule S25). Each id costs 1–10 bytes per stored value; Telegram's
     /// consecutive update ids cost one or two.
+    ///
+    /// ```
+    /// use multisession::Config;
+    /// // A busy group where a redelivery may come after 100 other changes of one value.
+    /// let config = Config::new().remember_updates(128);
+    /// ```
     pub fn remember_updates(mut self, count: usize) -> Self {
         self.remember_updates = count.clamp(1, 255);
         self
