@@ -587,10 +587,7 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
         let remember = self.update.config.remember_updates;
         let id = self.update.update_id;
         let (expect, bytes) = match &state.base {
-            Base::Unread => (
-                Expect::Any,
-                envelope::join(envelope::split(&[]).0, id, remember, &payload),
-            ),
+            Base::Unread => (Expect::Any, envelope::first(id, &payload)),
             Base::Missing { initial } => {
                 if !state.force
                     && initial
@@ -600,10 +597,7 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
                     Counters::add(&counters.skipped_writes, 1);
                     return Ok(Plan::Skip);
                 }
-                (
-                    Expect::Absent,
-                    envelope::join(envelope::split(&[]).0, id, remember, &payload),
-                )
+                (Expect::Absent, envelope::first(id, &payload))
             }
             Base::Stored {
                 bytes,

@@ -104,6 +104,11 @@ pub const GENERATED_REMEMBERED: usize = 8;
 /// The bit set in generated update ids.
 const GENERATED: u64 = 1 << 63;
 
+/// The stored bytes of `payload` first changed by update `id` (no earlier record).
+pub(crate) fn first(id: u64, payload: &[u8]) -> Vec<u8> {
+    join(Updates::NONE, id, 1, payload)
+}
+
 /// What one pass over a stored value's updates found, for [`rejoin`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Scan {

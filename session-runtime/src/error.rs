@@ -136,16 +136,6 @@ pub enum Error {
         key: String,
     },
 
-    /// Not returned any more: a commit goes ahead while clones of the handle are alive,
-    /// and their later accesses are [`Error::Committed`]. Kept for code that matches it.
-    #[error(
-        "session committed while {clones} other handle(s) to it were still alive (a spawned task?); nothing was written"
-    )]
-    StillShared {
-        /// How many other handles were alive.
-        clones: usize,
-    },
-
     /// The fragment was touched while a guard of it was held by the same task (waiting
     /// would never end: rule S28), or while another task of the same update held its
     /// guard for longer than [`Config::lock_timeout`](crate::Config::lock_timeout).
@@ -340,7 +330,7 @@ impl Error {
             | Error::Busy { fragment, .. }
             | Error::MustRerun { fragment } => Some(fragment),
             Error::Save { failures, .. } => failures.first().map(|f| f.fragment),
-            Error::StillShared { .. } | Error::UnknownFragment { .. } => None,
+            Error::UnknownFragment { .. } => None,
         }
     }
 

@@ -543,9 +543,10 @@ impl<S: MultiSession> Session<S> {
         let result = match self.quick_commit() {
             Some(done) => done,
             None => {
-                let touched: Vec<bool> = self.cells().iter().map(|c| c.is_loaded()).collect();
+                let cells = self.cells();
+                let touched: Vec<bool> = cells.iter().map(|c| c.is_loaded()).collect();
                 self.inner.update.affinity.record(&touched);
-                Box::pin(commit_cells(self.cells(), &self.inner.update, attempt)).await
+                Box::pin(commit_cells(cells, &self.inner.update, attempt)).await
             }
         };
         if shared {
