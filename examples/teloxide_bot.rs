@@ -1,5 +1,6 @@
-//! The pizza bot on teloxide: two session fragments (per chat, per user) in an ordinary
-//! teloxide handler, and a teloxide `Dialogue` (`/name`) kept in the same SQLite file.
+//! The pizza bot on teloxide: commands (`BotCommands`), an inline keyboard, two session
+//! fragments (per chat, per user) taken by the endpoints as a `Session` parameter, and a
+//! teloxide `Dialogue` (`/name`) kept in the same SQLite file.
 //!
 //! With a bot token it talks to the real Telegram (TLS needs the `teloxide-rustls`
 //! feature); without one it replays a short conversation against a stand-in Bot API on
@@ -46,36 +47,64 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // No token: a short conversation against the stand-in API.
     let (group, ada, bob) = (-1_001_234, 11, 12);
-    let script = [
-        (group, ada, "/pizza"),
-        (group, bob, "/pizza"),
-        (group, bob, "see you at 8"),
-        (group, ada, "/lang de"),
-        (group, ada, "/hunger"),
-        (ada, ada, "/name"),
-        (ada, ada, "Ada"),
-        (ada, ada, "/hunger"),
+    let name = |user| if user == ada { "Ada" } else { "Bob" };
+    let script: Vec<(i64, i64, Input)> = vec![
+        (group, ada, Input::Text("/pizza")),
+        (group, bob, Input::Text("/pizza@pizza_bot")),
+        (group, bob, Input::Text("see you at 8")),
+        (group, ada, Input::Text("/lang")),
+        (group, ada, Input::Button("lang:de")),
+        (group, ada, Input::Text("/hunger")),
+        (ada, ada, Input::Text("/name")),
+        (ada, ada, Input::Text("Ada")),
+        (ada, ada, Input::Text("/hunger")),
     ];
     let updates = script
         .iter()
-        .map(|(chat, user, text)| fake_bot_api::text_update(*chat, *user, text))
+        .map(|(chat, user, input)| match input {
+            Input::Text(text) => fake_bot_api::text_update(*chat, *user, text),
+            Input::Button(data) => fake_bot_api::button_update(*chat, *user, data),
+        })
         .collect();
     let fake = fake_bot_api::FakeBotApi::start(updates).await?;
     let bot = Bot::new("42:stand-in").set_api_url(url::Url::parse(fake.url())?);
     let (stop, run) = dispatcher(bot, sessions, dialogues, false);
     let running = tokio::spawn(run);
-    let done = fake.wait_until_done(7, Duration::from_secs(20)).await;
+    let done = fake.wait_until_done(8, Duration::from_secs(20)).await;
     stop.shutdown()?.await;
     running.await?;
-    for (chat, user, text) in script {
-        println!("chat {chat:>9} user {user}: {text}");
-    }
-    println!();
-    for sent in fake.sent() {
-        println!("bot -> chat {:>9}: {}", sent.chat, sent.text);
+    // Each input, then what the bot answered to it (replies name the message they answer,
+    // so the transcript reads the same whatever order teloxide handled the chats in).
+    let sent = fake.sent();
+    for (i, (chat, user, input)) in script.iter().enumerate() {
+        let place = if *chat < 0 { "the group" } else { "private" };
+        match input {
+            Input::Text(text) => println!("{} in {place}: {text}", name(*user)),
+            Input::Button(data) => {
+                println!("{} in {place} presses the button [{data}]", name(*user))
+            }
+        }
+        for reply in sent.iter().filter(|s| s.answers == Some(i as i64 + 1)) {
+            let buttons = if reply.buttons.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", reply.buttons.join("] ["))
+            };
+            if reply.chat == 0 {
+                println!("    bot (pop-up): {}", reply.text);
+            } else {
+                println!("    bot: {}{buttons}", reply.text);
+            }
+        }
     }
     if !done {
         return Err("the bot did not answer everything within 20 s".into());
     }
     Ok(())
+}
+
+/// What a user does: send a text, or press an inline button (its callback data).
+enum Input {
+    Text(&'static str),
+    Button(&'static str),
 }

@@ -84,3 +84,34 @@ fn the_quick_start_builds_and_runs_as_a_new_crate() {
         "{stderr}"
     );
 }
+
+/// The README's teloxide bot is the doc example of `multisession::teloxide`, which
+/// rustdoc compiles: the two stay the same code.
+#[test]
+fn the_teloxide_bot_in_the_readme_is_the_compiled_doc_example() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let shown = block_after(&readme, "## With teloxide", "rust,ignore");
+    let module = std::fs::read_to_string(root.join("session-runtime/src/teloxide.rs"))
+        .expect("the teloxide module");
+    let docs: String = module
+        .lines()
+        .take_while(|l| l.starts_with("//!"))
+        .map(|l| {
+            format!(
+                "{}\n",
+                l.strip_prefix("//! ")
+                    .unwrap_or(l.trim_start_matches("//!"))
+            )
+        })
+        .collect();
+    let compiled = block_after(&docs, "**Sessions in handlers.**", "no_run");
+    assert_eq!(
+        shown, compiled,
+        "README's teloxide block and the module's doc example differ"
+    );
+    assert!(
+        shown.contains(".with_session::<Chat>()"),
+        "the session is a parameter"
+    );
+}

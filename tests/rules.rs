@@ -1034,3 +1034,35 @@ async fn s20_a_fragments_sessions_can_be_listed_counted_and_removed() {
     let err = sessions.count("nope").await.unwrap_err();
     assert!(err.to_string().contains("pizza, settings, quiz"), "{err}");
 }
+
+// ---------------------------------------------------------------- committing twice
+
+/// An endpoint commits through a clone, then the framework commits its handle: the second
+/// commit writes nothing more. If the first failed, the second says so (never `Ok` for
+/// changes that were not stored).
+#[tokio::test]
+async fn a_second_commit_writes_nothing_and_repeats_no_success() -> R {
+    let (store, sessions) = counting();
+    let session = sessions.open(&group(-5, 1));
+    session.pizza().await?.count += 1;
+    session.clone().commit().await?;
+    session.commit().await?;
+    assert_eq!(store.counts().writes, 1);
+
+    // The first commit conflicts (another "process" wrote the chat after our read).
+    let other = Bot::builder().default_store(store.clone()).build();
+    let session = sessions.open(&group(-5, 1));
+    session.pizza().await?.count += 1;
+    let theirs = other.open(&group(-5, 2));
+    theirs.pizza().await?.count += 10;
+    theirs.commit().await?;
+    let first = session.clone().commit().await;
+    assert!(matches!(first, Err(Error::Conflict { .. })), "{first:?}");
+    match session.commit().await {
+        Err(Error::CommitFailed { fragment }) => assert_eq!(fragment, "pizza"),
+        other => panic!("expected CommitFailed, got {other:?}"),
+    }
+    let stored = sessions.load(&group(-5, 1)).await?;
+    assert_eq!(stored.pizza.count, 11);
+    Ok(())
+}

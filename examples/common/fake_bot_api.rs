@@ -1,6 +1,7 @@
 //! A stand-in for the Telegram Bot API on loopback, for running a real teloxide bot
 //! without Telegram: it answers `getUpdates` from a list of recorded updates, records
-//! every `sendMessage`, and answers the few calls a teloxide dispatcher makes at start
+//! every `sendMessage` and `answerCallbackQuery` (failing `sendMessage` to blocked
+//! chats with Telegram's 403), and answers the few calls a teloxide dispatcher makes at start
 //! (`getMe`, `getWebhookInfo`, `deleteWebhook`). Plain HTTP/1.1 over tokio, with
 //! keep-alive; point a bot at it with `Bot::new(token).set_api_url(fake.url())`.
 
@@ -19,11 +20,16 @@ use tokio::{
     task::JoinHandle,
 };
 
-/// A message the bot sent: chat id and text.
+/// A message the bot sent, or its answer to a button press (`answerCallbackQuery`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sent {
+    /// The chat (0 for an answer to a button press: it pops up for the user).
     pub chat: i64,
     pub text: String,
+    /// The update this answers: the message it replies to, or the button press.
+    pub answers: Option<i64>,
+    /// The inline keyboard's buttons (callback data), if the message has one.
+    pub buttons: Vec<String>,
 }
 
 struct State {
@@ -33,6 +39,8 @@ struct State {
     confirmed: AtomicI64,
     sent: Mutex<Vec<Sent>>,
     calls: Mutex<Vec<String>>,
+    /// Chats whose `sendMessage` fails (the user blocked the bot).
+    blocked: Mutex<Vec<i64>>,
 }
 
 /// The running stand-in; stops when dropped.
@@ -49,13 +57,22 @@ impl Drop for FakeBotApi {
 }
 
 impl FakeBotApi {
-    /// Serves `updates` (Bot API JSON objects; their `update_id`s are replaced by 1, 2, …).
+    /// Serves `updates` (Bot API JSON objects). Their `update_id`s are replaced by 1, 2,
+    /// …, and a message's `message_id` (or a button press's `id`) by the same number, so
+    /// `Sent::answers` names the update a reply belongs to.
     pub async fn start(updates: Vec<Value>) -> std::io::Result<Self> {
         let updates = updates
             .into_iter()
             .enumerate()
             .map(|(i, mut update)| {
-                update["update_id"] = json!(i + 1);
+                let id = i + 1;
+                update["update_id"] = json!(id);
+                if update.get("message").is_some() {
+                    update["message"]["message_id"] = json!(id);
+                }
+                if update.get("callback_query").is_some() {
+                    update["callback_query"]["id"] = json!(id.to_string());
+                }
                 update
             })
             .collect();
@@ -66,6 +83,7 @@ impl FakeBotApi {
             confirmed: AtomicI64::new(0),
             sent: Mutex::new(Vec::new()),
             calls: Mutex::new(Vec::new()),
+            blocked: Mutex::new(Vec::new()),
         });
         let shared = state.clone();
         let task = tokio::spawn(async move {
@@ -81,9 +99,20 @@ impl FakeBotApi {
         &self.url
     }
 
-    /// The messages the bot sent so far, in order.
+    /// From now on, `sendMessage` to `chat` fails as Telegram fails it for a user who
+    /// blocked the bot (403).
+    pub fn block(&self, chat: i64) {
+        self.state.blocked.lock().unwrap().push(chat);
+    }
+
+    /// The messages and button answers the bot sent so far, in order.
     pub fn sent(&self) -> Vec<Sent> {
         self.state.sent.lock().unwrap().clone()
+    }
+
+    /// The updates served (with the ids they were given).
+    pub fn updates(&self) -> &[Value] {
+        &self.state.updates
     }
 
     /// The API methods called so far, in order.
@@ -93,7 +122,7 @@ impl FakeBotApi {
 
     /// Waits until the bot confirmed every update (it asked for the updates after the
     /// last one, which teloxide does once it has handled them) and sent `replies`
-    /// messages; `false` on timeout.
+    /// messages or answers; `false` on timeout.
     pub async fn wait_until_done(&self, replies: usize, timeout: Duration) -> bool {
         let started = Instant::now();
         while started.elapsed() < timeout {
@@ -113,10 +142,16 @@ async fn serve(mut socket: TcpStream, state: Arc<State>) {
         let Some((method, body)) = read_request(&mut socket, &mut buffer).await else {
             return;
         };
-        let result = answer(&state, &method, &body).await;
-        let payload = json!({ "ok": true, "result": result }).to_string();
+        let (status, payload) = match answer(&state, &method, &body).await {
+            Ok(result) => ("200 OK", json!({ "ok": true, "result": result })),
+            Err((code, description)) => (
+                "403 Forbidden",
+                json!({ "ok": false, "error_code": code, "description": description }),
+            ),
+        };
+        let payload = payload.to_string();
         let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{payload}",
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{payload}",
             payload.len()
         );
         if socket.write_all(response.as_bytes()).await.is_err() {
@@ -165,9 +200,9 @@ async fn read_request(socket: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<(S
     Some((method, body))
 }
 
-async fn answer(state: &State, method: &str, body: &Value) -> Value {
+async fn answer(state: &State, method: &str, body: &Value) -> Result<Value, (u16, &'static str)> {
     state.calls.lock().unwrap().push(method.to_owned());
-    match method {
+    Ok(match method {
         "getme" => json!({
             "id": 4242, "is_bot": true, "first_name": "Pizza", "username": "pizza_bot",
             "can_join_groups": true, "can_read_all_group_messages": true,
@@ -193,36 +228,64 @@ async fn answer(state: &State, method: &str, body: &Value) -> Value {
         }
         "sendmessage" => {
             let chat = body["chat_id"].as_i64().unwrap_or(0);
+            if state.blocked.lock().unwrap().contains(&chat) {
+                return Err((403, "Forbidden: bot was blocked by the user"));
+            }
             let text = body["text"].as_str().unwrap_or_default().to_owned();
+            let buttons = body["reply_markup"]["inline_keyboard"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_array)
+                .flatten()
+                .filter_map(|b| b["callback_data"].as_str().map(str::to_owned))
+                .collect();
             let mut sent = state.sent.lock().unwrap();
             sent.push(Sent {
                 chat,
                 text: text.clone(),
+                answers: body["reply_parameters"]["message_id"].as_i64(),
+                buttons,
             });
-            let chat_json = if chat > 0 {
-                json!({ "id": chat, "type": "private", "first_name": "User" })
-            } else {
-                json!({ "id": chat, "type": "group", "title": "Group" })
-            };
             json!({
                 "message_id": 10_000 + sent.len(),
                 "date": 1_772_000_000,
-                "chat": chat_json,
+                "chat": chat_json(chat),
                 "from": { "id": 4242, "is_bot": true, "first_name": "Pizza" },
                 "text": text
             })
         }
+        "answercallbackquery" => {
+            let query: i64 = body["callback_query_id"]
+                .as_str()
+                .and_then(|id| id.parse().ok())
+                .unwrap_or(0);
+            state.sent.lock().unwrap().push(Sent {
+                chat: 0,
+                text: body["text"].as_str().unwrap_or_default().to_owned(),
+                answers: Some(query),
+                buttons: Vec::new(),
+            });
+            json!(true)
+        }
         _ => json!(true),
+    })
+}
+
+fn chat_json(chat: i64) -> Value {
+    if chat > 0 {
+        json!({ "id": chat, "type": "private", "first_name": format!("User {chat}") })
+    } else {
+        json!({ "id": chat, "type": "supergroup", "title": "Pizza lovers" })
     }
+}
+
+fn user_json(user: i64) -> Value {
+    json!({ "id": user, "is_bot": false, "first_name": format!("User {user}"), "language_code": "en" })
 }
 
 /// A text message from `user` in `chat` (negative: a group), in Bot API JSON.
 pub fn text_update(chat: i64, user: i64, text: &str) -> Value {
-    let chat_json = if chat > 0 {
-        json!({ "id": chat, "type": "private", "first_name": format!("User {user}") })
-    } else {
-        json!({ "id": chat, "type": "supergroup", "title": "Pizza lovers" })
-    };
     let entities = if text.starts_with('/') {
         let len = text
             .split_whitespace()
@@ -239,10 +302,31 @@ pub fn text_update(chat: i64, user: i64, text: &str) -> Value {
         "message": {
             "message_id": 1,
             "date": 1_772_000_000,
-            "chat": chat_json,
-            "from": { "id": user, "is_bot": false, "first_name": format!("User {user}"), "language_code": "en" },
+            "chat": chat_json(chat),
+            "from": user_json(user),
             "text": text,
             "entities": entities
+        }
+    })
+}
+
+/// `user` pressing the inline button with callback `data` under a message the bot sent
+/// in `chat`, in Bot API JSON.
+pub fn button_update(chat: i64, user: i64, data: &str) -> Value {
+    json!({
+        "update_id": 0,
+        "callback_query": {
+            "id": "0",
+            "from": user_json(user),
+            "message": {
+                "message_id": 9_000,
+                "date": 1_772_000_000,
+                "chat": chat_json(chat),
+                "from": { "id": 4242, "is_bot": true, "first_name": "Pizza", "username": "pizza_bot" },
+                "text": "Pick a language:"
+            },
+            "chat_instance": format!("ci{chat}"),
+            "data": data
         }
     })
 }

@@ -189,6 +189,17 @@ pub enum Error {
         /// The contended fragment.
         fragment: &'static str,
     },
+
+    /// `commit` was called again on a session (through a clone) whose first commit
+    /// failed: that commit's error said what was stored; this call wrote nothing. Re-run
+    /// the update (same update id: rule S25 keeps it from applying anything twice).
+    #[error(
+        "session (fragment `{fragment}`) was committed before and that commit failed; nothing more was written: re-run the update"
+    )]
+    CommitFailed {
+        /// The first fragment the session touched.
+        fragment: &'static str,
+    },
 }
 
 /// One fragment that could not be saved.
@@ -328,7 +339,8 @@ impl Error {
             | Error::Held { fragment }
             | Error::Committed { fragment }
             | Error::Busy { fragment, .. }
-            | Error::MustRerun { fragment } => Some(fragment),
+            | Error::MustRerun { fragment }
+            | Error::CommitFailed { fragment } => Some(fragment),
             Error::Save { failures, .. } => failures.first().map(|f| f.fragment),
             Error::UnknownFragment { .. } => None,
         }

@@ -13,7 +13,7 @@ use crate::{
     error::Error,
     lock::KeyLocks,
     stats::{Counters, Stats},
-    update::{KeysView, UpdateCtx, update_id_of},
+    update::{COMMIT_FAILED, COMMIT_NONE, KeysView, UpdateCtx, update_id_of},
 };
 
 /// A struct whose fields are session fragments. Implemented by `#[derive(MultiSession)]`.
@@ -488,7 +488,9 @@ impl<S: MultiSession> Session<S> {
     /// in every case (rule S25). Clones of the handle that are still alive (a framework
     /// keeps one, a spawned task) do not stop the commit: their later accesses fail with
     /// [`Error::Committed`], and a guard one of them still holds fails its fragment's
-    /// save (nothing written for it). Fails with [`Error::MustRerun`] if the update met a contended
+    /// save (nothing written for it). Committing again through a clone writes nothing: it
+    /// returns `Ok` if the first commit succeeded (or is under way; its caller hears how
+    /// it ends) and [`Error::CommitFailed`] if it failed. Fails with [`Error::MustRerun`] if the update met a contended
     /// key (nothing written in both cases), with [`Error::Conflict`] if another process
     /// changed a fragment since it was read, and with [`Error::Save`] naming every
     /// fragment whose write failed.
@@ -540,6 +542,22 @@ impl<S: MultiSession> Session<S> {
         if shared {
             self.inner.update.close();
         }
+        // A second commit through a clone (the endpoint committed, then the framework):
+        // what the update changed was written, or reported as failed, by the first.
+        match self.inner.update.begin_commit() {
+            COMMIT_NONE => {}
+            COMMIT_FAILED => {
+                let fragment = self
+                    .cells()
+                    .into_iter()
+                    .find(|cell| cell.is_loaded())
+                    .map_or(S::FRAGMENTS.first().copied().unwrap_or_default(), |cell| {
+                        cell.fragment()
+                    });
+                return Err(CommitError::Retry(Error::CommitFailed { fragment }));
+            }
+            _ => return Ok(()),
+        }
         let result = match self.quick_commit() {
             Some(done) => done,
             None => {
@@ -554,6 +572,9 @@ impl<S: MultiSession> Session<S> {
                 cell.release();
             }
             self.inner.update.release_preheld();
+        }
+        if result.is_err() {
+            self.inner.update.commit_failed();
         }
         result
     }

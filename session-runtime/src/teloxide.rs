@@ -2,13 +2,15 @@
 //! multisession store as teloxide's dialogue [`Storage`].
 //!
 //! **Sessions in handlers.** teloxide's [`Update`], [`Message`] and [`CallbackQuery`] are
-//! [`SessionContext`]s (chat, user, forum topic, group-to-supergroup migration), so a
-//! handler takes the `Sessions` from the dispatcher's dependencies and runs its body in
-//! [`Sessions::run`](crate::Sessions::run); everything the handler changed is committed
-//! when the body returns, nothing if it fails:
+//! [`SessionContext`]s (chat, user, forum topic, update id, group-to-supergroup
+//! migration). End a handler tree with
+//! [`.with_session::<S>()`](SessionHandlerExt::with_session) and its endpoints take the
+//! update's [`Session`] as a parameter, like teloxide's `Dialogue`; what an endpoint
+//! changed is committed when it returns `Ok`, nothing when it fails, and the tree is run
+//! again on a conflict:
 //!
 //! ```no_run
-//! use multisession::{MultiSession, Sessions, keys};
+//! use multisession::{MultiSession, Session, keys, teloxide::SessionHandlerExt};
 //! use teloxide::{dispatching::UpdateFilterExt, prelude::*};
 //!
 //! #[derive(MultiSession)]
@@ -22,53 +24,226 @@
 //!
 //! type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 //!
-//! async fn on_message(bot: Bot, msg: Message, sessions: Sessions<Chat>) -> HandlerResult {
-//!     let reply = sessions
-//!         .run(&msg, async |s| {
-//!             *s.pizzas().await? += 1;
-//!             let lang = s.lang().await?.clone().unwrap_or_else(|| "en".into());
-//!             Ok::<_, multisession::Error>(format!("[{lang}] pizza #{}", *s.pizzas().await?))
-//!         })
-//!         .await?;
-//!     // Side effects after `run`: it may re-run the body on a conflict.
-//!     bot.send_message(msg.chat.id, reply).await?;
+//! /// The session is a parameter, like teloxide's `Dialogue`. What the endpoint changed is
+//! /// committed when it returns `Ok`; nothing is written when it returns an error.
+//! async fn pizza(bot: Bot, msg: Message, s: Session<Chat>) -> HandlerResult {
+//!     *s.pizzas().await? += 1;
+//!     let count = *s.pizzas().await?;
+//!     let lang = s.lang().await?.clone().unwrap_or_else(|| "en".into());
+//!     bot.send_message(msg.chat.id, format!("[{lang}] pizza #{count}")).await?;
 //!     Ok(())
 //! }
 //!
-//! # async fn main_() {
-//! let sessions = Chat::builder().default_store(multisession::stores::MemoryStore::new()).build();
-//! let handler = Update::filter_message().endpoint(on_message);
-//! Dispatcher::builder(Bot::from_env(), handler)
-//!     .dependencies(dptree::deps![sessions])
-//!     .build()
-//!     .dispatch()
-//!     .await;
-//! # }
+//! #[tokio::main]
+//! async fn main() {
+//!     let sessions = Chat::builder()
+//!         .default_store(multisession::stores::SqliteStore::open("bot.db").await.unwrap())
+//!         .build();
+//!     let handler = Update::filter_message()
+//!         .filter(|msg: Message| msg.text() == Some("/pizza"))
+//!         .endpoint(pizza)
+//!         .with_session::<Chat>(); // every endpoint above may take `Session<Chat>`
+//!     Dispatcher::builder(Bot::from_env(), handler)
+//!         .dependencies(dptree::deps![sessions])
+//!         .build()
+//!         .dispatch()
+//!         .await;
+//! }
 //! ```
 //!
 //! This holds with teloxide's default per-chat sequential dispatch and with a dispatcher
 //! that runs updates of one chat concurrently: per-key locks and compare-and-set keep
-//! every update's changes (rules S16, S17).
+//! every update's changes (rules S16, S17). A handler may also take `Sessions<S>` from
+//! the dependencies and run its body in [`Sessions::run`](crate::Sessions::run), sending
+//! messages after it returns.
 //!
 //! **Dialogues on our stores.** [`DialogueStorage`] implements teloxide's [`Storage`], so
 //! an existing teloxide bot keeps its `Dialogue` handlers and moves its state to SQLite,
 //! Redis or PostgreSQL (or any [`Store`](crate::store::Store)) with a key prefix, a codec
 //! and an optional TTL.
 
-use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
+use std::{fmt, marker::PhantomData, ops::ControlFlow, sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
 use serde::{Serialize, de::DeserializeOwned};
 use teloxide::{
-    dispatching::dialogue::Storage,
+    dispatching::{DpHandlerDescription, dialogue::Storage},
+    dptree::{self, Handler, HandlerSignature, Type, di::DependencyMap},
     types::{CallbackQuery, ChatId, Message, Update, UpdateKind},
 };
 
 use crate::{
     codec::{Codec, CodecError, Json},
     context::{ChatMigration, SessionContext},
+    error::Error,
+    session::{MultiSession, Session, Sessions},
     store::{Expect, Outcome, StoreError, StoreRef, Write},
 };
+
+/// Gives the endpoints of a dptree handler their update's [`Session`] as a parameter, the
+/// way `enter_dialogue` gives them a `Dialogue`, and commits what they changed when the
+/// endpoint returns (see [`with_session`](SessionHandlerExt::with_session)).
+pub trait SessionHandlerExt<T, E>: Sized {
+    /// Runs this handler (the whole tree: filters, branches, endpoints) on the lazy
+    /// session of each update, as [`Sessions::run`] runs a closure:
+    ///
+    /// - every handler and endpoint of the tree may take a `Session<S>` parameter, all
+    ///   of them the same session (no I/O until a fragment is touched);
+    /// - when the endpoint returns `Ok`, what changed is committed; if the commit fails
+    ///   the error goes to the dispatcher's error handler as an `E` (`E: From<Error>`)
+    ///   and says what was stored ([`Error::stored`]);
+    /// - when the endpoint returns `Err`, nothing is written (unless
+    ///   [`OnHandlerError::Commit`](crate::OnHandlerError::Commit)) and the error goes on
+    ///   to the error handler;
+    /// - on a conflict with another process, or a cycle of waits between concurrent
+    ///   updates, the tree is run again on fresh reads under the same update id (per
+    ///   [`OnConflict`](crate::OnConflict)). A re-run repeats the endpoint's other side
+    ///   effects: where a message must be sent once even then, call
+    ///   [`session.commit()`](Session::commit) in the endpoint before sending (the
+    ///   commit after the endpoint then has nothing left to do; a failed commit is
+    ///   the endpoint's error, not re-run). With one process and teloxide's default
+    ///   dispatch (one update at a time per chat), re-runs happen only for a per-user
+    ///   fragment that two chats' updates change at the same moment.
+    ///
+    /// Updates no endpoint handles pass on to the next branch, with nothing written
+    /// (nothing is touched: the session is lazy). Needs `Sessions<S>` in the
+    /// dispatcher's dependencies; keys come from teloxide's [`Update`] (chat, user, topic,
+    /// update id for exactly-once, group-to-supergroup migration).
+    ///
+    /// ```no_run
+    /// use multisession::{MultiSession, Session, stores::SqliteStore, teloxide::SessionHandlerExt};
+    /// use teloxide::prelude::*;
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Shop {
+    ///     /// Per chat.
+    ///     orders: Vec<String>,
+    /// }
+    ///
+    /// type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    ///
+    /// /// `/order <item>`: the confirmation must go out once, even if the update is re-run
+    /// /// after a conflict, so the endpoint commits before it sends.
+    /// async fn order(bot: Bot, msg: Message, s: Session<Shop>) -> HandlerResult {
+    ///     let item = msg.text().unwrap_or_default().trim_start_matches("/order").trim();
+    ///     s.orders().await?.push(item.to_owned());
+    ///     s.clone().commit().await?; // stored now (or the error says what was)
+    ///     bot.send_message(msg.chat.id, format!("ordered: {item}")).await?;
+    ///     Ok(()) // nothing left to commit
+    /// }
+    ///
+    /// /// A tree of several branches under one session piece.
+    /// async fn orders(bot: Bot, msg: Message, s: Session<Shop>) -> HandlerResult {
+    ///     let list = s.orders().await?.join(", ");
+    ///     bot.send_message(msg.chat.id, format!("orders: {list}")).await?;
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn main_() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sessions = Shop::builder().default_store(SqliteStore::open("shop.db").await?).build();
+    /// let starts = |prefix: &'static str| {
+    ///     move |msg: Message| msg.text().is_some_and(|t| t.starts_with(prefix))
+    /// };
+    /// let handler = Update::filter_message()
+    ///     .branch(dptree::filter(starts("/order ")).endpoint(order))
+    ///     .branch(dptree::filter(starts("/orders")).endpoint(orders))
+    ///     .with_session::<Shop>();
+    /// Dispatcher::builder(Bot::from_env(), handler)
+    ///     .dependencies(dptree::deps![sessions])
+    ///     .build()
+    ///     .dispatch()
+    ///     .await;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    #[track_caller]
+    fn with_session<S>(self) -> Self
+    where
+        S: MultiSession,
+        Session<S>: Send + Sync + 'static,
+        Sessions<S>: Send + Sync + 'static;
+}
+
+/// Why the tree under [`SessionHandlerExt::with_session`] stopped: its own error, or the
+/// session's.
+enum Stop<E> {
+    Endpoint(E),
+    Session(Error),
+}
+
+impl<E> From<Error> for Stop<E> {
+    fn from(error: Error) -> Self {
+        Stop::Session(error)
+    }
+}
+
+impl<T, E> SessionHandlerExt<T, E> for Handler<'static, Result<T, E>, DpHandlerDescription>
+where
+    T: Send + Sync + 'static,
+    E: From<Error> + Send + Sync + 'static,
+{
+    #[track_caller]
+    fn with_session<S>(self) -> Self
+    where
+        S: MultiSession,
+        Session<S>: Send + Sync + 'static,
+        Sessions<S>: Send + Sync + 'static,
+    {
+        let location = std::panic::Location::caller();
+        // What the tree needs, less the session this piece provides, plus what it needs.
+        let mut obligations = match self.sig() {
+            HandlerSignature::Other { obligations, .. } => obligations.clone(),
+            HandlerSignature::Entry => Default::default(),
+        };
+        obligations.remove(&Type::of::<Session<S>>());
+        obligations.insert(Type::of::<Sessions<S>>(), location);
+        obligations.insert(Type::of::<Update>(), location);
+        let sig = HandlerSignature::Other {
+            obligations,
+            guaranteed_outcomes: Default::default(),
+            conditional_outcomes: Default::default(),
+            continues: true,
+        };
+        let description = self.description().clone();
+        let tree = self;
+        dptree::from_fn_with_description(
+            description,
+            move |deps: DependencyMap, cont| {
+                let tree = tree.clone();
+                async move {
+                    let (Some(sessions), Some(update)) =
+                        (deps.try_get::<Sessions<S>>(), deps.try_get::<Update>())
+                    else {
+                        // Not in a dispatcher (dptree's type check names what is missing).
+                        return cont(deps).await;
+                    };
+                    let outcome = sessions
+                        .run(&*update, async |session| {
+                            let mut deps = deps.clone();
+                            deps.insert(session);
+                            let ran = tree
+                                .clone()
+                                .execute(deps, |deps| async move { ControlFlow::Continue(deps) })
+                                .await;
+                            match ran {
+                                ControlFlow::Break(Ok(value)) => Ok(Some(value)),
+                                ControlFlow::Break(Err(error)) => Err(Stop::Endpoint(error)),
+                                ControlFlow::Continue(_) => Ok(None),
+                            }
+                        })
+                        .await;
+                    match outcome {
+                        Ok(Some(value)) => ControlFlow::Break(Ok(value)),
+                        Ok(None) => cont(deps).await,
+                        Err(Stop::Endpoint(error)) => ControlFlow::Break(Err(error)),
+                        Err(Stop::Session(error)) => ControlFlow::Break(Err(E::from(error))),
+                    }
+                }
+            },
+            sig,
+        )
+    }
+}
 
 fn user_id(user: &teloxide::types::User) -> Option<i64> {
     i64::try_from(user.id.0).ok()

@@ -5,7 +5,7 @@ use std::{
     future::Future,
     sync::{
         Arc, Mutex, OnceLock, Weak,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
     },
 };
 
@@ -83,7 +83,17 @@ pub struct UpdateCtx {
     pub(crate) written_before: Vec<&'static str>,
     /// Committed: later accesses (from clones of the session) are errors.
     closed: AtomicBool,
+    /// How the first commit of this update attempt went (a second commit, from a clone of
+    /// the session, writes nothing): `COMMIT_*`.
+    commit: AtomicU8,
 }
+
+/// No commit of this update attempt has started.
+pub(crate) const COMMIT_NONE: u8 = 0;
+/// A commit started (and has not failed yet).
+pub(crate) const COMMIT_STARTED: u8 = 1;
+/// A commit failed: what it stored is in the error it returned.
+pub(crate) const COMMIT_FAILED: u8 = 2;
 
 impl UpdateCtx {
     pub(crate) fn new(
@@ -107,12 +117,31 @@ impl UpdateCtx {
             view: OnceLock::new(),
             written_before: Vec::new(),
             closed: AtomicBool::new(false),
+            commit: AtomicU8::new(COMMIT_NONE),
         }
     }
 
     /// No access of this update's fragments succeeds from now on.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
+    }
+
+    /// Marks the start of a commit; returns how an earlier commit of this attempt went
+    /// (`COMMIT_NONE` if this is the first).
+    pub(crate) fn begin_commit(&self) -> u8 {
+        self.commit
+            .compare_exchange(
+                COMMIT_NONE,
+                COMMIT_STARTED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .unwrap_or_else(|earlier| earlier)
+    }
+
+    /// Records that the commit failed.
+    pub(crate) fn commit_failed(&self) {
+        self.commit.store(COMMIT_FAILED, Ordering::Release);
     }
 
     pub(crate) fn is_closed(&self) -> bool {
