@@ -505,7 +505,74 @@ async fn s17_two_sessions_on_one_store_lose_no_update(backend: &StoreRef, ns: &s
 
 // ---------------------------------------------------------------- one definition, four stores
 
+/// Delete-all (grammY's `ctx.session = undefined`), lazy and strict: one delete per
+/// stored fragment, none for a fragment with nothing stored or no key; later reads in the
+/// update see initial values; other sessions keep theirs.
+async fn delete_all_deletes_what_is_stored(backend: &StoreRef, ns: &str) {
+    let store = TestStore::new(backend, ns);
+    let sessions = Bot::builder().default_store(store.counted.clone()).build();
+    let ctx = ChatContext::new(-40).with_user(9);
+    let neighbour = ChatContext::new(-41).with_user(10);
+    for ctx in [&ctx, &neighbour] {
+        sessions
+            .run(ctx, async |s| {
+                *s.count().await? = 4;
+                s.settings().set(Settings { lang: "de".into() }).await // quiz: not stored
+            })
+            .await
+            .unwrap();
+    }
+    store.counted.reset();
+    // Lazy, with one fragment already read and changed in the update.
+    sessions
+        .run(&ctx, async |s| {
+            *s.count().await? += 1;
+            s.delete_all().await?;
+            assert_eq!(*s.count().await?, 0, "later reads see the initial value");
+            assert_eq!(*s.quiz().await?, None);
+            R::Ok(())
+        })
+        .await
+        .unwrap();
+    let c = store.counted.counts();
+    assert_eq!(
+        (c.reads, c.writes, c.deletes),
+        (3, 0, 2),
+        "read each fragment once, delete the two stored"
+    );
+    assert_eq!(store.raw_read("count:-40").await, None);
+    assert_eq!(store.raw_read("settings:9").await, None);
+    // Nothing left: a second delete-all deletes nothing.
+    store.counted.reset();
+    sessions
+        .run(&ctx, async |s| s.delete_all().await)
+        .await
+        .unwrap();
+    assert_eq!(store.counted.counts().deletes, 0);
+    // An update without a chat: only the per-user fragment has a key.
+    store.counted.reset();
+    sessions
+        .run(&ChatContext::user_only(10), async |s| s.delete_all().await)
+        .await
+        .unwrap();
+    let c = store.counted.counts();
+    assert_eq!((c.reads, c.deletes), (1, 1), "no key, no I/O for count and quiz");
+    assert_eq!(store.raw_read("count:-41").await.as_deref(), Some(&b"4"[..]));
+    // Strict mode.
+    store.counted.reset();
+    let mut data = sessions.load(&neighbour).await.unwrap();
+    data.count += 1; // changed, then deleted anyway
+    data.delete_all().await.unwrap();
+    let c = store.counted.counts();
+    assert_eq!((c.writes, c.deletes), (0, 1), "only count was still stored");
+    let data = sessions.load(&neighbour).await.unwrap();
+    assert_eq!((data.count, data.settings.lang.as_str()), (0, ""));
+    drop(data);
+    store.cleanup().await;
+}
+
 multisession::store_cases!(every store => crate:
+    delete_all_deletes_what_is_stored,
     s1_s3_s12_lazy_costs,
     s13_a_failed_handler_writes_nothing,
     s15_undecodable_bytes,

@@ -71,6 +71,17 @@ impl<T> State<T> {
         self.deleted = false;
     }
 
+    /// Deleted by the handler: written as a delete if a value is stored, nothing if not.
+    fn mark_deleted(&mut self) {
+        self.value = None;
+        self.dirty = false;
+        self.force = false;
+        self.deleted = true;
+        if let Base::Missing { initial } = &mut self.base {
+            *initial = None;
+        }
+    }
+
     /// The value, made from the initial if it was deleted (a missing value).
     pub(crate) fn materialize(&mut self, spec: &FragmentSpec<T>) {
         if self.value.is_none() {
@@ -405,15 +416,19 @@ impl<T: Send + 'static> Cell<T> {
             })
             .await?;
         if let Some(mut guard) = guard {
-            let state = &mut *guard.state;
-            state.value = None;
-            state.dirty = false;
-            state.force = false;
-            state.deleted = true;
-            if let Base::Missing { initial } = &mut state.base {
-                *initial = None;
-            }
+            guard.state.mark_deleted();
         }
+        Ok(())
+    }
+
+    /// Deletes the stored value, reading it first: a value that is not stored costs no
+    /// delete, a fragment without a key for this update nothing at all.
+    pub(crate) async fn delete_stored(&self) -> Result<(), Error> {
+        if self.keys().is_none() {
+            return Ok(());
+        }
+        let mut guard = self.lock_loaded().await?;
+        guard.state.mark_deleted();
         Ok(())
     }
 
@@ -488,6 +503,12 @@ pub trait ErasedCell: Send + Sync {
     /// Lets go of the fragment's key (the session is committed; clones outlive it).
     #[doc(hidden)]
     fn release(&self);
+    /// Lazy delete-all: reads the value if needed and deletes it if stored.
+    #[doc(hidden)]
+    fn delete_stored(&self) -> futures_util::future::BoxFuture<'_, Result<(), Error>>;
+    /// Strict delete-all: the loaded value is deleted (if stored).
+    #[doc(hidden)]
+    fn mark_deleted(&self);
 }
 
 impl<T: Send + 'static> ErasedCell for Cell<T> {
@@ -529,6 +550,18 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
         let state = self.state_from(key, record)?;
         let _ = self.slot.set(Slot::new(held, state));
         Ok(())
+    }
+
+    fn delete_stored(&self) -> futures_util::future::BoxFuture<'_, Result<(), Error>> {
+        Box::pin(Cell::delete_stored(self))
+    }
+
+    fn mark_deleted(&self) {
+        if let Some(slot) = self.slot.get()
+            && let Ok(mut state) = slot.state.try_lock()
+        {
+            state.mark_deleted();
+        }
     }
 
     fn release(&self) {

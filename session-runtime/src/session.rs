@@ -454,6 +454,47 @@ impl<S: MultiSession> Session<S> {
         self.inner.update.update_id
     }
 
+    /// Deletes every fragment of this update's session, as grammY's
+    /// `ctx.session = undefined` (rule S9 for each fragment): at the commit, one delete
+    /// per fragment that has a stored value; none for a fragment with no key for this
+    /// update or nothing stored. Each fragment not read yet is read first (to know), so
+    /// the deletes are compare-and-set like any write: a value another process changes
+    /// meanwhile is a conflict and a re-run, never a lost update. Later reads in this
+    /// update see initial values.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = multisession::keys::user)]
+    ///     lang: String,
+    ///     #[session(key = multisession::keys::user_in_chat)]
+    ///     quiz: Option<u32>,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// let ctx = ChatContext::new(1).with_user(7);
+    /// sessions
+    ///     .run(&ctx, async |s| {
+    ///         *s.count().await? += 1;
+    ///         s.lang().set("de".into()).await // `quiz` stays unstored
+    ///     })
+    ///     .await?;
+    /// sessions.run(&ctx, async |s| s.delete_all().await).await?; // "/reset"
+    /// assert_eq!(sessions.stats().deletes, 2, "count and lang; nothing stored for quiz");
+    /// assert_eq!(sessions.load(&ctx).await?.lang, "");
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_all(&self) -> Result<(), Error> {
+        for cell in self.cells() {
+            cell.delete_stored().await?;
+        }
+        Ok(())
+    }
+
     /// Takes the keys of the fragments `indices`, waiting, in the global lock order.
     pub(crate) async fn hold_in_order(&self, indices: &[usize]) -> Result<(), Error> {
         if indices.is_empty() {

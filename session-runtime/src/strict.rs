@@ -162,6 +162,40 @@ impl<S: MultiSession> Loaded<S> {
         session.commit().await
     }
 
+    /// Deletes every fragment that has a stored value (none for a fragment with no key
+    /// for this update or nothing stored), whatever the loaded values now hold: strict
+    /// mode's delete-all. Errors as [`Session::commit`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = multisession::keys::user)]
+    ///     lang: String,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// let ctx = ChatContext::new(1).with_user(7);
+    /// let mut data = sessions.load(&ctx).await?;
+    /// data.count = 3;
+    /// data.save().await?;
+    /// sessions.load(&ctx).await?.delete_all().await?;
+    /// assert_eq!(sessions.stats().deletes, 1, "only count was stored");
+    /// assert_eq!(sessions.load(&ctx).await?.count, 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_all(self) -> Result<(), Error> {
+        let Loaded { value, session } = self;
+        drop(value);
+        for cell in session.cells() {
+            cell.mark_deleted();
+        }
+        session.commit().await
+    }
+
     /// The loaded values, leaving the session behind (nothing will be saved).
     ///
     /// ```
