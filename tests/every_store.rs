@@ -556,8 +556,15 @@ async fn delete_all_deletes_what_is_stored(backend: &StoreRef, ns: &str) {
         .await
         .unwrap();
     let c = store.counted.counts();
-    assert_eq!((c.reads, c.deletes), (1, 1), "no key, no I/O for count and quiz");
-    assert_eq!(store.raw_read("count:-41").await.as_deref(), Some(&b"4"[..]));
+    assert_eq!(
+        (c.reads, c.deletes),
+        (1, 1),
+        "no key, no I/O for count and quiz"
+    );
+    assert_eq!(
+        store.raw_read("count:-41").await.as_deref(),
+        Some(&b"4"[..])
+    );
     // Strict mode.
     store.counted.reset();
     let mut data = sessions.load(&neighbour).await.unwrap();

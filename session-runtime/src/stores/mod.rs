@@ -8,6 +8,8 @@ mod postgres;
 mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sweeper;
 
 pub use counting::{CountingStore, Counts};
 pub use memory::{MemoryOptions, MemoryStore};
@@ -20,3 +22,6 @@ pub use redis::{RedisConfig, RedisStore};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteConfig, SqliteStore};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use sweeper::{SweepStats, Sweeper};

@@ -37,6 +37,7 @@ use tokio_postgres::{
     error::{Severity, SqlState},
 };
 
+use super::sweeper::{SweepBatches, Sweeper, sweep_all};
 use crate::store::{
     Capabilities, Expect, Outcome, Page, Record, Store, StoreError, Write, prefix_end,
 };
@@ -260,7 +261,14 @@ impl Sql {
                  AND ($3::bytea IS NULL OR key > $3) AND {LIVE} \
                  ORDER BY key LIMIT $4"
             ),
-            sweep: format!("DELETE FROM {table} WHERE expires_at <= now()"),
+            // A batch of expired rows not locked by traffic (`SKIP LOCKED`: the sweep never
+            // waits for an update, nor an update long for the sweep); expiry is checked
+            // again on the locked row, so a row refreshed meanwhile stays.
+            sweep: format!(
+                "DELETE FROM {table} WHERE key IN (SELECT key FROM {table} \
+                 WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                 AND expires_at <= now()"
+            ),
         }
     }
 }
@@ -625,17 +633,50 @@ impl PostgresStore {
         &self.inner.pool
     }
 
-    /// Deletes every expired row now; returns how many. Expired rows already read as
-    /// missing; this reclaims their space (run it on a schedule). Uses the index on
-    /// `expires_at`.
+    /// Deletes every expired row now, in batches of a few hundred rows not locked by
+    /// traffic (each batch its own short statement); returns how many. Expired rows
+    /// already read as missing; this reclaims their space. Uses the index on
+    /// `expires_at`. To do it on a schedule, see [`spawn_sweeper`](Self::spawn_sweeper).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), multisession::store::StoreError> {
+    /// let store = multisession::stores::PostgresStore::connect("postgres://localhost/bot").await?;
+    /// let swept = store.sweep_expired().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn sweep_expired(&self) -> Result<u64, StoreError> {
+        sweep_all(self).await
+    }
+
+    /// Starts a background task (on the current tokio runtime) that deletes expired rows
+    /// every `interval`, as [`sweep_expired`](Self::sweep_expired) does, until the
+    /// returned [`Sweeper`] is stopped or dropped. Each batch skips rows that updates
+    /// hold locked, so the sweep never makes an update wait.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), multisession::store::StoreError> {
+    /// use std::time::Duration;
+    ///
+    /// let store = multisession::stores::PostgresStore::connect("postgres://localhost/bot").await?;
+    /// let sweeper = store.spawn_sweeper(Duration::from_secs(600))?;
+    /// // ... run the bot ...
+    /// let stats = sweeper.stop().await;
+    /// println!("{} expired sessions swept in {} sweeps", stats.deleted, stats.sweeps);
+    /// # Ok(()) }
+    /// ```
+    pub fn spawn_sweeper(&self, interval: Duration) -> Result<Sweeper, StoreError> {
+        Sweeper::spawn(self.clone(), interval)
+    }
+
+    async fn sweep_batch_now(&self, limit: u64) -> Result<u64, StoreError> {
         let mut conn = self.conn().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let result = self
             .bounded(async {
                 let client = conn.client();
                 let statement = self.prepare(client, &self.inner.sql.sweep).await?;
                 client
-                    .execute(&statement, &[])
+                    .execute(&statement, &[&limit])
                     .await
                     .map_err(|e| self.pg("sweep", e))
             })
@@ -926,6 +967,19 @@ impl PostgresStore {
             }
             result => result,
         }
+    }
+}
+
+impl SweepBatches for PostgresStore {
+    fn sweep_batch(
+        &self,
+        limit: u64,
+    ) -> futures_util::future::BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.sweep_batch_now(limit))
+    }
+
+    fn store_name(&self) -> String {
+        Store::name(self).to_owned()
     }
 }
 

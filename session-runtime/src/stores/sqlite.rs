@@ -10,9 +10,11 @@ use std::{
 };
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use rusqlite::{Connection, InterruptHandle, OpenFlags, OptionalExtension, Transaction, params};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::sweeper::{SweepBatches, Sweeper, sweep_all};
 use crate::store::{
     Capabilities, Expect, Outcome, Page, Record, Store, StoreError, Write, prefix_end,
 };
@@ -402,19 +404,67 @@ impl SqliteStore {
         }
     }
 
-    /// Deletes every expired row now; returns how many. Expired rows already read as
-    /// missing; this reclaims their space (run it on a schedule, or let writes replace them).
+    /// Deletes every expired row now, in batches of a few hundred (each its own short
+    /// statement, so writers wait at most one batch); returns how many. Expired rows
+    /// already read as missing; this reclaims their space. To do it on a schedule, see
+    /// [`spawn_sweeper`](Self::spawn_sweeper).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use multisession::{store::Store, stores::SqliteStore};
+    /// use std::time::Duration;
+    ///
+    /// let store = SqliteStore::in_memory().await?;
+    /// store.write("quiz:1", b"{}", Some(Duration::from_millis(1))).await?;
+    /// tokio::time::sleep(Duration::from_millis(5)).await;
+    /// assert_eq!(store.sweep_expired().await?, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn sweep_expired(&self) -> Result<u64, StoreError> {
-        self.with_conn(false, |conn, inner, _| {
+        sweep_all(self).await
+    }
+
+    /// Starts a background task (on the current tokio runtime) that deletes expired rows
+    /// every `interval`, as [`sweep_expired`](Self::sweep_expired) does, until the
+    /// returned [`Sweeper`] is stopped or dropped. tower-sessions' `continuously_delete_expired`,
+    /// in batches that never hold the table for long.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use multisession::stores::SqliteStore;
+    /// use std::time::Duration;
+    ///
+    /// let store = SqliteStore::open("bot.db").await?;
+    /// let sweeper = store.spawn_sweeper(Duration::from_secs(600))?;
+    /// // ... run the bot ...
+    /// let stats = sweeper.stop().await;
+    /// println!("{} expired sessions swept", stats.deleted);
+    /// # std::fs::remove_file("bot.db").ok();
+    /// # Ok(()) }
+    /// ```
+    pub fn spawn_sweeper(&self, interval: Duration) -> Result<Sweeper, StoreError> {
+        Sweeper::spawn(self.clone(), interval)
+    }
+}
+
+impl SweepBatches for SqliteStore {
+    fn sweep_batch(&self, limit: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.with_conn(false, move |conn, inner, _| {
+            // The partial index on `expires_at` finds the batch; the primary key deletes it.
             let sql = format!(
-                "DELETE FROM \"{}\" WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-                inner.table
+                "DELETE FROM \"{t}\" WHERE key IN (SELECT key FROM \"{t}\" \
+                 WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2)",
+                t = inner.table
             );
-            conn.execute(&sql, params![now_ms()])
+            let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+            stmt.execute(params![now_ms(), limit as i64])
                 .map(|n| n as u64)
                 .map_err(backend)
-        })
-        .await
+        }))
+    }
+
+    fn store_name(&self) -> String {
+        Store::name(self).to_owned()
     }
 }
 
