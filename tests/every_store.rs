@@ -578,8 +578,207 @@ async fn delete_all_deletes_what_is_stored(backend: &StoreRef, ns: &str) {
     store.cleanup().await;
 }
 
+/// S21 for per-user-in-chat fragments: every user's value of the old chat moves, a value
+/// the new chat already has is kept (the old one stays), other chats are not touched, and
+/// a second migration changes nothing.
+async fn s21_chat_migration_moves_users_in_the_chat(backend: &StoreRef, ns: &str) {
+    let store = TestStore::new(backend, ns);
+    let sessions = Bot::builder().default_store(store.counted.clone()).build();
+    let (old, new, other) = (-300, -1_000_300, -301);
+    let quiz = |chat: i64, user: i64, text: &'static str| {
+        let sessions = sessions.clone();
+        async move {
+            sessions
+                .run(&ChatContext::new(chat).with_user(user), async |s| {
+                    s.quiz().set(Some(text.to_owned())).await
+                })
+                .await
+                .unwrap()
+        }
+    };
+    quiz(old, 5, "five").await;
+    quiz(old, 6, "six (old)").await;
+    quiz(new, 6, "six (new)").await;
+    quiz(other, 5, "elsewhere").await;
+    quiz(old, 55, "fifty-five").await; // a user id that starts like another
+    let migration = multisession::ChatMigration { from: old, to: new };
+    let moved = sessions.migrate_chat(migration).await.unwrap();
+    assert_eq!(moved, ["quiz"]);
+    let raw = async |chat: i64, user: i64| {
+        store
+            .raw_read(&format!("quiz:{chat}:{user}"))
+            .await
+            .map(|b| String::from_utf8(b).unwrap())
+    };
+    assert_eq!(raw(new, 5).await.as_deref(), Some("\"five\""));
+    assert_eq!(raw(old, 5).await, None);
+    assert_eq!(raw(new, 55).await.as_deref(), Some("\"fifty-five\""));
+    assert_eq!(raw(new, 6).await.as_deref(), Some("\"six (new)\""), "kept");
+    assert_eq!(
+        raw(old, 6).await.as_deref(),
+        Some("\"six (old)\""),
+        "not lost"
+    );
+    assert_eq!(raw(other, 5).await.as_deref(), Some("\"elsewhere\""));
+    // Telegram announces it in both chats: the second time nothing moves.
+    let moved = sessions.migrate_chat(migration).await.unwrap();
+    assert!(moved.is_empty(), "{moved:?}");
+    // Through an update that announces the migration, as handlers see it.
+    let seen = sessions
+        .run(
+            &ChatContext::new(new).with_user(5).with_migration(old, new),
+            async |s| Ok::<_, Error>(s.quiz().await?.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen.as_deref(), Some("five"));
+    store.cleanup().await;
+}
+
+/// Two bots on one store (`Config::bot`, or the context's bot id) never see each other's
+/// sessions; `share_between_bots` opts out; `adopt_into_bot` moves what was stored
+/// without a bot id into a bot's namespace, once.
+async fn bots_on_one_store_are_kept_apart(backend: &StoreRef, ns: &str) {
+    use multisession::Config;
+
+    let store = TestStore::new(backend, ns);
+    let bot = |config: Config| {
+        Bot::builder()
+            .default_store(store.counted.clone())
+            .config(config)
+            .build()
+    };
+    let (pizza, quiz) = (bot(Config::new().bot(1001)), bot(Config::new().bot(2002)));
+    let legacy = bot(Config::new());
+    let set = async |sessions: &multisession::Sessions<Bot>, ctx: &ChatContext, n: u32| {
+        sessions
+            .run(ctx, async |s| {
+                *s.count().await? = n;
+                R::Ok(())
+            })
+            .await
+            .unwrap()
+    };
+    let get = async |sessions: &multisession::Sessions<Bot>, ctx: &ChatContext| {
+        sessions.load(ctx).await.unwrap().count
+    };
+    let chat = ChatContext::new(-7);
+    set(&pizza, &chat, 1).await;
+    set(&quiz, &chat, 2).await;
+    assert_eq!((get(&pizza, &chat).await, get(&quiz, &chat).await), (1, 2));
+    assert_eq!(get(&legacy, &chat).await, 0);
+    assert_eq!(
+        store.raw_read("1001/count:-7").await.as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        store.raw_read("2002/count:-7").await.as_deref(),
+        Some(&b"2"[..])
+    );
+    // Admin calls stay in the bot's namespace.
+    assert_eq!(pizza.count("count").await.unwrap(), 1);
+    assert_eq!(legacy.count("count").await.unwrap(), 0);
+    assert!(pizza.remove("count", "-7").await.unwrap());
+    assert_eq!(get(&quiz, &chat).await, 2, "the other bot's session stays");
+    // The context may name the bot (one `Sessions` serving several bots).
+    set(&legacy, &chat.with_bot(2002), 3).await;
+    assert_eq!(get(&quiz, &chat).await, 3);
+    // Sharing: no bot namespace, whatever the ids.
+    let shared = bot(Config::new().bot(1001).share_between_bots(true));
+    set(&shared, &chat.with_bot(2002), 4).await;
+    assert_eq!(get(&legacy, &chat).await, 4);
+
+    // The first release's sessions (no bot id) move into the bot's namespace, once.
+    set(&legacy, &ChatContext::new(-8), 8).await;
+    assert_eq!(get(&pizza, &ChatContext::new(-8)).await, 0);
+    let moved = pizza.adopt_into_bot().await.unwrap();
+    assert_eq!(moved, 2, "chats -7 and -8");
+    assert_eq!(get(&pizza, &ChatContext::new(-8)).await, 8);
+    assert_eq!(get(&pizza, &chat).await, 4);
+    assert_eq!(
+        get(&legacy, &ChatContext::new(-8)).await,
+        0,
+        "moved, not copied"
+    );
+    assert_eq!(
+        get(&quiz, &chat).await,
+        3,
+        "another bot's sessions are not touched"
+    );
+    assert_eq!(pizza.adopt_into_bot().await.unwrap(), 0, "idempotent");
+    store.cleanup().await;
+}
+
+/// `keys::business_connection`: a business account's state, keyed by its connection, from
+/// real Bot API business updates: the connection, a message, an edit, deletions.
+async fn business_connection_keys(backend: &StoreRef, ns: &str) {
+    use multisession::{keys, telegram::Update};
+
+    #[derive(MultiSession)]
+    struct Shop {
+        #[session(key = keys::business_connection)]
+        inbox: Vec<String>,
+    }
+
+    let store = TestStore::new(backend, ns);
+    let sessions = Shop::builder().default_store(store.counted.clone()).build();
+    let ada = r#"{"id":318274650,"is_bot":false,"first_name":"Ada","language_code":"en"}"#;
+    let private = r#"{"id":318274650,"first_name":"Ada","type":"private"}"#;
+    let customer = r#"{"id":55501,"first_name":"Bruno","type":"private"}"#;
+    let bruno = r#"{"id":55501,"is_bot":false,"first_name":"Bruno"}"#;
+    let updates = [
+        format!(
+            r#"{{"update_id":584120402,"business_connection":{{"id":"BQADBAADjwIAAq8","user":{ada},"user_chat_id":318274650,"date":1772789200,"rights":{{"can_reply":true}},"is_enabled":true}}}}"#
+        ),
+        format!(
+            r#"{{"update_id":584120403,"business_message":{{"business_connection_id":"BQADBAADjwIAAq8","message_id":12,"from":{bruno},"chat":{customer},"date":1772789300,"text":"is the shop open?"}}}}"#
+        ),
+        format!(
+            r#"{{"update_id":584120404,"edited_business_message":{{"business_connection_id":"BQADBAADjwIAAq8","message_id":12,"from":{bruno},"chat":{customer},"date":1772789300,"edit_date":1772789310,"text":"is the shop open today?"}}}}"#
+        ),
+        format!(
+            r#"{{"update_id":584120405,"deleted_business_messages":{{"business_connection_id":"BQADBAADjwIAAq8","chat":{customer},"message_ids":[12]}}}}"#
+        ),
+    ];
+    for json in &updates {
+        let update: Update = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+        sessions
+            .run(&update, async |s| {
+                s.inbox().await?.push(update.kind.name().to_owned());
+                R::Ok(())
+            })
+            .await
+            .unwrap();
+    }
+    let stored = store.raw_read("inbox:BQADBAADjwIAAq8").await.unwrap();
+    let inbox: Vec<String> = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(
+        inbox,
+        [
+            "business_connection",
+            "business_message",
+            "edited_business_message",
+            "deleted_business_messages"
+        ]
+    );
+    // An ordinary message has no business connection: the fragment is unavailable.
+    let plain: Update = serde_json::from_str(&format!(
+        r#"{{"update_id":584120406,"message":{{"message_id":3,"from":{ada},"chat":{private},"date":1772789400,"text":"hi"}}}}"#
+    ))
+    .unwrap();
+    let available = sessions
+        .run(&plain, async |s| Ok::<_, Error>(s.inbox().is_available()))
+        .await
+        .unwrap();
+    assert!(!available);
+    store.cleanup().await;
+}
+
 multisession::store_cases!(every store => crate:
     delete_all_deletes_what_is_stored,
+    s21_chat_migration_moves_users_in_the_chat,
+    bots_on_one_store_are_kept_apart,
+    business_connection_keys,
     s1_s3_s12_lazy_costs,
     s13_a_failed_handler_writes_nothing,
     s15_undecodable_bytes,

@@ -37,7 +37,7 @@ impl<S: MultiSession> Sessions<S> {
     fn list_error(cell: &dyn ErasedCell, source: crate::store::StoreError) -> Error {
         Error::Load {
             fragment: cell.fragment(),
-            key: format!("{}*", cell.prefix()),
+            key: format!("{}*", cell.namespace()),
             store: cell.store().as_dyn().name().to_owned(),
             source,
         }
@@ -81,7 +81,8 @@ impl<S: MultiSession> Sessions<S> {
     ) -> Result<SessionPage, Error> {
         let session = self.open_raw(&ChatContext::default());
         let cell = self.admin_cell(&session, fragment)?;
-        let prefix = cell.prefix();
+        let prefix = cell.namespace();
+        let prefix = prefix.as_ref();
         let page = session
             .inner
             .update
@@ -121,7 +122,7 @@ impl<S: MultiSession> Sessions<S> {
     pub async fn remove(&self, fragment: &str, session_key: &str) -> Result<bool, Error> {
         let session = self.open_raw(&ChatContext::default());
         let cell = self.admin_cell(&session, fragment)?;
-        let key = format!("{}{session_key}", cell.prefix());
+        let key = format!("{}{session_key}", cell.namespace());
         let update = &session.inner.update;
         let _held = update.hold(cell.key_locks(), cell.fragment(), &key).await?;
         let store = cell.store().as_dyn();

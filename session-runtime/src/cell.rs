@@ -181,7 +181,11 @@ impl<T: Send + 'static> Cell<T> {
             .get_or_init(|| {
                 let session_key = (self.shared.spec.key)(&self.update.ctx)?;
                 let mut storage_key =
-                    String::with_capacity(self.shared.spec.prefix.len() + session_key.len());
+                    String::with_capacity(self.shared.spec.prefix.len() + session_key.len() + 21);
+                if let Some(bot) = self.update.bot {
+                    use std::fmt::Write as _;
+                    let _ = write!(storage_key, "{bot}/");
+                }
                 storage_key.push_str(&self.shared.spec.prefix);
                 storage_key.push_str(&session_key);
                 Some((session_key, storage_key))
@@ -494,6 +498,9 @@ pub trait ErasedCell: Send + Sync {
     fn ttl(&self) -> Option<Duration>;
     /// The namespace of the fragment's keys.
     fn prefix(&self) -> &str;
+    /// Where the fragment's keys of this update live: the bot namespace, if any, then
+    /// the prefix.
+    fn namespace(&self) -> std::borrow::Cow<'_, str>;
     /// Whether the cell holds a value (it was touched, or strict mode loaded it).
     fn is_loaded(&self) -> bool;
     #[doc(hidden)]
@@ -538,6 +545,13 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
 
     fn prefix(&self) -> &str {
         &self.shared.spec.prefix
+    }
+
+    fn namespace(&self) -> std::borrow::Cow<'_, str> {
+        match self.update.bot {
+            Some(bot) => format!("{bot}/{}", self.shared.spec.prefix).into(),
+            None => self.shared.spec.prefix.as_str().into(),
+        }
     }
 
     fn is_loaded(&self) -> bool {

@@ -13,15 +13,24 @@ use crate::{
     update::{UpdateCtx, generated_update_id},
 };
 
+/// A user id no real update has, to see where a key function puts the user's id.
+const PROBE_USER: i64 = 7_390_264_815_503_117;
+
 impl<S: MultiSession> Sessions<S> {
-    /// Moves the per-chat fragments of a group that Telegram turned into a supergroup from
-    /// the old chat id to the new one (rule S21). [`run`](Sessions::run) and
+    /// Moves the sessions of a group that Telegram turned into a supergroup from the old
+    /// chat id to the new one (rule S21). [`run`](Sessions::run) and
     /// [`load`](Sessions::load) call it by themselves for an update whose context reports
     /// a [`ChatMigration`]; with [`open`](Sessions::open), call it yourself.
     ///
-    /// A fragment is per chat when its key function gives a key from the chat id alone
-    /// that changes with the chat (like `keys::chat` and `keys::chat_thread`); per-user
-    /// and per-user-in-chat fragments are left alone. For each such fragment:
+    /// Two kinds of fragments move:
+    /// - per chat: the key function gives a key from the chat id alone that changes with
+    ///   the chat (like `keys::chat` and `keys::chat_thread`): its one value moves;
+    /// - per user in the chat: the key needs the chat and the user and changes with both
+    ///   (like `keys::user_in_chat`): the old chat's value of every user moves (found by
+    ///   listing the fragment's keys of the old chat; a store that cannot list keeps them
+    ///   where they are, with a warning).
+    ///
+    /// Per-user fragments are left alone. For each value:
     /// - nothing stored under the old chat: nothing to do (so it is idempotent: Telegram
     ///   sends the migration twice, once in each chat);
     /// - something stored under the new chat already: it is kept, and the old value is
@@ -29,26 +38,158 @@ impl<S: MultiSession> Sessions<S> {
     /// - otherwise the value moves, in one batch: written under the new chat only if that
     ///   is still empty, and removed from the old chat only if unchanged since read.
     ///
-    /// Returns the fragments that moved.
+    /// Returns the fragments of which at least one value moved.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, ChatMigration, MultiSession, keys, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = keys::user_in_chat)]
+    ///     score: u32,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// let group = ChatContext::new(-100).with_user(7);
+    /// sessions.run(&group, async |s| { *s.count().await? = 3; s.score().set(9).await }).await?;
+    /// let moved = sessions.migrate_chat(ChatMigration { from: -100, to: -100_123 }).await?;
+    /// assert_eq!(moved, ["count", "score"]);
+    /// let supergroup = sessions.load(&ChatContext::new(-100_123).with_user(7)).await?;
+    /// assert_eq!((supergroup.count, supergroup.score), (3, 9));
+    /// # Ok(()) }
+    /// ```
     pub async fn migrate_chat(&self, migration: ChatMigration) -> Result<Vec<&'static str>, Error> {
-        let old = self.open_raw(&ChatContext::new(migration.from));
-        let new = self.open_raw(&ChatContext::new(migration.to));
+        self.migrate_chat_of(None, migration).await
+    }
+
+    /// [`migrate_chat`](Sessions::migrate_chat) for an update of bot `bot` (its namespace).
+    pub(crate) async fn migrate_chat_of(
+        &self,
+        bot: Option<i64>,
+        migration: ChatMigration,
+    ) -> Result<Vec<&'static str>, Error> {
+        let ctx = |chat: i64, user: Option<i64>| ChatContext {
+            chat: Some(chat),
+            user,
+            bot,
+            ..ChatContext::default()
+        };
+        let old = self.open_raw(&ctx(migration.from, None));
+        let new = self.open_raw(&ctx(migration.to, None));
+        let old_probe = self.open_raw(&ctx(migration.from, Some(PROBE_USER)));
+        let new_probe = self.open_raw(&ctx(migration.to, Some(PROBE_USER)));
         let mut moved = Vec::new();
-        for (from, to) in old.cells().into_iter().zip(new.cells()) {
-            let (Some(from_key), Some(to_key)) = (from.storage_key(), to.storage_key()) else {
+        let cells = old
+            .cells()
+            .into_iter()
+            .zip(new.cells())
+            .zip(old_probe.cells().into_iter().zip(new_probe.cells()));
+        for ((from, to), (from_probe, to_probe)) in cells {
+            if let (Some(from_key), Some(to_key)) = (from.storage_key(), to.storage_key()) {
+                // Per chat.
+                if from_key != to_key && self.move_value(from, from_key, to_key).await? {
+                    moved.push(from.fragment());
+                }
+                continue;
+            }
+            let (Some(from_key), Some(to_key)) = (from_probe.storage_key(), to_probe.storage_key())
+            else {
                 continue;
             };
             if from_key == to_key {
-                continue;
+                continue; // per user
             }
-            if self.move_value(from, from_key, to_key).await? {
+            // Per user in the chat: every user's value of the old chat.
+            if self
+                .move_users(bot, migration, from_probe, from_key)
+                .await?
+            {
                 moved.push(from.fragment());
             }
         }
         Ok(moved)
     }
 
-    async fn move_value(
+    /// Moves every user's value of a per-user-in-chat fragment; `probe_key` is the old
+    /// chat's key of [`PROBE_USER`], which shows where the user's id goes.
+    async fn move_users(
+        &self,
+        bot: Option<i64>,
+        migration: ChatMigration,
+        probe: &dyn ErasedCell,
+        probe_key: &str,
+    ) -> Result<bool, Error> {
+        let marker = PROBE_USER.to_string();
+        let (Some((head, tail)), 1) = (
+            probe_key.split_once(&marker),
+            probe_key.matches(&marker).count(),
+        ) else {
+            return Ok(false); // the key does not show the user's id as it is
+        };
+        let store = probe.store().as_dyn();
+        let key_of = |chat: i64, user: i64| {
+            let ctx = ChatContext {
+                chat: Some(chat),
+                user: Some(user),
+                bot,
+                ..ChatContext::default()
+            };
+            let session = self.open_raw(&ctx);
+            session
+                .cells()
+                .into_iter()
+                .find(|cell| cell.index() == probe.index())
+                .and_then(|cell| cell.storage_key().map(str::to_owned))
+        };
+        let mut moved = false;
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = match store.list(head, cursor.as_deref(), 500).await {
+                Ok(page) => page,
+                Err(crate::store::StoreError::Unsupported(_)) => {
+                    tracing::warn!(
+                        fragment = probe.fragment(),
+                        store = store.name(),
+                        "chat migration: the store cannot list keys, so per-user-in-chat values stay under the old chat"
+                    );
+                    return Ok(false);
+                }
+                Err(source) => {
+                    return Err(Error::Load {
+                        fragment: probe.fragment(),
+                        key: format!("{head}*"),
+                        store: store.name().to_owned(),
+                        source,
+                    });
+                }
+            };
+            for (key, _) in &page.entries {
+                let Some(user) = key
+                    .strip_prefix(head)
+                    .and_then(|rest| rest.strip_suffix(tail))
+                    .and_then(|id| id.parse::<i64>().ok())
+                else {
+                    continue;
+                };
+                // Only a key the key function itself gives for (old chat, user).
+                if key_of(migration.from, user).as_deref() != Some(key.as_str()) {
+                    continue;
+                }
+                let Some(target) = key_of(migration.to, user) else {
+                    continue;
+                };
+                moved |= self.move_value(probe, key, &target).await?;
+            }
+            match page.cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(moved),
+            }
+        }
+    }
+
+    pub(crate) async fn move_value(
         &self,
         cell: &dyn ErasedCell,
         from_key: &str,

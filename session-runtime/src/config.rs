@@ -97,6 +97,8 @@ pub struct Config {
     pub(crate) on_decode_error: OnDecodeError,
     pub(crate) redact_keys: bool,
     pub(crate) remember_updates: usize,
+    pub(crate) bot: Option<i64>,
+    pub(crate) share_between_bots: bool,
 }
 
 impl Default for Config {
@@ -110,6 +112,8 @@ impl Default for Config {
             on_decode_error: OnDecodeError::default(),
             redact_keys: false,
             remember_updates: DEFAULT_REMEMBERED,
+            bot: None,
+            share_between_bots: false,
         }
     }
 }
@@ -246,5 +250,58 @@ impl Config {
     pub fn remember_updates(mut self, count: usize) -> Self {
         self.remember_updates = count.clamp(1, 255);
         self
+    }
+
+    /// The bot these sessions belong to (its numeric id, the part of its token before
+    /// the `:`): every key lives in that bot's namespace, `"{bot}/"` before the fragment's
+    /// prefix, so several bots on one store never see each other's sessions. An update
+    /// whose context names its bot ([`SessionContext::bot_id`](crate::SessionContext::bot_id),
+    /// as teloxide's `with_session` does) uses that one; admin calls (`list`, `count`,
+    /// `remove`, `clear`) use this one. Without either, keys have no bot namespace (as in
+    /// the first release; [`Sessions::adopt_into_bot`](crate::Sessions::adopt_into_bot)
+    /// moves such sessions into a bot's namespace).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, Config, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    /// }
+    ///
+    /// let store = MemoryStore::new();
+    /// let pizza = Bot::builder().default_store(store.clone()).config(Config::new().bot(1001)).build();
+    /// let quiz = Bot::builder().default_store(store.clone()).config(Config::new().bot(2002)).build();
+    /// pizza.run(&ChatContext::new(1), async |s| { *s.count().await? += 1; Ok::<_, multisession::Error>(()) }).await?;
+    /// assert_eq!(pizza.load(&ChatContext::new(1)).await?.count, 1);
+    /// assert_eq!(quiz.load(&ChatContext::new(1)).await?.count, 0, "another bot's session");
+    /// # Ok(()) }
+    /// ```
+    pub fn bot(mut self, bot: i64) -> Self {
+        self.bot = Some(bot);
+        self
+    }
+
+    /// Bots share sessions: bot ids (from [`Config::bot`] or the update's context) are
+    /// ignored and keys have no bot namespace. For several bots that serve the same users
+    /// with the same state on purpose (a bot and its beta).
+    ///
+    /// ```
+    /// use multisession::Config;
+    /// let config = Config::new().share_between_bots(true);
+    /// ```
+    pub fn share_between_bots(mut self, share: bool) -> Self {
+        self.share_between_bots = share;
+        self
+    }
+
+    /// The bot namespace of an update whose context names bot `from_context`.
+    pub(crate) fn bot_of(&self, from_context: Option<i64>) -> Option<i64> {
+        if self.share_between_bots {
+            None
+        } else {
+            from_context.or(self.bot)
+        }
     }
 }

@@ -35,6 +35,23 @@ pub trait SessionContext {
         None
     }
 
+    /// The bot that received the update, if the framework knows it (teloxide's
+    /// `with_session` takes it from the bot's token). With a bot id, every key lives in
+    /// that bot's namespace (`"{bot}/"` before the fragment's prefix), so two bots on one
+    /// store never see each other's sessions unless configured to share
+    /// ([`Config::share_between_bots`](crate::Config::share_between_bots)). Without one,
+    /// [`Config::bot`](crate::Config::bot) names it.
+    fn bot_id(&self) -> Option<i64> {
+        None
+    }
+
+    /// The Telegram Business connection the update came through (a message a business
+    /// account received, or its connection being changed), for
+    /// [`keys::business_connection`](crate::keys::business_connection).
+    fn business_connection_id(&self) -> Option<&str> {
+        None
+    }
+
     /// The update's identity (Telegram's `update_id`), if it has one (rule S25).
     ///
     /// A stored value remembers the recent updates that changed it, so an update
@@ -74,6 +91,12 @@ impl<T: SessionContext + ?Sized> SessionContext for &T {
     fn update_id(&self) -> Option<u64> {
         (**self).update_id()
     }
+    fn bot_id(&self) -> Option<i64> {
+        (**self).bot_id()
+    }
+    fn business_connection_id(&self) -> Option<&str> {
+        (**self).business_connection_id()
+    }
 }
 
 /// A plain context: a chat, optionally a user and a forum topic.
@@ -92,6 +115,8 @@ pub struct ChatContext {
     pub migration: Option<ChatMigration>,
     /// The update's identity, if it has one (see [`SessionContext::update_id`]).
     pub update: Option<u64>,
+    /// The bot that received the update, if known (see [`SessionContext::bot_id`]).
+    pub bot: Option<i64>,
 }
 
 impl ChatContext {
@@ -104,6 +129,7 @@ impl ChatContext {
             thread: ctx.thread_id(),
             migration: ctx.chat_migration(),
             update: ctx.update_id(),
+            bot: ctx.bot_id(),
         }
     }
 
@@ -167,6 +193,19 @@ impl ChatContext {
         self.thread = Some(thread);
         self
     }
+
+    /// The same context as received by bot `bot` (its keys live in that bot's namespace).
+    ///
+    /// ```
+    /// use multisession::{ChatContext, SessionContext};
+    ///
+    /// let ctx = ChatContext::new(-100).with_bot(123_456);
+    /// assert_eq!(ctx.bot_id(), Some(123_456));
+    /// ```
+    pub fn with_bot(mut self, bot: i64) -> Self {
+        self.bot = Some(bot);
+        self
+    }
 }
 
 impl SessionContext for ChatContext {
@@ -184,5 +223,8 @@ impl SessionContext for ChatContext {
     }
     fn update_id(&self) -> Option<u64> {
         self.update
+    }
+    fn bot_id(&self) -> Option<i64> {
+        self.bot
     }
 }

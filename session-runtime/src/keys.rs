@@ -42,6 +42,26 @@ pub fn chat_thread(ctx: &dyn SessionContext) -> Option<String> {
     })
 }
 
+/// Per Telegram Business connection: the connection id, for the state of a business
+/// account the bot serves (every chat of that account shares it). No key for updates
+/// that did not come through a business connection.
+///
+/// ```
+/// use multisession::{SessionContext, keys, telegram::Update};
+///
+/// // A message a connected business account received (Bot API JSON).
+/// let update: Update = serde_json::from_str(r#"{"update_id": 584120403, "business_message": {
+///     "business_connection_id": "BQADBAADjwIAAq8", "message_id": 12, "date": 1772789300,
+///     "chat": {"id": 318274650, "type": "private", "first_name": "Ada"},
+///     "from": {"id": 318274650, "is_bot": false, "first_name": "Ada"},
+///     "text": "is the shop open?"}}"#).unwrap();
+/// assert_eq!(keys::business_connection(&update).as_deref(), Some("BQADBAADjwIAAq8"));
+/// assert_eq!(keys::business_connection(&multisession::ChatContext::new(1)), None);
+/// ```
+pub fn business_connection(ctx: &dyn SessionContext) -> Option<String> {
+    ctx.business_connection_id().map(str::to_owned)
+}
+
 /// What a key function may return.
 pub trait IntoSessionKey {
     /// The key, or `None` for "no key for this update".

@@ -6,6 +6,7 @@
 
 mod admin;
 mod affinity;
+mod bot_namespace;
 mod builder;
 mod cell;
 mod change;

@@ -159,6 +159,10 @@ impl<S: MultiSession> Sessions<S> {
             self.inner.affinity.clone(),
         );
         update.written_before = written;
+        update.bot = self.inner.config.bot_of(ctx.bot_id());
+        if let Some(business) = ctx.business_connection_id() {
+            update.ctx.business = Some(business.into());
+        }
         let update = Arc::new(update);
         let lazy = S::__open(&self.inner.shared, ctx, &update);
         let inner = Arc::new(SessionInner { lazy, update });
@@ -259,7 +263,7 @@ impl<S: MultiSession> Sessions<S> {
     {
         Counters::add(&self.inner.counters.updates, 1);
         if let Some(migration) = ctx.chat_migration() {
-            self.migrate_chat(migration).await?;
+            self.migrate_chat_of(ctx.bot_id(), migration).await?;
         }
         let config = self.inner.config.clone();
         let counters = &self.inner.counters;

@@ -47,7 +47,7 @@ impl<S: MultiSession> Sessions<S> {
     pub async fn load<C: SessionContext + ?Sized>(&self, ctx: &C) -> Result<Loaded<S>, Error> {
         Counters::add(&self.inner.counters.updates, 1);
         if let Some(migration) = ctx.chat_migration() {
-            self.migrate_chat(migration).await?;
+            self.migrate_chat_of(ctx.bot_id(), migration).await?;
         }
         let session = self.open_raw(&ctx);
         let all: Vec<usize> = (0..S::FRAGMENTS.len()).collect();

@@ -668,6 +668,19 @@ impl SessionContext for Update {
     fn update_id(&self) -> Option<u64> {
         u64::try_from(self.update_id).ok()
     }
+
+    /// The business connection of a business message (new or edited), of deleted
+    /// business messages, and of the connection update itself.
+    fn business_connection_id(&self) -> Option<&str> {
+        match &self.kind {
+            UpdateKind::BusinessConnection(c) => Some(&c.id),
+            UpdateKind::BusinessMessage(m) | UpdateKind::EditedBusinessMessage(m) => {
+                m.business_connection_id.as_deref()
+            }
+            UpdateKind::DeletedBusinessMessages(d) => Some(&d.business_connection_id),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

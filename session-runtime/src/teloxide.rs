@@ -271,6 +271,17 @@ fn migration(message: &Message) -> Option<ChatMigration> {
     })
 }
 
+/// The business connection a message came through (a field of ordinary messages).
+fn business_of(message: &Message) -> Option<&str> {
+    match &message.kind {
+        teloxide::types::MessageKind::Common(common) => common
+            .business_connection_id
+            .as_ref()
+            .map(|id| id.0.as_str()),
+        _ => None,
+    }
+}
+
 fn update_message(update: &Update) -> Option<&Message> {
     match &update.kind {
         UpdateKind::Message(m)
@@ -303,6 +314,14 @@ impl SessionContext for Update {
             _ => None,
         }
     }
+    fn business_connection_id(&self) -> Option<&str> {
+        match &self.kind {
+            UpdateKind::BusinessConnection(c) => Some(&c.id.0),
+            UpdateKind::BusinessMessage(m) | UpdateKind::EditedBusinessMessage(m) => business_of(m),
+            UpdateKind::DeletedBusinessMessages(d) => Some(&d.business_connection_id.0),
+            _ => None,
+        }
+    }
 }
 
 impl SessionContext for Message {
@@ -317,6 +336,9 @@ impl SessionContext for Message {
     }
     fn chat_migration(&self) -> Option<ChatMigration> {
         migration(self)
+    }
+    fn business_connection_id(&self) -> Option<&str> {
+        business_of(self)
     }
 }
 

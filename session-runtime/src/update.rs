@@ -59,11 +59,44 @@ pub(crate) trait KeysView: Send + Sync {
 /// One key an update wants: fragment index, locks, storage key, fragment name.
 type Wanted = (usize, Arc<KeyLocks>, String, &'static str);
 
+/// The update's identifiers as key functions see them: a copy of what its context
+/// reports.
+#[derive(Debug, Default)]
+pub(crate) struct UpdateIds {
+    pub(crate) ids: ChatContext,
+    /// The business connection (rare: only business updates have one).
+    pub(crate) business: Option<Box<str>>,
+}
+
+impl crate::context::SessionContext for UpdateIds {
+    fn chat_id(&self) -> Option<i64> {
+        self.ids.chat
+    }
+    fn user_id(&self) -> Option<i64> {
+        self.ids.user
+    }
+    fn thread_id(&self) -> Option<i64> {
+        self.ids.thread
+    }
+    fn chat_migration(&self) -> Option<crate::context::ChatMigration> {
+        self.ids.migration
+    }
+    fn update_id(&self) -> Option<u64> {
+        self.ids.update
+    }
+    fn bot_id(&self) -> Option<i64> {
+        self.ids.bot
+    }
+    fn business_connection_id(&self) -> Option<&str> {
+        self.business.as_deref()
+    }
+}
+
 /// What one update attempt shares among its cells.
 pub struct UpdateCtx {
     /// The update's identifiers, for the key functions (run on first need: an update
     /// that never touches a fragment never formats its key).
-    pub(crate) ctx: ChatContext,
+    pub(crate) ctx: UpdateIds,
     /// The update's identity (rule S25): the same across re-runs of one update.
     pub(crate) update_id: u64,
     pub(crate) locks: Arc<UpdateLocks>,
@@ -81,6 +114,8 @@ pub struct UpdateCtx {
     view: OnceLock<Weak<dyn KeysView>>,
     /// Fragments an earlier run of this update wrote (rule S25): not written again.
     pub(crate) written_before: Vec<&'static str>,
+    /// The bot whose namespace the update's keys live in (`"{bot}/"` first), if any.
+    pub(crate) bot: Option<i64>,
     /// Committed: later accesses (from clones of the session) are errors.
     closed: AtomicBool,
     /// How the first commit of this update attempt went (a second commit, from a clone of
@@ -105,7 +140,10 @@ impl UpdateCtx {
     ) -> Self {
         // `preheld` grows on first use: most updates never pre-take keys.
         Self {
-            ctx,
+            ctx: UpdateIds {
+                ids: ctx,
+                business: None,
+            },
             update_id,
             locks: Arc::default(),
             config,
@@ -116,6 +154,7 @@ impl UpdateCtx {
             affinity,
             view: OnceLock::new(),
             written_before: Vec::new(),
+            bot: None,
             closed: AtomicBool::new(false),
             commit: AtomicU8::new(COMMIT_NONE),
         }
