@@ -30,6 +30,37 @@ impl<S: MultiSession> Sessions<S> {
     ///   is still empty, and removed from the old chat only if unchanged since read.
     ///
     /// Returns the fragments that moved.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, ChatMigration, MultiSession, keys, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     pizzas: u32, // per chat: moves
+    ///     #[session(key = keys::user_in_chat)]
+    ///     quiz: Option<u32>, // per user in a chat: stays
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// let (group, supergroup) = (-100, -100_123);
+    /// sessions.run(&ChatContext::new(group).with_user(7), async |s| {
+    ///     *s.pizzas().await? = 3;
+    ///     s.quiz().set(Some(42)).await?;
+    ///     Ok::<_, multisession::Error>(())
+    /// }).await?;
+    ///
+    /// let migration = ChatMigration { from: group, to: supergroup };
+    /// assert_eq!(sessions.migrate_chat(migration).await?, ["pizzas"]);
+    /// assert!(sessions.migrate_chat(migration).await?.is_empty()); // the second notice: nothing to do
+    ///
+    /// let data = sessions.load(&ChatContext::new(supergroup).with_user(7)).await?;
+    /// assert_eq!((data.pizzas, data.quiz), (3, None));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// With [`ChatContext::with_migration`] (or Telegram's `migrate_to_chat_id` in an
+    /// update), [`run`](Sessions::run) does the same by itself.
     pub async fn migrate_chat(&self, migration: ChatMigration) -> Result<Vec<&'static str>, Error> {
         let old = self.open_raw(&ChatContext::new(migration.from));
         let new = self.open_raw(&ChatContext::new(migration.to));
