@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[doc = include_str!("../docs/derive.md")]
 pub use multisession_macros::MultiSession;
 pub use multisession_runtime::*;
 

@@ -9,6 +9,31 @@ use crate::{
 };
 
 /// One page of a fragment's stored sessions, from [`Sessions::list`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// # use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+/// # #[derive(MultiSession)]
+/// # struct Bot {
+/// #     count: u32,
+/// # }
+/// # let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+/// # for chat in [1, 2, 3] {
+/// #     sessions.run(&ChatContext::new(chat), async |s| { *s.count().await? += 1; Ok::<_, multisession::Error>(()) }).await?;
+/// # }
+/// // `sessions`: a `Sessions<Bot>` whose `count` fragment is stored for chats 1, 2 and 3.
+/// use multisession::SessionPage;
+///
+/// let page: SessionPage = sessions.list("count", None, 10).await?;
+/// assert_eq!(page.entries.len(), 3);
+/// assert!(page.cursor.is_none()); // everything fit in one page
+/// for (chat, bytes) in &page.entries {
+///     // The codec's bytes: JSON by default.
+///     let count: u32 = serde_json::from_slice(bytes).unwrap();
+///     println!("chat {chat}: {count}");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionPage {
     /// The session keys (without the fragment's namespace) and their stored values (the
@@ -104,6 +129,26 @@ impl<S: MultiSession> Sessions<S> {
     }
 
     /// How many sessions of `fragment` are stored (pages through them all).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// # use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    /// # #[derive(MultiSession)]
+    /// # struct Bot {
+    /// #     count: u32,
+    /// # }
+    /// # let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// # for chat in [1, 2, 3] {
+    /// #     sessions.run(&ChatContext::new(chat), async |s| { *s.count().await? += 1; Ok::<_, multisession::Error>(()) }).await?;
+    /// # }
+    /// // `sessions`: a `Sessions<Bot>` whose `count` fragment is stored for chats 1, 2 and 3.
+    /// assert_eq!(sessions.count("count").await?, 3);
+    ///
+    /// // A name that is not a field of `Bot` is an error, not zero.
+    /// let error = sessions.count("cuont").await.unwrap_err();
+    /// assert!(matches!(error, multisession::Error::UnknownFragment { .. }));
+    /// # Ok(()) }
+    /// ```
     pub async fn count(&self, fragment: &str) -> Result<u64, Error> {
         let mut total = 0u64;
         let mut cursor = None;
@@ -119,6 +164,31 @@ impl<S: MultiSession> Sessions<S> {
 
     /// Removes the stored session `session_key` (without namespace) of `fragment`;
     /// `false` if there was none. Waits for updates of that key in this process.
+    ///
+    /// The session key is what the fragment's key function gives (the chat id for
+    /// `keys::chat`), as [`list`](Sessions::list) shows it:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// # use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    /// # #[derive(MultiSession)]
+    /// # struct Bot {
+    /// #     count: u32,
+    /// # }
+    /// # let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// # for chat in [1, 2, 3] {
+    /// #     sessions.run(&ChatContext::new(chat), async |s| { *s.count().await? += 1; Ok::<_, multisession::Error>(()) }).await?;
+    /// # }
+    /// // `sessions`: a `Sessions<Bot>` whose `count` fragment is stored for chats 1, 2 and 3.
+    /// assert!(sessions.remove("count", "2").await?);
+    /// assert!(!sessions.remove("count", "2").await?); // already gone
+    /// assert_eq!(sessions.count("count").await?, 2);
+    ///
+    /// // The next update of chat 2 starts from the initial value.
+    /// let count = sessions.run(&ChatContext::new(2), async |s| Ok::<_, multisession::Error>(*s.count().await?)).await?;
+    /// assert_eq!(count, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn remove(&self, fragment: &str, session_key: &str) -> Result<bool, Error> {
         let session = self.open_raw(&ChatContext::default());
         let cell = self.admin_cell(&session, fragment)?;
@@ -159,7 +229,26 @@ impl<S: MultiSession> Sessions<S> {
         Ok(existed)
     }
 
-    /// Removes every stored session of `fragment`; returns how many.
+    /// Removes every stored session of `fragment`; returns how many. Other fragments are
+    /// left alone.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// # use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    /// # #[derive(MultiSession)]
+    /// # struct Bot {
+    /// #     count: u32,
+    /// # }
+    /// # let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// # for chat in [1, 2, 3] {
+    /// #     sessions.run(&ChatContext::new(chat), async |s| { *s.count().await? += 1; Ok::<_, multisession::Error>(()) }).await?;
+    /// # }
+    /// // `sessions`: a `Sessions<Bot>` whose `count` fragment is stored for chats 1, 2 and 3.
+    /// assert_eq!(sessions.clear("count").await?, 3);
+    /// assert_eq!(sessions.count("count").await?, 0);
+    /// assert_eq!(sessions.clear("count").await?, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn clear(&self, fragment: &str) -> Result<u64, Error> {
         let mut removed = 0u64;
         loop {

@@ -60,6 +60,9 @@ impl<S: MultiSession> Sessions<S> {
     /// assert_eq!((supergroup.count, supergroup.score), (3, 9));
     /// # Ok(()) }
     /// ```
+    ///
+    /// With [`ChatContext::with_migration`] (or Telegram's `migrate_to_chat_id` in an
+    /// update), [`run`](Sessions::run) does the same by itself.
     pub async fn migrate_chat(&self, migration: ChatMigration) -> Result<Vec<&'static str>, Error> {
         self.migrate_chat_of(None, migration).await
     }

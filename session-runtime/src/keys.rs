@@ -19,21 +19,60 @@ use crate::context::SessionContext;
 
 /// Per chat: the chat id. The default key. No key for updates without a chat (inline
 /// queries, say).
+///
+/// ```
+/// use multisession::{ChatContext, keys};
+///
+/// // Everyone in group -100 shares one session...
+/// assert_eq!(keys::chat(&ChatContext::new(-100).with_user(7)).as_deref(), Some("-100"));
+/// assert_eq!(keys::chat(&ChatContext::new(-100).with_user(8)).as_deref(), Some("-100"));
+/// // ...and an inline query (a user, no chat) has none.
+/// assert_eq!(keys::chat(&ChatContext::user_only(7)), None);
+/// ```
 pub fn chat(ctx: &dyn SessionContext) -> Option<String> {
     ctx.chat_id().map(|chat| chat.to_string())
 }
 
 /// Per user: the sender's id, across all chats. No key for updates without a sender.
+///
+/// ```
+/// use multisession::{ChatContext, keys};
+///
+/// // User 7 has one session in every chat, and in inline queries.
+/// assert_eq!(keys::user(&ChatContext::new(-100).with_user(7)).as_deref(), Some("7"));
+/// assert_eq!(keys::user(&ChatContext::new(-200).with_user(7)).as_deref(), Some("7"));
+/// assert_eq!(keys::user(&ChatContext::user_only(7)).as_deref(), Some("7"));
+/// // A channel post has no sender.
+/// assert_eq!(keys::user(&ChatContext::new(-100)), None);
+/// ```
 pub fn user(ctx: &dyn SessionContext) -> Option<String> {
     ctx.user_id().map(|user| user.to_string())
 }
 
 /// Per user in a chat: `"{chat}:{user}"`. No key unless the update has both.
+///
+/// ```
+/// use multisession::{ChatContext, keys};
+///
+/// assert_eq!(keys::user_in_chat(&ChatContext::new(-100).with_user(7)).as_deref(), Some("-100:7"));
+/// assert_eq!(keys::user_in_chat(&ChatContext::new(-200).with_user(7)).as_deref(), Some("-200:7"));
+/// assert_eq!(keys::user_in_chat(&ChatContext::new(-100)), None);
+/// assert_eq!(keys::user_in_chat(&ChatContext::user_only(7)), None);
+/// ```
 pub fn user_in_chat(ctx: &dyn SessionContext) -> Option<String> {
     Some(format!("{}:{}", ctx.chat_id()?, ctx.user_id()?))
 }
 
 /// Per forum topic: `"{chat}:{thread}"` in a topic, the chat id elsewhere.
+///
+/// ```
+/// use multisession::{ChatContext, keys};
+///
+/// let general = ChatContext::new(-100);
+/// let topic = ChatContext::new(-100).with_thread(5);
+/// assert_eq!(keys::chat_thread(&topic).as_deref(), Some("-100:5"));
+/// assert_eq!(keys::chat_thread(&general).as_deref(), Some("-100")); // the same as `keys::chat`
+/// ```
 pub fn chat_thread(ctx: &dyn SessionContext) -> Option<String> {
     let chat = ctx.chat_id()?;
     Some(match ctx.thread_id() {
@@ -62,7 +101,34 @@ pub fn business_connection(ctx: &dyn SessionContext) -> Option<String> {
     ctx.business_connection_id().map(str::to_owned)
 }
 
-/// What a key function may return.
+/// What a key function may return: `Option<String>`, `String`, `Option<i64>`, `i64`,
+/// `&str` or `Option<&str>`. `None` means "no key for this update".
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, MultiSession, SessionContext, keys::IntoSessionKey, stores::MemoryStore};
+///
+/// /// One session per sender, kept only in private chats (where the chat id is the user id).
+/// fn private_chat(ctx: &dyn SessionContext) -> Option<i64> {
+///     ctx.chat_id().filter(|chat| Some(*chat) == ctx.user_id())
+/// }
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     #[session(key = private_chat)]
+///     draft: Option<String>,
+/// }
+///
+/// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+/// let in_private = sessions.open(&ChatContext::new(7).with_user(7));
+/// assert_eq!(in_private.draft().key(), Some("7"));
+/// let in_group = sessions.open(&ChatContext::new(-100).with_user(7));
+/// assert!(!in_group.draft().is_available()); // touching it would be `Error::NoKey`
+///
+/// assert_eq!(42_i64.into_session_key().as_deref(), Some("42"));
+/// assert_eq!(None::<i64>.into_session_key(), None);
+/// # Ok(()) }
+/// ```
 pub trait IntoSessionKey {
     /// The key, or `None` for "no key for this update".
     fn into_session_key(self) -> Option<String>;

@@ -44,6 +44,30 @@ struct Counters {
 }
 
 /// A snapshot of a [`CountingStore`]'s counters.
+///
+/// Snapshots subtract, so the cost of one step is `after - before`:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, MultiSession, stores::{CountingStore, Counts, MemoryStore}};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+///     lang: String,
+/// }
+///
+/// let store = CountingStore::new(MemoryStore::new());
+/// let sessions = Bot::builder().default_store(store.clone()).build();
+/// let before = store.counts();
+/// sessions.run(&ChatContext::new(1), async |s| {
+///     *s.count().await? += 1; // `lang` is never touched
+///     Ok::<_, multisession::Error>(())
+/// }).await?;
+/// let cost = store.counts() - before;
+/// assert_eq!(cost, Counts { reads: 1, read_calls: 1, writes: 1, write_calls: 1, ..Counts::default() });
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     /// Keys read (a batch read of three keys counts three).
@@ -62,11 +86,34 @@ pub struct Counts {
 
 impl Counts {
     /// Reads, writes and deletes added up.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{store::Store, stores::{CountingStore, MemoryStore}};
+    ///
+    /// let store = CountingStore::new(MemoryStore::new());
+    /// store.write("k", b"v", None).await?;
+    /// store.read_many(&["k", "j"]).await?;
+    /// store.delete("k").await?;
+    /// assert_eq!(store.counts().operations(), 4); // 1 write + 2 reads + 1 delete
+    /// # Ok(()) }
+    /// ```
     pub fn operations(&self) -> u64 {
         self.reads + self.writes + self.deletes
     }
 
     /// Round trips of any kind.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{store::Store, stores::{CountingStore, MemoryStore}};
+    ///
+    /// let store = CountingStore::new(MemoryStore::new());
+    /// store.write("k", b"v", None).await?;
+    /// store.read_many(&["k", "j"]).await?; // two keys, one round trip
+    /// assert_eq!(store.counts().round_trips(), 2);
+    /// # Ok(()) }
+    /// ```
     pub fn round_trips(&self) -> u64 {
         self.read_calls + self.write_calls
     }
@@ -87,7 +134,26 @@ impl std::ops::Sub for Counts {
 }
 
 impl CountingStore {
-    /// Counts the operations on `inner`.
+    /// Counts the operations on `inner` (any store, or a [`StoreRef`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::{CountingStore, MemoryStore}};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    /// }
+    ///
+    /// let store = CountingStore::new(MemoryStore::new());
+    /// let sessions = Bot::builder().default_store(store.clone()).build();
+    /// sessions.run(&ChatContext::new(1), async |s| {
+    ///     let _seen = *s.count().await?; // read, not changed
+    ///     Ok::<_, multisession::Error>(())
+    /// }).await?;
+    /// assert_eq!((store.counts().reads, store.counts().writes), (1, 0));
+    /// # Ok(()) }
+    /// ```
     pub fn new(inner: impl Into<StoreRef>) -> Self {
         Self {
             inner: inner.into(),
@@ -96,6 +162,17 @@ impl CountingStore {
     }
 
     /// The counters now.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{store::Store, stores::{CountingStore, MemoryStore}};
+    ///
+    /// let store = CountingStore::new(MemoryStore::new());
+    /// store.write("k", b"v", None).await?;
+    /// let counts = store.counts();
+    /// assert_eq!((counts.writes, counts.write_calls, counts.reads), (1, 1, 0));
+    /// # Ok(()) }
+    /// ```
     pub fn counts(&self) -> Counts {
         let c = &self.counters;
         Counts {
@@ -109,6 +186,19 @@ impl CountingStore {
     }
 
     /// Sets every counter back to zero.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{store::Store, stores::{CountingStore, Counts, MemoryStore}};
+    ///
+    /// let store = CountingStore::new(MemoryStore::new());
+    /// store.write("k", b"v", None).await?; // setup, not to be counted
+    /// store.reset();
+    /// assert_eq!(store.counts(), Counts::default());
+    /// store.read("k").await?;
+    /// assert_eq!(store.counts().reads, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn reset(&self) {
         let c = &self.counters;
         for counter in [
@@ -124,6 +214,19 @@ impl CountingStore {
     }
 
     /// The wrapped store.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{store::Store, stores::{CountingStore, MemoryStore}};
+    ///
+    /// let store = CountingStore::new(MemoryStore::new());
+    /// assert_eq!(store.inner().as_dyn().name(), "memory");
+    /// // Going around the counter: not counted.
+    /// store.inner().as_dyn().write("k", b"v", None).await?;
+    /// assert_eq!(store.counts().writes, 0);
+    /// assert!(store.read("k").await?.is_some());
+    /// # Ok(()) }
+    /// ```
     pub fn inner(&self) -> &StoreRef {
         &self.inner
     }

@@ -79,6 +79,20 @@ pub struct MemoryOptions {
 
 impl MemoryOptions {
     /// Values written without a TTL expire after `ttl`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{store::Store, stores::MemoryStore};
+    /// use std::time::Duration;
+    ///
+    /// let store = MemoryStore::options().default_ttl(Duration::from_millis(20)).open()?;
+    /// store.write("quiz:7", b"{}", None).await?; // no TTL of its own: gets the default
+    /// store.write("pizza:7", b"1", Some(Duration::from_secs(3600))).await?;
+    /// tokio::time::sleep(Duration::from_millis(50)).await;
+    /// assert!(store.read("quiz:7").await?.is_none());
+    /// assert!(store.read("pizza:7").await?.is_some());
+    /// # Ok(()) }
+    /// ```
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.default_ttl = Some(ttl);
         self
@@ -86,6 +100,22 @@ impl MemoryOptions {
 
     /// Removes expired values every `interval` in a background task (needs a tokio
     /// runtime). Without it, expired values read as missing and are dropped when touched.
+    ///
+    /// ```
+    /// use multisession::stores::MemoryStore;
+    /// use std::time::Duration;
+    ///
+    /// let options = MemoryStore::options()
+    ///     .default_ttl(Duration::from_secs(24 * 3600))
+    ///     .sweep_every(Duration::from_secs(60));
+    /// // The sweeper is a tokio task: outside a runtime, `open` says so.
+    /// assert!(options.clone().open().is_err());
+    ///
+    /// tokio::runtime::Runtime::new().unwrap().block_on(async {
+    ///     let store = options.open().unwrap(); // sweeps every minute while the store lives
+    ///     assert!(store.is_empty());
+    /// });
+    /// ```
     pub fn sweep_every(mut self, interval: Duration) -> Self {
         self.sweep_every = Some(interval);
         self
@@ -94,6 +124,25 @@ impl MemoryOptions {
     /// Loads the store from `path` if it exists, saves it there every `interval` (in a
     /// background task) and when the last handle is dropped. Saves are atomic: a temporary
     /// file renamed over the old one.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{store::Store, stores::MemoryStore};
+    /// use std::time::Duration;
+    ///
+    /// let path = std::env::temp_dir().join(format!("sessions-{}.snapshot", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let store = MemoryStore::options().snapshot(&path, Duration::from_secs(30)).open()?;
+    /// store.write("pizza:42", b"3", None).await?;
+    /// drop(store); // the last handle: saved
+    ///
+    /// // After a restart, the sessions are back.
+    /// let store = MemoryStore::options().snapshot(&path, Duration::from_secs(30)).open()?;
+    /// assert_eq!(store.read("pizza:42").await?.unwrap().value, b"3");
+    /// # drop(store);
+    /// # std::fs::remove_file(&path).unwrap();
+    /// # Ok(()) }
+    /// ```
     pub fn snapshot(mut self, path: impl Into<PathBuf>, interval: Duration) -> Self {
         self.snapshot = Some((path.into(), interval));
         self
@@ -101,6 +150,17 @@ impl MemoryOptions {
 
     /// The store. Fails if the snapshot file exists but cannot be read or is corrupt:
     /// a damaged snapshot is never silently replaced by an empty store.
+    ///
+    /// ```
+    /// use multisession::{store::StoreError, stores::MemoryStore};
+    /// use std::time::Duration;
+    ///
+    /// let path = std::env::temp_dir().join(format!("damaged-{}.snapshot", std::process::id()));
+    /// std::fs::write(&path, b"not a snapshot").unwrap();
+    /// let opened = MemoryStore::options().snapshot(&path, Duration::from_secs(30)).open();
+    /// assert!(matches!(opened, Err(StoreError::Corrupt(_))));
+    /// # std::fs::remove_file(&path).unwrap();
+    /// ```
     pub fn open(self) -> Result<MemoryStore, StoreError> {
         let (map, last_revision) = match &self.snapshot {
             Some((path, _)) => read_snapshot(path)?,
@@ -166,16 +226,60 @@ impl Entry {
 
 impl MemoryStore {
     /// An empty store.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    /// }
+    ///
+    /// let store = MemoryStore::new();
+    /// let sessions = Bot::builder().default_store(store.clone()).build();
+    /// sessions.run(&ChatContext::new(1), async |s| {
+    ///     *s.count().await? += 1;
+    ///     Ok::<_, multisession::Error>(())
+    /// }).await?;
+    /// assert_eq!(store.len(), 1); // the clone sees what the sessions wrote
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Options: default TTL, sweep interval, snapshot file.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::stores::MemoryStore;
+    /// use std::time::Duration;
+    ///
+    /// let store = MemoryStore::options().default_ttl(Duration::from_secs(3600)).open()?;
+    /// assert!(store.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn options() -> MemoryOptions {
         MemoryOptions::default()
     }
 
     /// Removes every expired value now; returns how many.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{store::Store, stores::MemoryStore};
+    /// use std::time::Duration;
+    ///
+    /// let store = MemoryStore::new();
+    /// store.write("quiz:1", b"{}", Some(Duration::from_millis(10))).await?;
+    /// store.write("quiz:2", b"{}", Some(Duration::from_millis(10))).await?;
+    /// store.write("pizza:1", b"2", None).await?;
+    /// tokio::time::sleep(Duration::from_millis(30)).await;
+    /// assert_eq!(store.sweep(), 2);
+    /// assert_eq!(store.sweep(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn sweep(&self) -> usize {
         let Ok(mut map) = self.lock() else { return 0 };
         let now = Instant::now();
@@ -185,6 +289,24 @@ impl MemoryStore {
     }
 
     /// Saves the snapshot file now (atomically). Does nothing without a snapshot file.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{store::Store, stores::MemoryStore};
+    /// use std::time::Duration;
+    ///
+    /// let path = std::env::temp_dir().join(format!("saved-{}.snapshot", std::process::id()));
+    /// # let _ = std::fs::remove_file(&path);
+    /// let store = MemoryStore::options().snapshot(&path, Duration::from_secs(3600)).open()?;
+    /// store.write("pizza:42", b"3", None).await?;
+    /// store.save_snapshot()?; // before a risky operation, say; no need to wait an hour
+    /// assert!(path.exists());
+    ///
+    /// MemoryStore::new().save_snapshot()?; // no snapshot file: nothing to do
+    /// # drop(store);
+    /// # std::fs::remove_file(&path).unwrap();
+    /// # Ok(()) }
+    /// ```
     pub fn save_snapshot(&self) -> Result<(), StoreError> {
         let Some(path) = &self.inner.snapshot else {
             return Ok(());
@@ -199,6 +321,18 @@ impl MemoryStore {
     }
 
     /// How many live values the store holds.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{store::Store, stores::MemoryStore};
+    ///
+    /// let store = MemoryStore::new();
+    /// store.write("pizza:1", b"1", None).await?;
+    /// store.write("pizza:2", b"5", None).await?;
+    /// store.write("pizza:1", b"2", None).await?; // overwrites
+    /// assert_eq!(store.len(), 2);
+    /// # Ok(()) }
+    /// ```
     pub fn len(&self) -> usize {
         let now = Instant::now();
         self.lock()
@@ -206,6 +340,18 @@ impl MemoryStore {
     }
 
     /// Whether the store holds no live value.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{store::Store, stores::MemoryStore};
+    ///
+    /// let store = MemoryStore::new();
+    /// assert!(store.is_empty());
+    /// store.write("pizza:1", b"1", None).await?;
+    /// store.delete("pizza:1").await?;
+    /// assert!(store.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -1,4 +1,33 @@
 //! The stores that ship with multisession.
+//!
+//! Each is cheap to clone (clones share the data or the connection), and each passes the
+//! same conformance suite. Fragments of one session struct may sit on different stores:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use multisession::{ChatContext, MultiSession, stores::{CountingStore, MemoryStore, SqliteStore}};
+//!
+//! #[derive(MultiSession)]
+//! struct Bot {
+//!     /// Kept across restarts (`SqliteStore::open("bot.db")` in a real bot).
+//!     pizzas: u32,
+//!     /// A quiz in progress may be lost on a restart.
+//!     quiz: Option<u32>,
+//! }
+//!
+//! let persistent = CountingStore::new(SqliteStore::in_memory().await?);
+//! let sessions = Bot::builder()
+//!     .pizzas(persistent.clone())
+//!     .default_store(MemoryStore::new())
+//!     .build();
+//! sessions.run(&ChatContext::new(1), async |s| {
+//!     *s.pizzas().await? += 1;
+//!     s.quiz().set(Some(42)).await?;
+//!     Ok::<_, multisession::Error>(())
+//! }).await?;
+//! assert_eq!(persistent.counts().writes, 1); // only `pizzas` went to SQLite
+//! # Ok(()) }
+//! ```
 
 mod counting;
 mod memory;

@@ -82,6 +82,16 @@ impl Default for PostgresConfig {
 impl PostgresConfig {
     /// The defaults: table `multisession_sessions`, 16 connections, 5 s connect timeout,
     /// 10 s statement timeout.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use multisession::stores::{PostgresConfig, PostgresStore};
+    ///
+    /// // The same as `PostgresStore::connect(url)`.
+    /// let store = PostgresStore::connect_with("postgres://postgres@127.0.0.1/test", PostgresConfig::new()).await?;
+    /// assert_eq!(store.table(), "multisession_sessions");
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
@@ -91,12 +101,45 @@ impl PostgresConfig {
     /// schema must exist). The name is quoted, so its case is kept. The revision sequence
     /// is `<table>_revision_seq` and the expiry index `<table>_expires_idx`, in the same
     /// schema. Anything else is rejected by [`PostgresStore::connect_with`].
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use multisession::stores::{PostgresConfig, PostgresStore};
+    ///
+    /// let url = "postgres://postgres@127.0.0.1/test";
+    /// // In the schema `bot` (which must exist); created on first connect.
+    /// let store = PostgresStore::connect_with(url, PostgresConfig::new().table("bot.sessions")).await?;
+    /// assert_eq!(store.table(), "bot.sessions");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A name that is not a plain identifier is refused before anything is sent:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use multisession::stores::{PostgresConfig, PostgresStore};
+    ///
+    /// let config = PostgresConfig::new().table("sessions; DROP TABLE users");
+    /// let error = PostgresStore::connect_with("postgres://postgres@127.0.0.1/test", config).await.unwrap_err();
+    /// assert!(error.to_string().contains("invalid PostgreSQL table name"));
+    /// # }
+    /// ```
     pub fn table(mut self, table: impl Into<String>) -> Self {
         self.table = table.into();
         self
     }
 
     /// The most connections the pool opens (at least 1).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use multisession::stores::{PostgresConfig, PostgresStore};
+    ///
+    /// let config = PostgresConfig::new().pool_size(4); // a small bot on a shared server
+    /// let store = PostgresStore::connect_with("postgres://postgres@127.0.0.1/test", config).await?;
+    /// assert_eq!(store.pool().status().max_size, 4);
+    /// # Ok(()) }
+    /// ```
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size.max(1);
         self
@@ -105,6 +148,21 @@ impl PostgresConfig {
     /// How long to wait for a connection: the TCP/startup handshake of a new one, or a
     /// free one from a busy pool. Past it an operation fails with
     /// [`StoreError::Timeout`].
+    ///
+    /// An unreachable server is an error soon, not a hang:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use multisession::stores::{PostgresConfig, PostgresStore};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let config = PostgresConfig::new().connect_timeout(Duration::from_millis(200));
+    /// let started = Instant::now();
+    /// // Nothing listens on port 1.
+    /// assert!(PostgresStore::connect_with("postgres://postgres@127.0.0.1:1/test", config).await.is_err());
+    /// assert!(started.elapsed() < Duration::from_secs(5));
+    /// # }
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -113,6 +171,27 @@ impl PostgresConfig {
     /// How long one store operation may take once it has a connection (the server is also
     /// told, as its `statement_timeout`, so it cancels what the client gave up on). Past
     /// it the operation fails with [`StoreError::Timeout`].
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use multisession::{Config, MultiSession, stores::{PostgresConfig, PostgresStore}};
+    /// use std::time::Duration;
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    /// }
+    ///
+    /// // Below the runtime's `op_timeout`, so the server cancels what the bot gave up on.
+    /// let config = PostgresConfig::new().statement_timeout(Duration::from_secs(3));
+    /// let store = PostgresStore::connect_with("postgres://postgres@127.0.0.1/test", config).await?;
+    /// let sessions = Bot::builder()
+    ///     .default_store(store)
+    ///     .config(Config::new().op_timeout(Some(Duration::from_secs(4))))
+    ///     .build();
+    /// # let _ = sessions;
+    /// # Ok(()) }
+    /// ```
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
         self.statement_timeout = timeout;
         self
@@ -562,6 +641,17 @@ impl PostgresStore {
     /// Connects to `url` (`postgres://user:password@host:port/database`, or any form
     /// `tokio-postgres` accepts) with the default options, and creates the table if
     /// it is missing.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use multisession::{store::Store, stores::PostgresStore};
+    ///
+    /// let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1/test".into());
+    /// let store = PostgresStore::connect(&url).await?;
+    /// store.write("count:1", b"1", None).await?;
+    /// assert_eq!(store.read("count:1").await?.unwrap().value, b"1");
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         Self::connect_with(url, PostgresConfig::default()).await
     }
@@ -569,6 +659,24 @@ impl PostgresStore {
     /// Connects to `url` with `config`, and creates the table if it is missing. Fails if
     /// the table name is not a plain identifier, if the URL does not parse, or if the
     /// server cannot be reached within the connect timeout.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use multisession::{MultiSession, stores::{MemoryStore, PostgresConfig, PostgresStore}};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     pizzas: u32,
+    ///     quiz: Option<String>,
+    /// }
+    ///
+    /// let config = PostgresConfig::new().table("pizza_bot").pool_size(8);
+    /// let postgres = PostgresStore::connect_with("postgres://postgres@127.0.0.1/test", config).await?;
+    /// // Orders are kept; a quiz in progress may be lost on a restart.
+    /// let sessions = Bot::builder().pizzas(postgres).quiz(MemoryStore::new()).build();
+    /// # let _ = sessions;
+    /// # Ok(()) }
+    /// ```
     pub async fn connect_with(url: &str, config: PostgresConfig) -> Result<Self, StoreError> {
         let names = table_names(&config.table).ok_or_else(|| {
             StoreError::backend(format!(
@@ -623,12 +731,34 @@ impl PostgresStore {
     }
 
     /// The table name, as configured.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use multisession::stores::{PostgresConfig, PostgresStore};
+    ///
+    /// let config = PostgresConfig::new().table("Bot_Sessions");
+    /// let store = PostgresStore::connect_with("postgres://postgres@127.0.0.1/test", config).await?;
+    /// assert_eq!(store.table(), "Bot_Sessions"); // quoted in SQL: the case is kept
+    /// # Ok(()) }
+    /// ```
     pub fn table(&self) -> &str {
         &self.inner.table
     }
 
     /// The connection pool, to run your own SQL on the same connections (or to read its
     /// [`status`](deadpool_postgres::Pool::status)).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use multisession::stores::PostgresStore;
+    ///
+    /// let store = PostgresStore::connect("postgres://postgres@127.0.0.1/test").await?;
+    /// let client = store.pool().get().await?;
+    /// let sql = format!("SELECT count(*) FROM \"{}\"", store.table());
+    /// let stored: i64 = client.query_one(&sql, &[]).await?.get(0);
+    /// println!("{stored} values stored; pool: {:?}", store.pool().status());
+    /// # Ok(()) }
+    /// ```
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
     }

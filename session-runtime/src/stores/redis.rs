@@ -170,12 +170,36 @@ impl Default for RedisConfig {
 impl RedisConfig {
     /// The defaults: prefix `multisession:`, 5 s connect and response timeouts, 3
     /// reconnect attempts per outage before an operation fails.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::stores::{RedisConfig, RedisStore};
+    ///
+    /// // The same as `RedisStore::connect(url)`.
+    /// let store = RedisStore::connect_with("redis://127.0.0.1:6379", RedisConfig::new()).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// The prefix of every Redis key the store uses, so several bots (or tests) can share
     /// one database. Any bytes; two stores with the same prefix share their sessions.
+    ///
+    /// On a Redis Cluster, wrap the prefix in braces (a hash tag) so every key of the store
+    /// lands in one slot: a batch's script touches several of them at once.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{store::Store, stores::{RedisConfig, RedisStore}};
+    ///
+    /// let url = "redis://127.0.0.1:6379";
+    /// let pizza = RedisStore::connect_with(url, RedisConfig::new().key_prefix("{pizza-bot}:")).await?;
+    /// let quiz = RedisStore::connect_with(url, RedisConfig::new().key_prefix("{quiz-bot}:")).await?;
+    /// pizza.write("count:1", b"3", None).await?; // Redis key `{pizza-bot}:s:count:1`
+    /// assert!(quiz.read("count:1").await?.is_none());
+    /// # Ok(()) }
+    /// ```
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
         self
@@ -183,6 +207,21 @@ impl RedisConfig {
 
     /// How long to wait for a connection (the first one, and each reconnect). Past it
     /// the operation fails with [`StoreError::Timeout`] (or the connect fails).
+    ///
+    /// An unreachable server is an error soon, not a hang:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use multisession::stores::{RedisConfig, RedisStore};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let config = RedisConfig::new().connect_timeout(Duration::from_millis(200));
+    /// let started = Instant::now();
+    /// // Nothing listens on port 1.
+    /// assert!(RedisStore::connect_with("redis://127.0.0.1:1", config).await.is_err());
+    /// assert!(started.elapsed() < Duration::from_secs(5));
+    /// # }
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -191,6 +230,19 @@ impl RedisConfig {
     /// How long one operation may wait for its reply. Past it it fails with
     /// [`StoreError::Timeout`]; a write that timed out may still have been applied (its
     /// outcome is unknown).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{Config, stores::{RedisConfig, RedisStore}};
+    /// use std::time::Duration;
+    ///
+    /// // Keep it below the runtime's `op_timeout`, so the store's own error comes first.
+    /// let config = RedisConfig::new().response_timeout(Duration::from_secs(1));
+    /// let store = RedisStore::connect_with("redis://127.0.0.1:6379", config).await?;
+    /// let runtime = Config::new().op_timeout(Some(Duration::from_secs(2)));
+    /// # let _ = (store, runtime);
+    /// # Ok(()) }
+    /// ```
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
@@ -199,6 +251,17 @@ impl RedisConfig {
     /// How many times to try reconnecting after the connection dropped, with jittered
     /// exponential backoff from 100 ms, before operations fail (later operations try
     /// again).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::stores::{RedisConfig, RedisStore};
+    ///
+    /// // Ride out a failover of a few seconds before operations fail.
+    /// let config = RedisConfig::new().reconnect_attempts(6);
+    /// let store = RedisStore::connect_with("redis://127.0.0.1:6379", config).await?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
     pub fn reconnect_attempts(mut self, attempts: usize) -> Self {
         self.reconnect_attempts = attempts;
         self
@@ -376,12 +439,49 @@ fn record(value: Option<Vec<u8>>, revision: Option<String>) -> Result<Option<Rec
 impl RedisStore {
     /// Connects with the default [`RedisConfig`]. `url` is a Redis URL:
     /// `redis://[user:password@]host[:port][/db]` or `redis+unix:///path`.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{store::Store, stores::RedisStore};
+    ///
+    /// let store = RedisStore::connect("redis://127.0.0.1:6379/0").await?;
+    /// store.write("count:1", b"1", None).await?;
+    /// assert_eq!(store.read("count:1").await?.unwrap().value, b"1");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A URL that does not parse is an error at once:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// assert!(multisession::stores::RedisStore::connect("localhost:6379").await.is_err());
+    /// # }
+    /// ```
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         Self::connect_with(url, RedisConfig::default()).await
     }
 
     /// Connects with `config`; fails (within the connect timeout) if the server cannot be
     /// reached.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{MultiSession, stores::{RedisConfig, RedisStore}};
+    /// use std::time::Duration;
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    /// }
+    ///
+    /// let config = RedisConfig::new()
+    ///     .key_prefix("counter-bot:")
+    ///     .connect_timeout(Duration::from_secs(2));
+    /// let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    /// let sessions = Bot::builder().default_store(RedisStore::connect_with(&url, config).await?).build();
+    /// # let _ = sessions;
+    /// # Ok(()) }
+    /// ```
     pub async fn connect_with(url: &str, config: RedisConfig) -> Result<Self, StoreError> {
         let client = Client::open(url).map_err(|source| {
             StoreError::from_error(RedisFailure {
@@ -590,6 +690,27 @@ impl RedisStore {
     /// never see expired sessions (Redis removes them by itself): this only keeps the
     /// index from growing when TTLs are used and nothing lists. Safe to run while the
     /// bot runs, from any number of processes.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::stores::RedisStore;
+    /// use std::time::Duration;
+    ///
+    /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+    /// // Beside the bot: once an hour, on the same runtime.
+    /// let sweeper = store.clone();
+    /// tokio::spawn(async move {
+    ///     let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+    ///     loop {
+    ///         hourly.tick().await;
+    ///         match sweeper.sweep_expired().await {
+    ///             Ok(removed) => println!("dropped {removed} expired index entries"),
+    ///             Err(error) => eprintln!("sweep failed: {error}"),
+    ///         }
+    ///     }
+    /// });
+    /// # Ok(()) }
+    /// ```
     pub async fn sweep_expired(&self) -> Result<u64, StoreError> {
         let mut removed = 0;
         let mut start: Vec<u8> = Vec::new();

@@ -23,6 +23,23 @@ use crate::store::{
 const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Options of a [`SqliteStore`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("multisession-doc-sqlite-config-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// use multisession::stores::{SqliteConfig, SqliteStore};
+/// use std::time::Duration;
+///
+/// let config = SqliteConfig::new()
+///     .table("pizza_sessions")
+///     .busy_timeout(Duration::from_secs(2))
+///     .connections(2);
+/// let store = SqliteStore::open_with(dir.join("bot.db"), config).await?;
+/// # drop(store);
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct SqliteConfig {
     table: String,
@@ -42,12 +59,41 @@ impl Default for SqliteConfig {
 
 impl SqliteConfig {
     /// The defaults: table `multisession`, 4 s busy timeout, 4 connections.
+    ///
+    /// ```
+    /// use multisession::stores::SqliteConfig;
+    ///
+    /// // The same as `SqliteStore::open(path)`: every option at its default.
+    /// let config = SqliteConfig::new();
+    /// # let _ = config;
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// The table (letters, digits and `_`, not starting with a digit). Another table,
     /// `<table>_revision`, holds the revision counter.
+    ///
+    /// Two bots can share one file under different tables:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("multisession-doc-sqlite-table-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// use multisession::{store::Store, stores::{SqliteConfig, SqliteStore}};
+    ///
+    /// let path = dir.join("bots.db");
+    /// let pizza = SqliteStore::open_with(&path, SqliteConfig::new().table("pizza_bot")).await?;
+    /// let quiz = SqliteStore::open_with(&path, SqliteConfig::new().table("quiz_bot")).await?;
+    /// pizza.write("count:1", b"3", None).await?;
+    /// assert!(quiz.read("count:1").await?.is_none());
+    ///
+    /// // Names are checked before anything is opened.
+    /// assert!(SqliteStore::open_with(&path, SqliteConfig::new().table("pizza-bot")).await.is_err());
+    /// # drop((pizza, quiz));
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
     pub fn table(mut self, table: impl Into<String>) -> Self {
         self.table = table.into();
         self
@@ -60,12 +106,54 @@ impl SqliteConfig {
     /// waiting for the lock never began its transaction, so it fails as certainly not
     /// written; one the runtime's timeout cuts off first can only be reported as an
     /// unknown outcome (see [`SqliteStore`]). If you lower `op_timeout`, lower this too.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("multisession-doc-sqlite-busy-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// use multisession::{Config, MultiSession, stores::{SqliteConfig, SqliteStore}};
+    /// use std::time::Duration;
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    /// }
+    ///
+    /// // A bot that gives up on a store call after 2 s waits at most 1.5 s for the lock.
+    /// let config = SqliteConfig::new().busy_timeout(Duration::from_millis(1500));
+    /// let store = SqliteStore::open_with(dir.join("bot.db"), config).await?;
+    /// let sessions = Bot::builder()
+    ///     .default_store(store)
+    ///     .config(Config::new().op_timeout(Some(Duration::from_secs(2))))
+    ///     .build();
+    /// # drop(sessions);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
         self
     }
 
     /// How many connections (reads run in parallel under WAL; writes take turns).
+    /// At least 1.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("multisession-doc-sqlite-connections-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// use multisession::{store::Store, stores::{SqliteConfig, SqliteStore}};
+    ///
+    /// let config = SqliteConfig::new().connections(8); // a read-heavy bot
+    /// let store = SqliteStore::open_with(dir.join("bot.db"), config).await?;
+    /// store.write("count:1", b"1", None).await?;
+    /// // Three reads at once, on three connections.
+    /// let (a, b, c) = tokio::join!(store.read("count:1"), store.read("count:1"), store.read("count:1"));
+    /// assert!([a?, b?, c?].iter().all(|r| r.as_ref().unwrap().value == b"1"));
+    /// # drop(store);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
     pub fn connections(mut self, connections: usize) -> Self {
         self.connections = connections.max(1);
         self
@@ -263,11 +351,55 @@ fn valid_identifier(name: &str) -> bool {
 
 impl SqliteStore {
     /// Opens (or creates) the database file at `path` with the default options.
+    ///
+    /// The sessions survive a restart:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("multisession-doc-sqlite-open-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// use multisession::{ChatContext, MultiSession, stores::SqliteStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    /// }
+    ///
+    /// async fn bump(s: multisession::Session<Bot>) -> Result<u32, multisession::Error> {
+    ///     *s.count().await? += 1;
+    ///     Ok(*s.count().await?)
+    /// }
+    ///
+    /// let path = dir.join("bot.db");
+    /// let sessions = Bot::builder().default_store(SqliteStore::open(&path).await?).build();
+    /// assert_eq!(sessions.run(&ChatContext::new(1), bump).await?, 1);
+    /// drop(sessions); // the bot stops...
+    ///
+    /// let sessions = Bot::builder().default_store(SqliteStore::open(&path).await?).build();
+    /// assert_eq!(sessions.run(&ChatContext::new(1), bump).await?, 2); // ...and goes on
+    /// # drop(sessions);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with(path, SqliteConfig::default()).await
     }
 
     /// Opens (or creates) the database file at `path`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("multisession-doc-sqlite-open-with-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// use multisession::stores::{SqliteConfig, SqliteStore};
+    ///
+    /// let path = dir.join("bot.db");
+    /// let store = SqliteStore::open_with(&path, SqliteConfig::new().table("sessions")).await?;
+    /// assert_eq!(store.path(), path);
+    /// # drop(store);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
     pub async fn open_with(
         path: impl AsRef<Path>,
         config: SqliteConfig,
@@ -276,7 +408,24 @@ impl SqliteStore {
         Self::connect(path, config, false).await
     }
 
-    /// A private in-memory database (one connection), for tests.
+    /// A private in-memory database (one connection), for tests: the real SQLite store's
+    /// behaviour, nothing left on disk.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use multisession::{ChatContext, MultiSession, stores::SqliteStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(SqliteStore::in_memory().await?).build();
+    /// let ctx = ChatContext::new(1);
+    /// sessions.run(&ctx, async |s| { *s.count().await? += 2; Ok::<_, multisession::Error>(()) }).await?;
+    /// assert_eq!(sessions.load(&ctx).await?.count, 2);
+    /// # Ok(()) }
+    /// ```
     pub async fn in_memory() -> Result<Self, StoreError> {
         Self::connect(
             PathBuf::from(":memory:"),
@@ -350,7 +499,21 @@ impl SqliteStore {
         })
     }
 
-    /// The database file.
+    /// The database file (`:memory:` for [`in_memory`](SqliteStore::in_memory)).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("multisession-doc-sqlite-path-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// use multisession::stores::SqliteStore;
+    ///
+    /// let store = SqliteStore::open(dir.join("bot.db")).await?;
+    /// assert!(store.path().ends_with("bot.db"));
+    /// assert_eq!(SqliteStore::in_memory().await?.path().to_str(), Some(":memory:"));
+    /// # drop(store);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -415,9 +578,11 @@ impl SqliteStore {
     /// use std::time::Duration;
     ///
     /// let store = SqliteStore::in_memory().await?;
-    /// store.write("quiz:1", b"{}", Some(Duration::from_millis(1))).await?;
-    /// tokio::time::sleep(Duration::from_millis(5)).await;
-    /// assert_eq!(store.sweep_expired().await?, 1);
+    /// store.write("quiz:1", b"{}", Some(Duration::from_millis(10))).await?;
+    /// store.write("pizza:1", b"2", None).await?;
+    /// tokio::time::sleep(Duration::from_millis(30)).await;
+    /// assert!(store.read("quiz:1").await?.is_none()); // already reads as missing
+    /// assert_eq!(store.sweep_expired().await?, 1); // and now its row is gone
     /// # Ok(()) }
     /// ```
     pub async fn sweep_expired(&self) -> Result<u64, StoreError> {
