@@ -1,5 +1,6 @@
 //! A quiz that forgets itself: `#[session(ttl = "...")]` expires a fragment that was not
-//! written for that long (rule S18), like grammY's `enhanceStorage({ millisecondsToLive })`.
+//! written for that long (rule S18), like grammY's `enhanceStorage({ millisecondsToLive })`;
+//! a background sweeper (`spawn_sweeper`) deletes the expired rows from the SQLite file.
 //!
 //! ```sh
 //! cargo run --example ttl_quiz
@@ -28,6 +29,8 @@ struct Session {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = SqliteStore::in_memory().await?;
+    // Expired rows already read as missing; a background sweeper reclaims their space.
+    let sweeper = store.spawn_sweeper(Duration::from_millis(500))?;
     let sessions = Session::builder().default_store(store.clone()).build();
     let ctx = ChatContext::new(-100).with_user(7);
     let ask = |s: multisession::Session<Session>| async move {
@@ -60,7 +63,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("answer after 3 s: {}", sessions.run(&ctx, answer).await?);
     let score = sessions.load(&ctx).await?.score;
     println!("score: {score} (the score has no TTL)");
-    // Expired rows already read as missing; a sweep (run it on a schedule) reclaims them.
-    println!("swept {} expired row(s)", store.sweep_expired().await?);
+    let swept = sweeper.stop().await;
+    println!(
+        "the background sweeper deleted {} expired row(s)",
+        swept.deleted
+    );
     Ok(())
 }

@@ -143,6 +143,12 @@ pub async fn handle(s: Session<BotSession>, input: Input<'_>) -> Result<Option<S
             s.settings().delete().await?;
             "Forgot your settings.".to_owned()
         }
+        "/reset" => {
+            // grammY's `ctx.session = undefined`: every fragment of this update that is
+            // stored is deleted (one delete each; nothing for what was never stored).
+            s.delete_all().await?;
+            "Reset: this chat's pizzas, your settings and your quiz are gone.".to_owned()
+        }
         "/quiz" => {
             s.quiz()
                 .set(Some(Quiz {
