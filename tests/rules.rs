@@ -1066,3 +1066,43 @@ async fn a_second_commit_writes_nothing_and_repeats_no_success() -> R {
     assert_eq!(stored.pizza.count, 11);
     Ok(())
 }
+
+// ---------------------------------------------------------------- delete-all
+
+/// Delete-all, then a change in the same update: the change is what is stored. With a
+/// guard of a fragment still held by the same task, delete-all is `Error::Held` at once
+/// (never a wait for itself).
+#[tokio::test]
+async fn delete_all_then_set_keeps_the_set_and_never_waits_for_itself() -> R {
+    let (store, sessions) = counting();
+    let ctx = group(-6, 3);
+    sessions
+        .run(&ctx, async |s| {
+            s.pizza().await?.count = 2;
+            s.settings().set(Settings { lang: "de".into() }).await
+        })
+        .await?;
+    store.reset();
+    sessions
+        .run(&ctx, async |s| {
+            s.delete_all().await?;
+            s.pizza().await?.count = 7;
+            R::Ok(())
+        })
+        .await?;
+    let c = store.counts();
+    assert_eq!((c.writes, c.deletes), (1, 1), "pizza rewritten, settings deleted: {c:?}");
+    let data = sessions.load(&ctx).await?;
+    assert_eq!((data.pizza.count, data.settings.lang.as_str()), (7, "en"));
+    drop(data);
+    let held = no_hang(
+        "delete-all while holding a guard",
+        sessions.run(&ctx, async |s| {
+            let _guard = s.pizza().await?;
+            s.delete_all().await
+        }),
+    )
+    .await;
+    assert!(matches!(held, Err(Error::Held { .. })), "{held:?}");
+    Ok(())
+}
