@@ -11,3 +11,24 @@ fn ui() {
     t.compile_fail("tests/ui/fail/*.rs");
     t.pass("tests/ui/pass/*.rs");
 }
+
+/// One mistake, one error: the derive reports each mistake once, on the offending token,
+/// and emits a stub of its API so that the code using the struct adds no errors of its own.
+#[test]
+fn one_error_per_mistake() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/fail");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/ui/fail") {
+        let path = entry.expect("a directory entry").path();
+        if path.extension().is_some_and(|ext| ext == "stderr") {
+            let stderr = std::fs::read_to_string(&path).expect("a readable .stderr");
+            let errors = stderr
+                .lines()
+                .filter(|line| line.starts_with("error"))
+                .count();
+            assert_eq!(errors, 1, "{}: {errors} errors, not 1", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no .stderr files in {}", dir.display());
+}

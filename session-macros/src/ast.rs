@@ -58,15 +58,37 @@ impl quote::ToTokens for PrefixToken<'_> {
     }
 }
 
+impl Input<'_> {
+    /// Whether two fields have the same name (rustc reports it).
+    pub fn has_duplicate_fields(&self) -> bool {
+        let mut names = std::collections::HashSet::new();
+        !self
+            .fields
+            .iter()
+            .all(|field| names.insert(field.name.as_str()))
+    }
+}
+
 impl<'a> Input<'a> {
     /// Parses the input, recording every problem in `cx`; `None` if it is not a struct
     /// with named fields at all.
     pub fn from_syn(cx: &mut Ctxt, input: &'a DeriveInput) -> Option<Self> {
         attr::container_attrs(cx, &input.attrs);
-        if input.generics.lt_token.is_some() || input.generics.where_clause.is_some() {
+        let generics = &input.generics;
+        if generics.lifetimes().next().is_some() {
             cx.error_spanned_by(
-                &input.generics,
+                generics,
+                "MultiSession does not support lifetimes: a session struct owns its values, which are loaded from a store and saved back; use owned types (`String`, not `&'a str`)",
+            );
+        } else if !generics.params.is_empty() {
+            cx.error_spanned_by(
+                generics,
                 "MultiSession does not support generic structs: a session struct names its fragment types",
+            );
+        } else if let Some(where_clause) = &generics.where_clause {
+            cx.error_spanned_by(
+                where_clause,
+                "MultiSession does not support `where` clauses: a session struct names its fragment types",
             );
         }
         let fields = match &input.data {

@@ -2,7 +2,6 @@
 
 use std::fmt::Display;
 
-use proc_macro2::TokenStream;
 use quote::ToTokens;
 
 #[derive(Default)]
@@ -32,9 +31,4 @@ impl Ctxt {
         }
         Err(combined)
     }
-}
-
-/// `compile_error!`s for `error`.
-pub fn to_compile_errors(error: syn::Error) -> TokenStream {
-    error.to_compile_error()
 }

@@ -1,17 +1,22 @@
 //! Code generation. Everything refers to the runtime through `::multisession::__private`.
+//!
+//! Generated locals are hygienic (`Span::mixed_site()`, `__ms_` prefix): a user's
+//! `fn config()` named in `#[session(initial = config())]` is not shadowed by a local of the
+//! same name, and a user's `const config` does not turn a binding into a pattern.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
-use syn::{DeriveInput, Index, spanned::Spanned};
+use syn::{DeriveInput, Ident, Index, spanned::Spanned};
 
 use crate::{
     ast::{Field, Input},
     attr::{Initial, Ttl},
-    ctxt::{Ctxt, to_compile_errors},
-    valid,
+    ctxt::Ctxt,
+    fallback, valid,
 };
 
-/// Parse → validate → expand.
+/// Parse → validate → expand; on any error, the errors plus a stub of the generated API
+/// (see `fallback`), so the user's code that uses it shows no errors of its own.
 pub fn derive(input: &DeriveInput) -> TokenStream {
     let mut cx = Ctxt::default();
     let parsed = Input::from_syn(&mut cx, input);
@@ -19,17 +24,35 @@ pub fn derive(input: &DeriveInput) -> TokenStream {
         valid::check(&mut cx, parsed);
     }
     match (cx.check(), parsed) {
+        // Duplicate field names: rustc reports them; the expansion would add more errors.
+        (Ok(()), Some(parsed)) if parsed.has_duplicate_fields() => {
+            fallback::expand(input, Some(&parsed), None)
+        }
         (Ok(()), Some(parsed)) => expand(&parsed),
-        (Err(error), _) => to_compile_errors(error),
-        // `from_syn` records an error whenever it returns `None`.
-        (Ok(()), None) => TokenStream::new(),
+        (Err(error), parsed) => fallback::expand(input, parsed.as_ref(), Some(&error)),
+        // `from_syn` records an error whenever it returns `None`; just in case it did not:
+        (Ok(()), None) => fallback::expand(
+            input,
+            None,
+            Some(&syn::Error::new_spanned(
+                &input.ident,
+                "MultiSession can only be derived for structs with named fields",
+            )),
+        ),
     }
+}
+
+/// A generated local variable or parameter: invisible to the user's expressions
+/// (`mixed_site`), and `__ms_`-prefixed so that no user constant of the same name in scope
+/// turns the binding into a constant pattern.
+fn local(name: &str) -> Ident {
+    Ident::new(&format!("__ms_{name}"), Span::mixed_site())
 }
 
 fn expand(input: &Input<'_>) -> TokenStream {
     let ident = input.ident;
     let vis = input.vis;
-    let lazy = format_ident!("{}Lazy", ident);
+    let lazy_ty = format_ident!("{}Lazy", ident);
     let builder = format_ident!("{}Builder", ident);
     let count = input.fields.len();
 
@@ -74,10 +97,19 @@ fn expand(input: &Input<'_>) -> TokenStream {
         .fields
         .iter()
         .map(|f| format!("The store of the `{}` fragment.", f.name));
+    let shared_ty = format_ident!("__MsShared");
+    let (store, config, stores, shared, lazy, update) = (
+        local("store"),
+        local("config"),
+        local("stores"),
+        local("shared"),
+        local("lazy"),
+        local("update"),
+    );
 
     quote! {
         #[doc = #lazy_doc]
-        #vis struct #lazy {
+        #vis struct #lazy_ty {
             #( #fields: ::multisession::__private::Cell<#tys>, )*
         }
 
@@ -92,8 +124,15 @@ fn expand(input: &Input<'_>) -> TokenStream {
         }
 
         const _: () = {
+            // The fragments with their stores. Public, but only nameable here: the
+            // `MultiSession` impl may name it even if a field type is private.
+            #[doc(hidden)]
+            pub struct #shared_ty {
+                #( #fields: ::multisession::__private::Arc<::multisession::__private::FragmentShared<#tys>>, )*
+            }
+
             #[automatically_derived]
-            impl #lazy {
+            impl #lazy_ty {
                 #(
                     #[doc = #accessor_docs]
                     #vis fn #fields(&self) -> ::multisession::Fragment<'_, #tys> {
@@ -108,9 +147,9 @@ fn expand(input: &Input<'_>) -> TokenStream {
                     #[doc = #setter_docs]
                     #vis fn #fields(
                         mut self,
-                        store: impl ::core::convert::Into<::multisession::store::StoreRef>,
+                        #store: impl ::core::convert::Into<::multisession::store::StoreRef>,
                     ) -> #setter_types {
-                        self.core.set_store(#indices, store.into());
+                        self.core.set_store(#indices, ::core::convert::Into::into(#store));
                         #builder { core: self.core, state: ::core::marker::PhantomData }
                     }
                 )*
@@ -118,15 +157,15 @@ fn expand(input: &Input<'_>) -> TokenStream {
                 /// The store of every fragment not given its own.
                 #vis fn default_store(
                     mut self,
-                    store: impl ::core::convert::Into<::multisession::store::StoreRef>,
+                    #store: impl ::core::convert::Into<::multisession::store::StoreRef>,
                 ) -> #builder<#( #states, )* ::multisession::__private::HasStore> {
-                    self.core.set_default_store(store.into());
+                    self.core.set_default_store(::core::convert::Into::into(#store));
                     #builder { core: self.core, state: ::core::marker::PhantomData }
                 }
 
                 /// The runtime options.
-                #vis fn config(mut self, config: ::multisession::Config) -> Self {
-                    self.core.set_config(config);
+                #vis fn config(mut self, #config: ::multisession::Config) -> Self {
+                    self.core.set_config(#config);
                     self
                 }
 
@@ -136,17 +175,17 @@ fn expand(input: &Input<'_>) -> TokenStream {
                 where
                     #( #states: ::multisession::__private::StoreFor<__MsDefault>, )*
                 {
-                    let (stores, config) = self.core.finish();
-                    let mut stores = stores.into_iter();
-                    let shared = (
+                    let (#stores, #config) = self.core.finish();
+                    let mut #stores = ::core::iter::IntoIterator::into_iter(#stores);
+                    let #shared = #shared_ty {
                         #(
-                            ::multisession::__private::shared(
+                            #fields: ::multisession::__private::shared(
                                 #specs,
-                                ::multisession::__private::next_store(&mut stores),
+                                ::multisession::__private::next_store(&mut #stores),
                             ),
                         )*
-                    );
-                    ::multisession::Sessions::__new(shared, config)
+                    };
+                    ::multisession::Sessions::__new(#shared, #config)
                 }
             }
 
@@ -163,37 +202,35 @@ fn expand(input: &Input<'_>) -> TokenStream {
 
             #[automatically_derived]
             impl ::multisession::MultiSession for #ident {
-                type Lazy = #lazy;
-                type Shared = (
-                    #( ::multisession::__private::Arc<::multisession::__private::FragmentShared<#tys>>, )*
-                );
+                type Lazy = #lazy_ty;
+                type Shared = #shared_ty;
 
                 const FRAGMENTS: &'static [&'static str] = &[ #( #names ),* ];
 
                 fn __open(
-                    shared: &Self::Shared,
-                    _ctx: &dyn ::multisession::SessionContext,
-                    update: &::multisession::__private::Arc<::multisession::__private::UpdateCtx>,
+                    #shared: &Self::Shared,
+                    _: &dyn ::multisession::SessionContext,
+                    #update: &::multisession::__private::Arc<::multisession::__private::UpdateCtx>,
                 ) -> Self::Lazy {
-                    #lazy {
-                        #( #fields: ::multisession::__private::Cell::new(&shared.#indices, #indices, update), )*
+                    #lazy_ty {
+                        #( #fields: ::multisession::__private::Cell::new(&#shared.#fields, #indices, #update), )*
                     }
                 }
 
-                fn __cells(lazy: &Self::Lazy) -> ::std::vec::Vec<&dyn ::multisession::__private::ErasedCell> {
-                    ::std::vec![ #( &lazy.#fields as &dyn ::multisession::__private::ErasedCell ),* ]
+                fn __cells(#lazy: &Self::Lazy) -> ::std::vec::Vec<&dyn ::multisession::__private::ErasedCell> {
+                    ::std::vec![ #( &#lazy.#fields as &dyn ::multisession::__private::ErasedCell ),* ]
                 }
 
-                fn __any_loaded(lazy: &Self::Lazy) -> bool {
-                    false #( || ::multisession::__private::ErasedCell::is_loaded(&lazy.#fields) )*
+                fn __any_loaded(#lazy: &Self::Lazy) -> bool {
+                    false #( || ::multisession::__private::ErasedCell::is_loaded(&#lazy.#fields) )*
                 }
 
-                fn __take(lazy: &Self::Lazy) -> Self {
-                    Self { #( #fields: lazy.#fields.take_value(), )* }
+                fn __take(#lazy: &Self::Lazy) -> Self {
+                    Self { #( #fields: #lazy.#fields.take_value(), )* }
                 }
 
-                fn __put(self, lazy: &Self::Lazy) {
-                    #( lazy.#fields.put_value(self.#fields); )*
+                fn __put(self, #lazy: &Self::Lazy) {
+                    #( #lazy.#fields.put_value(self.#fields); )*
                 }
             }
         };
@@ -233,8 +270,13 @@ fn spec(field: &Field<'_>) -> TokenStream {
         }
         None => quote!(::multisession::codec::Json),
     };
-    let encoder = quote_spanned!(ty.span()=> ::multisession::__private::encoder::<#ty, #codec>());
-    let decoder = quote_spanned!(ty.span()=> ::multisession::__private::decoder::<#ty, #codec>());
+    // One bound for `Serialize + Deserialize`, so a type with neither gets one error.
+    let encoder = quote_spanned!(ty.span()=>
+        <#ty as ::multisession::__private::FragmentData<_>>::encoder::<#codec>()
+    );
+    let decoder = quote_spanned!(ty.span()=>
+        <#ty as ::multisession::__private::FragmentData<_>>::decoder::<#codec>()
+    );
     let none_deletes = field
         .option_inner
         .is_some()
@@ -281,43 +323,59 @@ fn migrations(field: &Field<'_>, codec: &TokenStream, steps: &[syn::Expr]) -> To
     } else {
         quote!()
     };
+    let (bytes, version, payload, found) = (
+        local("bytes"),
+        local("version"),
+        local("payload"),
+        local("found"),
+    );
     let current = steps.len() as u32;
     let arms = (0..steps.len()).map(|from| {
         let version = from as u32;
-        let names: Vec<_> = (from..steps.len()).map(|i| format_ident!("step_{}", i)).collect();
+        let names: Vec<_> = (from..steps.len())
+            .map(|i| local(&format!("step_{i}")))
+            .collect();
         let bindings = steps[from..]
             .iter()
             .zip(&names)
             .map(|(step, name)| quote_spanned!(step.span()=> let #name = #step;));
-        let calls = steps[from..]
-            .iter()
-            .zip(&names)
-            .map(|(step, name)| quote_spanned!(step.span()=> let value = #name(value);));
+        // The value between steps. No user expression is in its scope (the steps are
+        // bound before it), so it can have the steps' spans and hygiene: a step whose
+        // argument does not fit is reported on that step, as user code.
+        let value = |span| Ident::new("__ms_value", span);
+        let calls = steps[from..].iter().zip(&names).map(|(step, name)| {
+            let value = value(step.span());
+            quote_spanned!(step.span()=> let #value = #name(#value);)
+        });
         let first = &names[0];
         // A last step that yields the wrong type is reported on that step.
-        let last = steps.last().map_or_else(proc_macro2::Span::call_site, |s| s.span());
-        let result = quote_spanned!(last=> let value: #target = value;);
+        let last = steps.last().map_or_else(Span::call_site, Spanned::span);
+        let result = {
+            let value = value(last);
+            quote_spanned!(last=> let #value: #target = #value;)
+        };
+        let value = value(Span::call_site());
         quote! {
             #version => {
                 #( #bindings )*
-                let value = ::multisession::__private::decode_input::<#codec, _, _>(#first, payload)?;
+                let #value = ::multisession::__private::decode_input::<#codec, _, _>(#first, #payload)?;
                 #( #calls )*
                 #result
-                ::core::result::Result::Ok((#wrap(value), true))
+                ::core::result::Result::Ok((#wrap(#value), true))
             }
         }
     });
+    let decode_current = quote_spanned!(ty.span()=>
+        <#ty as ::multisession::__private::FragmentData<_>>::decode_current::<#codec>(#payload)
+    );
     quote! {
-        .migrations(#current, |bytes: &[u8]| -> ::core::result::Result<(#ty, bool), ::multisession::__private::DecodeFailure> {
-            let (version, payload) = ::multisession::__private::split_version(bytes);
-            match version {
+        .migrations(#current, |#bytes: &[u8]| -> ::core::result::Result<(#ty, bool), ::multisession::__private::DecodeFailure> {
+            let (#version, #payload) = ::multisession::__private::split_version(#bytes);
+            match #version {
                 #( #arms )*
-                #current => ::core::result::Result::Ok((
-                    ::multisession::__private::decode_current::<#codec, #ty>(payload)?,
-                    false,
-                )),
-                found => ::core::result::Result::Err(::multisession::__private::DecodeFailure::TooNew {
-                    found,
+                #current => ::core::result::Result::Ok((#decode_current?, false)),
+                #found => ::core::result::Result::Err(::multisession::__private::DecodeFailure::TooNew {
+                    found: #found,
                     supported: #current,
                 }),
             }

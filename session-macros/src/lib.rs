@@ -2,12 +2,14 @@
 //!
 //! The pipeline reads top to bottom: `ast` parses the struct and its `#[session(...)]`
 //! attributes (with `attr`), `valid` checks what spans several fields, `expand`
-//! generates the code. Every error is collected and spanned on the offending token.
+//! generates the code. Every error is collected and spanned on the offending token; on
+//! errors, `fallback` emits them with a stub of the generated API, so they are the only ones.
 
 mod ast;
 mod attr;
 mod ctxt;
 mod expand;
+mod fallback;
 mod valid;
 
 use proc_macro::TokenStream;

@@ -1,4 +1,4 @@
-//! Checks that span several fields.
+//! Checks that span several fields, or that need the whole struct.
 
 use crate::{ast::Input, ctxt::Ctxt};
 
@@ -13,41 +13,134 @@ pub fn check(cx: &mut Ctxt, input: &Input<'_>) {
     check_prefixes(cx, input);
 }
 
-/// The generated builder has methods of its own; a field of the same name would clash.
+/// What a reserved field name would clash with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Clash {
+    /// A method of the generated builder, which has one store setter per field.
+    Builder,
+    /// A method that `s.field()` on a `Session<S>` reaches before the generated accessor
+    /// (`Session<S>` derefs to the lazy view).
+    Session,
+}
+
+/// The field names that are taken, and by what: the builder's own methods; and every
+/// method that a call on a `Session<S>` finds before the lazy view's accessors: its
+/// inherent methods, those of the traits it implements, and those of the std blanket impls
+/// that cover it. (Its private methods do not count: the user's crate cannot call them,
+/// so method resolution skips them.)
+pub const RESERVED: &[(&str, Clash, &str)] = &[
+    ("build", Clash::Builder, "the builder's own `build` method"),
+    (
+        "config",
+        Clash::Builder,
+        "the builder's own `config` method",
+    ),
+    (
+        "default_store",
+        Clash::Builder,
+        "the builder's own `default_store` method",
+    ),
+    // `Session<S>`'s inherent methods.
+    ("commit", Clash::Session, "`Session::commit`"),
+    ("update_id", Clash::Session, "`Session::update_id`"),
+    // The traits `Session<S>` implements.
+    (
+        "clone",
+        Clash::Session,
+        "`Clone::clone` (`Session` is `Clone`)",
+    ),
+    (
+        "clone_from",
+        Clash::Session,
+        "`Clone::clone_from` (`Session` is `Clone`)",
+    ),
+    (
+        "deref",
+        Clash::Session,
+        "`Deref::deref` (`Session` derefs to the lazy view)",
+    ),
+    ("fmt", Clash::Session, "`Debug::fmt` (`Session` is `Debug`)"),
+    // Blanket impls of std that cover `Session<S>`.
+    (
+        "to_owned",
+        Clash::Session,
+        "`ToOwned::to_owned` (`Session` is `Clone`)",
+    ),
+    (
+        "clone_into",
+        Clash::Session,
+        "`ToOwned::clone_into` (`Session` is `Clone`)",
+    ),
+    ("into", Clash::Session, "`Into::into`"),
+    ("try_into", Clash::Session, "`TryInto::try_into`"),
+    ("borrow", Clash::Session, "`Borrow::borrow`"),
+    ("borrow_mut", Clash::Session, "`BorrowMut::borrow_mut`"),
+    ("type_id", Clash::Session, "`Any::type_id`"),
+];
+
+/// What the field name `name` clashes with, if it is reserved.
+pub fn clash(name: &str) -> Option<(Clash, &'static str)> {
+    RESERVED
+        .iter()
+        .find(|(reserved, ..)| *reserved == name)
+        .map(|&(_, clash, owner)| (clash, owner))
+}
+
+/// A field named like a method that is reached first would have an accessor (or store
+/// setter) that cannot be called.
 fn check_names(cx: &mut Ctxt, input: &Input<'_>) {
     for field in &input.fields {
-        if RESERVED.contains(&field.name.as_str()) {
-            cx.error_spanned_by(
-                field.ident,
-                format!(
-                    "a fragment cannot be named `{0}`: the generated builder has a `{0}` method of its own; rename the field and keep its stored keys with `#[session(prefix = \"{0}:\")]`",
-                    field.name
-                ),
-            );
-        }
+        let Some((clash, owner)) = clash(&field.name) else {
+            continue;
+        };
+        let name = &field.name;
+        let call = match clash {
+            Clash::Builder => format!(
+                "`{}::builder().{name}(..)` would call {owner}, not this fragment's store setter",
+                input.ident
+            ),
+            Clash::Session => format!(
+                "`s.{name}()` on a `Session<{}>` would call {owner}, not this fragment's accessor",
+                input.ident
+            ),
+        };
+        cx.error_spanned_by(
+            field.ident,
+            format!(
+                "a fragment cannot be named `{name}`: {call}; rename the field, and keep its stored keys with `#[session(prefix = \"{name}:\")]`"
+            ),
+        );
     }
 }
 
-const RESERVED: &[&str] = &["build", "config", "default_store"];
-
 /// Rule S2: no key of one fragment may land in another's namespace, so no prefix may be
-/// the start of another (fragments may share a store).
+/// the start of another (fragments may share a store). Each field is reported once, at
+/// its first overlap.
 fn check_prefixes(cx: &mut Ctxt, input: &Input<'_>) {
     for (i, later) in input.fields.iter().enumerate() {
         let later_prefix = later.prefix();
-        for earlier in &input.fields[..i] {
-            let earlier_prefix = earlier.prefix();
-            if later_prefix.starts_with(&earlier_prefix)
-                || earlier_prefix.starts_with(&later_prefix)
-            {
-                cx.error_spanned_by(
-                    later.prefix_span_token(),
-                    format!(
-                        "prefix {later_prefix:?} of fragment `{}` overlaps prefix {earlier_prefix:?} of fragment `{}`: on a shared store one fragment could read the other's keys; make neither prefix the start of the other",
-                        later.name, earlier.name
-                    ),
-                );
+        // A field declared twice is rustc's error to report.
+        let overlap = input.fields[..i].iter().find(|earlier| {
+            if earlier.name == later.name {
+                return false;
             }
+            let earlier_prefix = earlier.prefix();
+            later_prefix.starts_with(&earlier_prefix) || earlier_prefix.starts_with(&later_prefix)
+        });
+        if let Some(earlier) = overlap {
+            let earlier_prefix = earlier.prefix();
+            let how = if later_prefix == earlier_prefix {
+                "is the same as".to_owned()
+            } else {
+                "overlaps".to_owned()
+            };
+            cx.error_spanned_by(
+                later.prefix_span_token(),
+                format!(
+                    "prefix {later_prefix:?} of fragment `{}` {how} prefix {earlier_prefix:?} of fragment `{}`: on a shared store one fragment could read the other's keys; make neither prefix the start of the other",
+                    later.name, earlier.name
+                ),
+            );
         }
     }
 }

@@ -143,3 +143,63 @@ pub trait StoreFor<D> {}
 
 impl<D> StoreFor<D> for HasStore {}
 impl StoreFor<HasStore> for NoStore {}
+
+/// What the type of a fragment must be: `Serialize` and `Deserialize`, checked as one bound
+/// so that a type with neither gets one error, on the field's type (rule: one error per
+/// mistake). The derive calls `<T as FragmentData<_>>::encoder::<C>()` and friends; `M` is
+/// inferred ([`ViaSerde`] is the only impl a type can satisfy: the other one exists so that
+/// rustc checks the bounds before it picks an impl, and reports this trait, not its leaves).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a session fragment: it must implement `serde::Serialize` and `serde::Deserialize`",
+    label = "a fragment is stored: this type must implement `Serialize` and `Deserialize`",
+    note = "for a type of this crate, add `#[derive(serde::Serialize, serde::Deserialize)]` to it; for a type of another crate, check whether that crate has a `serde` feature"
+)]
+pub trait FragmentData<M>: Sized {
+    /// The encoder of codec `C` for this type, and its comparison tree (rule S22).
+    fn encoder<C: Codec>() -> crate::spec::Encoders<Self>;
+    /// The decoder of codec `C` for this type.
+    fn decoder<C: Codec>() -> fn(&[u8]) -> Result<Self, CodecError>;
+    /// Decodes the current version (of a fragment with migrations).
+    fn decode_current<C: Codec>(bytes: &[u8]) -> Result<Self, DecodeFailure>;
+}
+
+/// The [`FragmentData`] of every `Serialize + DeserializeOwned` type.
+#[derive(Debug)]
+pub enum ViaSerde {}
+
+/// The [`FragmentData`] impl no type has (see there).
+#[derive(Debug)]
+pub enum NotAFragment {}
+
+mod sealed {
+    /// Implemented by no type.
+    pub trait Never {}
+}
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned> FragmentData<ViaSerde> for T {
+    fn encoder<C: Codec>() -> crate::spec::Encoders<T> {
+        (C::encode::<T>, crate::spec::canonical::<T>)
+    }
+
+    fn decoder<C: Codec>() -> fn(&[u8]) -> Result<T, CodecError> {
+        C::decode::<T>
+    }
+
+    fn decode_current<C: Codec>(bytes: &[u8]) -> Result<T, DecodeFailure> {
+        Ok(C::decode::<T>(bytes)?)
+    }
+}
+
+impl<T: sealed::Never> FragmentData<NotAFragment> for T {
+    fn encoder<C: Codec>() -> crate::spec::Encoders<T> {
+        unreachable!("no type implements `Never`")
+    }
+
+    fn decoder<C: Codec>() -> fn(&[u8]) -> Result<T, CodecError> {
+        unreachable!("no type implements `Never`")
+    }
+
+    fn decode_current<C: Codec>(_bytes: &[u8]) -> Result<T, DecodeFailure> {
+        unreachable!("no type implements `Never`")
+    }
+}
