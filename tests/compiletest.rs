@@ -32,3 +32,42 @@ fn one_error_per_mistake() {
     }
     assert!(checked > 0, "no .stderr files in {}", dir.display());
 }
+
+/// Every public method of `Session` hides a field accessor of the same name (method
+/// resolution finds it first), so the derive must reserve it: a method added to `Session`
+/// without adding it to the derive's list fails here.
+#[test]
+fn every_public_session_method_is_a_reserved_field_name() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let reserved = std::fs::read_to_string(root.join("session-macros/src/valid.rs")).unwrap();
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(root.join("session-runtime/src")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).unwrap();
+        let mut inside = false;
+        for line in source.lines() {
+            if line.starts_with("impl<S: MultiSession> Session<S>") {
+                inside = true;
+            } else if line.starts_with('}') {
+                inside = false;
+            } else if inside {
+                let name = line
+                    .strip_prefix("    pub fn ")
+                    .or_else(|| line.strip_prefix("    pub async fn "))
+                    .and_then(|rest| rest.split(['(', '<']).next());
+                if let Some(name) = name
+                    && !reserved.contains(&format!("(\"{name}\","))
+                {
+                    missing.push(format!("{name} ({})", path.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not reserved in session-macros/src/valid.rs: {missing:?}"
+    );
+}

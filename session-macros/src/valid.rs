@@ -43,6 +43,7 @@ pub const RESERVED: &[(&str, Clash, &str)] = &[
     // `Session<S>`'s inherent methods.
     ("commit", Clash::Session, "`Session::commit`"),
     ("update_id", Clash::Session, "`Session::update_id`"),
+    ("delete_all", Clash::Session, "`Session::delete_all`"),
     // The traits `Session<S>` implements.
     (
         "clone",
