@@ -5,6 +5,36 @@ use std::time::Duration;
 use crate::envelope::DEFAULT_REMEMBERED;
 
 /// What to do when the handler returns an error (rule S13).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, Config, MultiSession, OnHandlerError, stores::MemoryStore};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+/// }
+///
+/// type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// let ctx = ChatContext::new(1);
+/// for (policy, stored) in [(OnHandlerError::Discard, 0), (OnHandlerError::Commit, 1)] {
+///     let sessions = Bot::builder()
+///         .default_store(MemoryStore::new())
+///         .config(Config::new().on_handler_error(policy))
+///         .build();
+///     let result = sessions
+///         .run(&ctx, async |s| {
+///             *s.count().await? += 1;
+///             Err::<(), BoxError>("the Bot API is down".into())
+///         })
+///         .await;
+///     // The handler's error comes back either way; the policy decides what was kept.
+///     assert_eq!(result.unwrap_err().to_string(), "the Bot API is down");
+///     assert_eq!(sessions.load(&ctx).await?.count, stored);
+/// }
+/// assert_eq!(OnHandlerError::default(), OnHandlerError::Discard);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OnHandlerError {
@@ -16,6 +46,34 @@ pub enum OnHandlerError {
 }
 
 /// What to do when stored bytes do not decode as the fragment's type (rule S15).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, Config, Error, MultiSession, OnDecodeError, store::Store, stores::MemoryStore};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+/// }
+///
+/// let store = MemoryStore::new();
+/// // An older program stored a string for chat 1.
+/// store.write("count:1", br#""not a number""#, None).await.unwrap();
+/// let ctx = ChatContext::new(1);
+/// let strict = Bot::builder().default_store(store.clone()).build();
+/// let read = strict.run(&ctx, async |s| Ok::<_, Error>(*s.count().await?)).await;
+/// assert!(matches!(read, Err(Error::Decode { fragment: "count", .. })));
+///
+/// let lenient = Bot::builder()
+///     .default_store(store.clone())
+///     .config(Config::new().on_decode_error(OnDecodeError::Reset))
+///     .build();
+/// let count = lenient.run(&ctx, async |s| Ok::<_, Error>(*s.count().await?)).await?;
+/// assert_eq!(count, 0, "the initial value");
+/// // The commit replaced the stored bytes: the strict sessions read them again.
+/// assert_eq!(strict.load(&ctx).await?.count, 0);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OnDecodeError {
@@ -37,6 +95,47 @@ pub enum OnDecodeError {
 /// update already changed are not written again (rule S25), so a re-run completes a
 /// partial commit without applying anything twice. The handler's own side effects are
 /// repeated: keep them idempotent, or do them after `run` returns.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, Config, Error, MultiSession, OnConflict, store::Store, stores::MemoryStore};
+/// use std::sync::atomic::{AtomicU32, Ordering};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+/// }
+///
+/// let store = MemoryStore::new();
+/// let ctx = ChatContext::new(1);
+/// for (policy, expected) in [(OnConflict::Retry { attempts: 3 }, Ok(11)), (OnConflict::Fail, Err(1))] {
+///     let sessions = Bot::builder()
+///         .default_store(store.clone())
+///         .config(Config::new().on_conflict(policy))
+///         .build();
+///     let runs = AtomicU32::new(0);
+///     let result = sessions
+///         .run(&ctx, async |s| {
+///             let mut count = s.count().await?;
+///             if runs.fetch_add(1, Ordering::Relaxed) == 0 {
+///                 // Another process stores 10 between this read and the commit.
+///                 store.write("count:1", b"10", None).await.unwrap();
+///             }
+///             *count += 1;
+///             Ok::<_, Error>(*count)
+///         })
+///         .await;
+///     match (result, expected) {
+///         // Re-run on a fresh read: 10 + 1, not a lost update.
+///         (Ok(count), Ok(want)) => assert_eq!(count, want),
+///         (Err(Error::Conflict { attempts, .. }), Err(want)) => assert_eq!(attempts, want),
+///         (other, _) => panic!("unexpected: {other:?}"),
+///     }
+///     assert_eq!(runs.into_inner(), if policy == OnConflict::Fail { 1 } else { 2 });
+/// }
+/// assert_eq!(OnConflict::default(), OnConflict::RetryFor { budget: std::time::Duration::from_secs(20) });
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OnConflict {

@@ -67,6 +67,31 @@ pub trait SessionContext {
 }
 
 /// Telegram turned a group into a supergroup: per-chat data moves from `from` to `to`.
+///
+/// An update that reports one (through [`SessionContext::chat_migration`]) makes
+/// [`Sessions::run`](crate::Sessions::run) and [`Sessions::load`](crate::Sessions::load)
+/// move the old chat's sessions first; [`Sessions::migrate_chat`](crate::Sessions::migrate_chat)
+/// takes one directly.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, ChatMigration, MultiSession, SessionContext, stores::MemoryStore};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+/// }
+///
+/// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+/// sessions.run(&ChatContext::new(-42), async |s| s.count().set(5).await).await?;
+///
+/// // The first update in the supergroup announces where the group went.
+/// let update = ChatContext::new(-100_42).with_migration(-42, -100_42);
+/// assert_eq!(update.chat_migration(), Some(ChatMigration { from: -42, to: -100_42 }));
+/// let count = sessions.run(&update, async |s| Ok::<_, multisession::Error>(*s.count().await?)).await?;
+/// assert_eq!(count, 5, "the group's count, now the supergroup's");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ChatMigration {
     /// The old (group) chat id.
@@ -103,6 +128,28 @@ impl<T: SessionContext + ?Sized> SessionContext for &T {
 ///
 /// Handy for tests, console bots and frameworks whose own context is easier to convert
 /// than to wrap.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, MultiSession, keys, stores::MemoryStore};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+///     #[session(key = keys::user)]
+///     lang: String,
+/// }
+///
+/// // A message of user 7 in group -100, as the bot's own update type would report it.
+/// let ctx = ChatContext::new(-100).with_user(7).with_update_id(584_120_332);
+/// assert_eq!(ctx, ChatContext { chat: Some(-100), user: Some(7), update: Some(584_120_332), ..ChatContext::default() });
+///
+/// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+/// sessions.run(&ctx, async |s| { *s.count().await? += 1; s.lang().set("de".into()).await }).await?;
+/// let data = sessions.load(&ChatContext::new(-100).with_user(7)).await?;
+/// assert_eq!((data.count, data.lang.as_str()), (1, "de"));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ChatContext {
     /// The chat id, if the update has a chat.
@@ -122,6 +169,29 @@ pub struct ChatContext {
 impl ChatContext {
     /// A copy of what any context reports: key functions see the same identifiers through
     /// it as through `ctx`.
+    ///
+    /// ```
+    /// use multisession::{ChatContext, SessionContext};
+    ///
+    /// /// A framework's own context.
+    /// struct Incoming {
+    ///     chat: i64,
+    ///     from: i64,
+    /// }
+    ///
+    /// impl SessionContext for Incoming {
+    ///     fn chat_id(&self) -> Option<i64> {
+    ///         Some(self.chat)
+    ///     }
+    ///     fn user_id(&self) -> Option<i64> {
+    ///         Some(self.from)
+    ///     }
+    /// }
+    ///
+    /// let copy = ChatContext::of(&Incoming { chat: -100, from: 7 });
+    /// assert_eq!(copy, ChatContext::new(-100).with_user(7));
+    /// assert_eq!(copy.thread_id(), None, "the trait's default");
+    /// ```
     pub fn of(ctx: &dyn SessionContext) -> Self {
         ChatContext {
             chat: ctx.chat_id(),
@@ -134,6 +204,14 @@ impl ChatContext {
     }
 
     /// A context in chat `chat` with no user.
+    ///
+    /// ```
+    /// use multisession::{ChatContext, SessionContext};
+    ///
+    /// let ctx = ChatContext::new(-100); // a channel post: a chat, no sender
+    /// assert_eq!((ctx.chat_id(), ctx.user_id()), (Some(-100), None));
+    /// assert_eq!(ctx.update_id(), None);
+    /// ```
     pub fn new(chat: i64) -> Self {
         Self {
             chat: Some(chat),
@@ -142,6 +220,31 @@ impl ChatContext {
     }
 
     /// A context with a user and no chat (an inline query, say).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, Error, MultiSession, SessionContext, keys, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = keys::user)]
+    ///     lang: String,
+    /// }
+    ///
+    /// let ctx = ChatContext::user_only(7);
+    /// assert_eq!((ctx.chat_id(), ctx.user_id()), (None, Some(7)));
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// sessions
+    ///     .run(&ctx, async |s| {
+    ///         // No chat: the per-chat fragment is unavailable, the per-user one works.
+    ///         assert!(matches!(s.count().await, Err(Error::NoKey { fragment: "count" })));
+    ///         s.lang().set("de".into()).await
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn user_only(user: i64) -> Self {
         Self {
             user: Some(user),
@@ -150,12 +253,40 @@ impl ChatContext {
     }
 
     /// The same context with sender `user`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, keys, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     #[session(key = keys::user_in_chat)]
+    ///     score: u32,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// let group = ChatContext::new(-100);
+    /// sessions.run(&group.with_user(7), async |s| s.score().set(3).await).await?;
+    /// // Another member of the same group has a score of their own.
+    /// assert_eq!(sessions.load(&group.with_user(8)).await?.score, 0);
+    /// assert_eq!(sessions.load(&group.with_user(7)).await?.score, 3);
+    /// # Ok(()) }
+    /// ```
     pub fn with_user(mut self, user: i64) -> Self {
         self.user = Some(user);
         self
     }
 
     /// The same context announcing that chat `from` became chat `to`.
+    ///
+    /// ```
+    /// use multisession::{ChatContext, ChatMigration, SessionContext};
+    ///
+    /// // Telegram's `migrate_to_chat_id` message, sent in the old group.
+    /// let ctx = ChatContext::new(-42).with_migration(-42, -100_42);
+    /// assert_eq!(ctx.chat_migration(), Some(ChatMigration { from: -42, to: -100_42 }));
+    /// assert_eq!(ChatContext::new(-42).chat_migration(), None);
+    /// ```
     pub fn with_migration(mut self, from: i64, to: i64) -> Self {
         self.migration = Some(ChatMigration { from, to });
         self
@@ -189,6 +320,27 @@ impl ChatContext {
     }
 
     /// The same context in forum topic `thread`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, SessionContext, keys, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     #[session(key = keys::chat_thread)]
+    ///     draft: Option<String>,
+    /// }
+    ///
+    /// let forum = ChatContext::new(-100);
+    /// assert_eq!(forum.with_thread(5).thread_id(), Some(5));
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// sessions.run(&forum.with_thread(5), async |s| s.draft().set(Some("hi".into())).await).await?;
+    /// // Each topic of the forum has its own draft.
+    /// assert_eq!(sessions.load(&forum.with_thread(6)).await?.draft, None);
+    /// assert_eq!(sessions.load(&forum.with_thread(5)).await?.draft.as_deref(), Some("hi"));
+    /// # Ok(()) }
+    /// ```
     pub fn with_thread(mut self, thread: i64) -> Self {
         self.thread = Some(thread);
         self

@@ -18,14 +18,80 @@
 
 /// The header of a stored value that lists the updates that changed it. No JSON text and
 /// no version header (`\0MSv`) starts with it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, MultiSession, envelope::UPDATES_MAGIC, store::Store, stores::MemoryStore};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+/// }
+///
+/// let store = MemoryStore::new();
+/// let sessions = Bot::builder().default_store(store.clone()).build();
+/// sessions.run(&ChatContext::new(1), async |s| s.count().set(1).await).await?;
+/// let stored = store.read("count:1").await.unwrap().unwrap().value;
+/// assert!(stored.starts_with(UPDATES_MAGIC));
+/// assert!(!br#"{"count":1}"#.starts_with(UPDATES_MAGIC));
+/// # Ok(()) }
+/// ```
 pub const UPDATES_MAGIC: &[u8; 4] = b"\0MSu";
 
 /// How many update ids a stored value remembers by default (see
 /// [`Config::remember_updates`](crate::Config::remember_updates)).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, MultiSession, envelope, store::Store, stores::MemoryStore};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+/// }
+///
+/// let store = MemoryStore::new();
+/// let sessions = Bot::builder().default_store(store.clone()).build();
+/// for id in 1..=40 {
+///     let update = ChatContext::new(1).with_update_id(id);
+///     sessions.run(&update, async |s| { *s.count().await? += 1; Ok::<_, multisession::Error>(()) }).await?;
+/// }
+/// let stored = store.read("count:1").await.unwrap().unwrap().value;
+/// let (updates, _) = envelope::split(&stored);
+/// assert_eq!(updates.len(), envelope::DEFAULT_REMEMBERED);
+/// assert_eq!(updates.iter().next(), Some(9), "the oldest ones were dropped");
+/// # Ok(()) }
+/// ```
 pub const DEFAULT_REMEMBERED: usize = 32;
 
 /// The recorded updates and the codec's payload of stored bytes. Bytes without the header
 /// (or with a damaged one) are all payload, with no recorded updates.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, MultiSession, envelope, store::Store, stores::MemoryStore};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+/// }
+///
+/// let store = MemoryStore::new();
+/// let sessions = Bot::builder().default_store(store.clone()).build();
+/// let update = ChatContext::new(1).with_update_id(584_120_332);
+/// sessions.run(&update, async |s| s.count().set(5).await).await?;
+///
+/// let stored = store.read("count:1").await.unwrap().unwrap().value;
+/// let (updates, payload) = envelope::split(&stored);
+/// assert_eq!(updates.iter().collect::<Vec<_>>(), [584_120_332]);
+/// assert_eq!(payload, b"5", "what the JSON codec wrote");
+///
+/// // Bytes without the header (stored by hand, or by the first release).
+/// let (updates, payload) = envelope::split(b"5");
+/// assert!(updates.is_empty());
+/// assert_eq!(payload, b"5");
+/// # Ok(()) }
+/// ```
 pub fn split(bytes: &[u8]) -> (Updates<'_>, &[u8]) {
     let Some(rest) = bytes.strip_prefix(&UPDATES_MAGIC[..]) else {
         return (Updates::NONE, bytes);
@@ -51,11 +117,30 @@ pub fn split(bytes: &[u8]) -> (Updates<'_>, &[u8]) {
 }
 
 /// The codec's payload of stored bytes (without the recorded updates).
+///
+/// ```
+/// use multisession::envelope::{join, payload, split};
+///
+/// let stored = join(split(b"").0, 7, 32, br#"{"lang":"de"}"#);
+/// assert_eq!(payload(&stored), br#"{"lang":"de"}"#);
+/// assert_eq!(payload(b"42"), b"42", "no header: all payload");
+/// ```
 pub fn payload(bytes: &[u8]) -> &[u8] {
     split(bytes).1
 }
 
 /// The update ids recorded in a stored value, oldest first.
+///
+/// ```
+/// use multisession::envelope::{Updates, join, split};
+///
+/// let first = join(split(b"").0, 100, 32, b"1");
+/// let second = join(split(&first).0, 101, 32, b"2");
+/// let (updates, payload): (Updates<'_>, &[u8]) = split(&second);
+/// assert_eq!(payload, b"2");
+/// assert_eq!(updates.iter().collect::<Vec<_>>(), [100, 101]);
+/// assert!(updates.contains(100) && !updates.contains(102));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Updates<'a> {
     count: u8,
@@ -69,6 +154,17 @@ impl<'a> Updates<'a> {
     };
 
     /// The ids, oldest first.
+    ///
+    /// ```
+    /// use multisession::envelope::{join, split};
+    ///
+    /// let mut stored = b"0".to_vec();
+    /// for id in [584_120_332, 584_120_335, 584_120_333] {
+    ///     stored = join(split(&stored).0, id, 32, b"0");
+    /// }
+    /// let ids: Vec<u64> = split(&stored).0.iter().collect();
+    /// assert_eq!(ids, [584_120_332, 584_120_335, 584_120_333], "in the order they changed it");
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = u64> + 'a {
         let mut cursor = self.encoded;
         let mut previous = 0u64;
@@ -81,16 +177,43 @@ impl<'a> Updates<'a> {
     }
 
     /// Whether update `id` is among them.
+    ///
+    /// ```
+    /// use multisession::envelope::{join, split};
+    ///
+    /// let stored = join(split(b"1").0, 584_120_332, 32, b"2");
+    /// let (updates, _) = split(&stored);
+    /// assert!(updates.contains(584_120_332), "delivered again: already applied");
+    /// assert!(!updates.contains(584_120_333));
+    /// ```
     pub fn contains(&self, id: u64) -> bool {
         self.iter().any(|seen| seen == id)
     }
 
     /// How many there are.
+    ///
+    /// ```
+    /// use multisession::envelope::{join, split};
+    ///
+    /// let mut stored = Vec::new();
+    /// for id in 1..=5 {
+    ///     stored = join(split(&stored).0, id, 3, b"x"); // remember 3
+    /// }
+    /// assert_eq!(split(&stored).0.len(), 3);
+    /// assert_eq!(split(b"x").0.len(), 0);
+    /// ```
     pub fn len(&self) -> usize {
         usize::from(self.count)
     }
 
     /// Whether there are none.
+    ///
+    /// ```
+    /// use multisession::envelope::{join, split};
+    ///
+    /// assert!(split(b"{}").0.is_empty(), "a value stored without the header");
+    /// assert!(!split(&join(split(b"{}").0, 1, 32, b"{}")).0.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -99,6 +222,26 @@ impl<'a> Updates<'a> {
 /// How many generated update ids (those of contexts without an id of their own) a value
 /// keeps: they only need to outlive the re-runs of their own `run` call, and each costs
 /// up to ten bytes.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, MultiSession, envelope, store::Store, stores::MemoryStore};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+/// }
+///
+/// let store = MemoryStore::new();
+/// let sessions = Bot::builder().default_store(store.clone()).build();
+/// for _ in 0..12 {
+///     // A context without an update id: each `run` generates one.
+///     sessions.run(&ChatContext::new(1), async |s| { *s.count().await? += 1; Ok::<_, multisession::Error>(()) }).await?;
+/// }
+/// let stored = store.read("count:1").await.unwrap().unwrap().value;
+/// assert_eq!(envelope::split(&stored).0.len(), envelope::GENERATED_REMEMBERED);
+/// # Ok(()) }
+/// ```
 pub const GENERATED_REMEMBERED: usize = 8;
 
 /// The bit set in generated update ids.
@@ -197,6 +340,22 @@ pub(crate) fn rejoin(
 /// The stored bytes of `payload` changed by update `id`, after the updates `previous`:
 /// the newest ids, at most `keep` in all, of which at most [`GENERATED_REMEMBERED`]
 /// generated ones.
+///
+/// ```
+/// use multisession::envelope::{join, split};
+///
+/// // Update 7 changes a value that updates 5 and 6 changed before.
+/// let before = join(split(b"1").0, 5, 32, b"1");
+/// let before = join(split(&before).0, 6, 32, b"2");
+/// let (previous, _) = split(&before);
+/// let after = join(previous, 7, 32, b"3");
+/// let (updates, payload) = split(&after);
+/// assert_eq!((updates.iter().collect::<Vec<_>>(), payload), (vec![5, 6, 7], &b"3"[..]));
+///
+/// // At most `keep` ids: the oldest go. An id already there moves to the end, once.
+/// let kept = join(updates, 5, 2, b"4");
+/// assert_eq!(split(&kept).0.iter().collect::<Vec<_>>(), [7, 5]);
+/// ```
 pub fn join(previous: Updates<'_>, id: u64, keep: usize, payload: &[u8]) -> Vec<u8> {
     let keep = keep.clamp(1, usize::from(u8::MAX));
     // The earlier ids, oldest first; kept: the newest `keep - 1` of them, of which at most

@@ -8,6 +8,32 @@ use crate::{codec::CodecError, store::StoreError};
 ///
 /// Each variant names the fragment, and where there is one, the storage key and the store,
 /// so a log line says which data is affected.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use multisession::{ChatContext, Error, MultiSession, Stored, stores::MemoryStore};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+/// }
+///
+/// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+/// // An inline query has no chat, so the per-chat `count` has no key.
+/// let error = sessions
+///     .run(&ChatContext::user_only(7), async |s| Ok::<_, Error>(*s.count().await?))
+///     .await
+///     .unwrap_err();
+/// let advice = match &error {
+///     Error::NoKey { fragment } => format!("`{fragment}` needs a chat"),
+///     Error::Conflict { .. } | Error::Save { .. } => "re-run the update".to_owned(),
+///     other => other.to_string(), // `Error` is non-exhaustive
+/// };
+/// assert_eq!(advice, "`count` needs a chat");
+/// assert_eq!(error.fragment(), Some("count"));
+/// assert_eq!(error.stored(), Stored::Nothing, "no I/O was done");
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -203,6 +229,56 @@ pub enum Error {
 }
 
 /// One fragment that could not be saved.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, Error, MultiSession, SaveError, WriteOutcome, keys, stores::MemoryStore};
+/// use multisession::store::{Record, Store, StoreError};
+///
+/// /// A store whose reads find nothing and whose writes fail with `self.0()`.
+/// struct Broken(fn() -> StoreError);
+///
+/// #[multisession::async_trait]
+/// impl Store for Broken {
+///     fn name(&self) -> &str {
+///         "broken"
+///     }
+///     async fn read(&self, _: &str) -> Result<Option<Record>, StoreError> {
+///         Ok(None)
+///     }
+///     async fn write(&self, _: &str, _: &[u8], _: Option<std::time::Duration>) -> Result<(), StoreError> {
+///         Err((self.0)())
+///     }
+///     async fn delete(&self, _: &str) -> Result<(), StoreError> {
+///         Err((self.0)())
+///     }
+/// }
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+///     #[session(key = keys::user)]
+///     lang: String,
+/// }
+///
+/// let sessions = Bot::builder()
+///     .lang(Broken(|| StoreError::backend("disk full")))
+///     .default_store(MemoryStore::new())
+///     .build();
+/// let session = sessions.open(&ChatContext::new(1).with_user(7));
+/// *session.count().await? += 1;
+/// session.lang().set("de".into()).await?;
+/// let error = session.commit().await.unwrap_err();
+///
+/// let Error::Save { failures, written, .. } = &error else { panic!("{error}") };
+/// assert_eq!(written, &["count"]);
+/// let failure = &failures[0];
+/// assert_eq!((failure.fragment, failure.key.as_str(), failure.store.as_str()), ("lang", "lang:7", "broken"));
+/// assert!(matches!(&failure.error, SaveError::Store(e) if e.to_string() == "disk full"));
+/// assert_eq!(failure.outcome, WriteOutcome::NotWritten);
+/// assert_eq!(failure.to_string(), "fragment `lang` (key `lang:7`, store `broken`): disk full (not written)");
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct SaveFailure {
@@ -219,6 +295,39 @@ pub struct SaveFailure {
 }
 
 /// What happened to one fragment's write that did not succeed.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, Error, MultiSession, Stored, WriteOutcome, keys, stores::MemoryStore};
+/// # use multisession::store::{Record, Store, StoreError};
+/// # struct Broken(fn() -> StoreError);
+/// # #[multisession::async_trait]
+/// # impl Store for Broken {
+/// #     fn name(&self) -> &str { "broken" }
+/// #     async fn read(&self, _: &str) -> Result<Option<Record>, StoreError> { Ok(None) }
+/// #     async fn write(&self, _: &str, _: &[u8], _: Option<std::time::Duration>) -> Result<(), StoreError> { Err((self.0)()) }
+/// #     async fn delete(&self, _: &str) -> Result<(), StoreError> { Err((self.0)()) }
+/// # }
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+///     #[session(key = keys::user)]
+///     lang: String,
+/// }
+///
+/// // `Broken`: a custom store whose writes fail (as in the `SaveFailure` example); here
+/// // the connection was lost mid-request.
+/// let lost = Broken(|| StoreError::unknown("connection reset"));
+/// let sessions = Bot::builder().lang(lost).default_store(MemoryStore::new()).build();
+/// let session = sessions.open(&ChatContext::new(1).with_user(7));
+/// session.lang().set("de".into()).await?;
+/// let error = session.commit().await.unwrap_err();
+/// let Error::Save { failures, .. } = &error else { panic!("{error}") };
+/// assert_eq!(failures[0].outcome, WriteOutcome::Unknown, "it may have landed");
+/// assert_eq!(error.stored(), Stored::Unknown { written: vec![], unknown: vec!["lang"] });
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WriteOutcome {
@@ -231,6 +340,46 @@ pub enum WriteOutcome {
 
 /// What a failed `run`, `commit` or `save` did to the stored data (rule S26), from
 /// [`Error::stored`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, MultiSession, Stored, keys, stores::MemoryStore};
+/// # use multisession::store::{Record, Store, StoreError};
+/// # struct Broken(fn() -> StoreError);
+/// # #[multisession::async_trait]
+/// # impl Store for Broken {
+/// #     fn name(&self) -> &str { "broken" }
+/// #     async fn read(&self, _: &str) -> Result<Option<Record>, StoreError> { Ok(None) }
+/// #     async fn write(&self, _: &str, _: &[u8], _: Option<std::time::Duration>) -> Result<(), StoreError> { Err((self.0)()) }
+/// #     async fn delete(&self, _: &str) -> Result<(), StoreError> { Err((self.0)()) }
+/// # }
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+///     #[session(key = keys::user)]
+///     lang: String,
+/// }
+///
+/// // `Broken`: a custom store whose writes fail (as in the `SaveFailure` example).
+/// let sessions = Bot::builder()
+///     .lang(Broken(|| StoreError::backend("disk full")))
+///     .default_store(MemoryStore::new())
+///     .build();
+/// let session = sessions.open(&ChatContext::new(1).with_user(7));
+/// *session.count().await? += 1;
+/// session.lang().set("de".into()).await?;
+/// let error = session.commit().await.unwrap_err();
+/// match error.stored() {
+///     Stored::Nothing => unreachable!("`count` was stored"),
+///     Stored::Partly { written, not_written } => {
+///         assert_eq!((written, not_written), (vec!["count"], vec!["lang"]));
+///     }
+///     Stored::Unknown { .. } => unreachable!("the store said the write failed"),
+///     _ => {} // `Stored` is non-exhaustive
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Stored {
@@ -255,6 +404,45 @@ pub enum Stored {
 }
 
 /// Why one fragment could not be saved.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, Error, MultiSession, SaveError, keys, stores::MemoryStore};
+/// # use multisession::store::{Record, Store, StoreError};
+/// # struct Broken(fn() -> StoreError);
+/// # #[multisession::async_trait]
+/// # impl Store for Broken {
+/// #     fn name(&self) -> &str { "broken" }
+/// #     async fn read(&self, _: &str) -> Result<Option<Record>, StoreError> { Ok(None) }
+/// #     async fn write(&self, _: &str, _: &[u8], _: Option<std::time::Duration>) -> Result<(), StoreError> { Err((self.0)()) }
+/// #     async fn delete(&self, _: &str) -> Result<(), StoreError> { Err((self.0)()) }
+/// # }
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+///     #[session(key = keys::user)]
+///     lang: String,
+/// }
+///
+/// // `Broken`: a custom store whose writes fail (as in the `SaveFailure` example).
+/// let sessions = Bot::builder()
+///     .lang(Broken(|| StoreError::Timeout(std::time::Duration::from_secs(5))))
+///     .default_store(MemoryStore::new())
+///     .build();
+/// let session = sessions.open(&ChatContext::new(1).with_user(7));
+/// session.lang().set("de".into()).await?;
+/// let Err(Error::Save { failures, .. }) = session.commit().await else { panic!("saved") };
+/// let why = match &failures[0].error {
+///     SaveError::Store(store) if store.outcome_unknown() => format!("maybe stored: {store}"),
+///     SaveError::Store(store) => format!("not stored: {store}"),
+///     SaveError::Encode(codec) => format!("could not encode: {codec}"),
+///     SaveError::Conflict => "changed by another process".to_owned(),
+///     _ => "something else".to_owned(), // `SaveError` is non-exhaustive
+/// };
+/// assert_eq!(why, "maybe stored: timed out after 5s");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SaveError {
@@ -327,6 +515,16 @@ impl fmt::Display for DisplayList<'_> {
 
 impl Error {
     /// The fragment this error is about, if it is about one.
+    ///
+    /// ```
+    /// use multisession::Error;
+    ///
+    /// let error = Error::NoKey { fragment: "quiz" };
+    /// assert_eq!(error.fragment(), Some("quiz"));
+    /// // An admin call naming a fragment that does not exist is about none.
+    /// let error = Error::UnknownFragment { fragment: "qiuz".into(), known: &["quiz"] };
+    /// assert_eq!(error.fragment(), None);
+    /// ```
     pub fn fragment(&self) -> Option<&'static str> {
         match self {
             Error::NoKey { fragment }
@@ -415,6 +613,55 @@ impl Error {
     /// [`Error::Conflict`]): run the update again with it
     /// ([`ChatContext::with_update_id`](crate::ChatContext::with_update_id)) to complete it
     /// exactly once.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, Config, MultiSession, OnConflict, keys, stores::MemoryStore};
+    /// # use multisession::store::{Record, Store, StoreError};
+    /// # use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
+    /// # struct Flaky { inner: MemoryStore, down: Arc<AtomicBool> }
+    /// # #[multisession::async_trait]
+    /// # impl Store for Flaky {
+    /// #     fn name(&self) -> &str { "flaky" }
+    /// #     async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> { self.inner.read(key).await }
+    /// #     async fn write(&self, key: &str, value: &[u8], ttl: Option<std::time::Duration>) -> Result<(), StoreError> {
+    /// #         if self.down.load(Ordering::Relaxed) { return Err(StoreError::backend("connection refused")) }
+    /// #         self.inner.write(key, value, ttl).await
+    /// #     }
+    /// #     async fn delete(&self, key: &str) -> Result<(), StoreError> { self.inner.delete(key).await }
+    /// # }
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = keys::user)]
+    ///     lang: String,
+    /// }
+    ///
+    /// // `lang` is on a custom store that refuses writes while `down` is set.
+    /// let down = Arc::new(AtomicBool::new(true));
+    /// let flaky = Flaky { inner: MemoryStore::new(), down: down.clone() };
+    /// let sessions = Bot::builder()
+    ///     .lang(flaky)
+    ///     .default_store(MemoryStore::new())
+    ///     .config(Config::new().on_conflict(OnConflict::Fail)) // no re-runs: the caller decides
+    ///     .build();
+    /// let handler = async |s: multisession::Session<Bot>| {
+    ///     *s.count().await? += 1;
+    ///     s.lang().set("de".into()).await
+    /// };
+    ///
+    /// let ctx = ChatContext::new(1).with_user(7); // no update id of its own
+    /// let error = sessions.run(&ctx, handler).await.unwrap_err();
+    /// let id = error.update_id().expect("a commit error");
+    /// down.store(false, Ordering::Relaxed);
+    /// // Later (from a retry queue, say): the same update again completes it.
+    /// sessions.run(&ctx.with_update_id(id), handler).await?;
+    /// let data = sessions.load(&ctx).await?;
+    /// assert_eq!((data.count, data.lang.as_str()), (1, "de"), "`count` was not incremented twice");
+    /// assert_eq!(multisession::Error::NoKey { fragment: "count" }.update_id(), None);
+    /// # Ok(()) }
+    /// ```
     pub fn update_id(&self) -> Option<u64> {
         match self {
             Error::Save { update_id, .. } | Error::Conflict { update_id, .. } => Some(*update_id),

@@ -22,12 +22,55 @@ use crate::{
 /// Touching a fragment again while this task holds its guard is [`Error::Held`] at once
 /// (rule S28): drop the guard first. Another task of the same update waits for the guard,
 /// up to [`Config::lock_timeout`](crate::Config::lock_timeout).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, Fragment, MultiSession, stores::MemoryStore};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+///     quiz: Option<String>,
+/// }
+///
+/// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+/// sessions
+///     .run(&ChatContext::new(1), async |s| {
+///         let count: Fragment<'_, u32> = s.count();
+///         *count.await? += 1; // read on first touch, written at commit
+///         s.quiz().set(Some("2 + 2?".into())).await?; // no read
+///         assert_eq!(*s.count().await?, 1, "read once per update");
+///         Ok::<_, multisession::Error>(())
+///     })
+///     .await?;
+/// let stats = sessions.stats();
+/// assert_eq!((stats.reads, stats.writes), (1, 2));
+/// # Ok(()) }
+/// ```
 pub struct Fragment<'a, T> {
     cell: &'a Cell<T>,
 }
 
 impl<'a, T: Send + 'static> Fragment<'a, T> {
     /// The access to `cell`.
+    ///
+    /// The derived accessors call this; a handler gets its fragments from them:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, Fragment, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// let session = sessions.open(&ChatContext::new(1));
+    /// let count: Fragment<'_, u32> = session.count(); // `Fragment::new` on the session's cell
+    /// assert_eq!(count.name(), "count");
+    /// # Ok(()) }
+    /// ```
     pub fn new(cell: &'a Cell<T>) -> Self {
         Self { cell }
     }
@@ -151,6 +194,32 @@ impl<'a, T: Send + 'static> Fragment<'a, T> {
     }
 
     /// The full storage key (namespace and key).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, Config, MultiSession, keys, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     #[session(key = keys::user, prefix = "language/")]
+    ///     lang: String,
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// let session = sessions.open(&ChatContext::new(-100).with_user(7));
+    /// assert_eq!(session.count().storage_key(), Some("count:-100"));
+    /// assert_eq!(session.lang().storage_key(), Some("language/7"));
+    /// // No chat, no key.
+    /// assert_eq!(sessions.open(&ChatContext::user_only(7)).count().storage_key(), None);
+    ///
+    /// // A bot's sessions live in its namespace.
+    /// let bot = Bot::builder().default_store(MemoryStore::new()).config(Config::new().bot(1001)).build();
+    /// let session = bot.open(&ChatContext::new(-100));
+    /// assert_eq!(session.count().storage_key(), Some("1001/count:-100"));
+    /// assert_eq!(session.count().key(), Some("-100"), "without the namespace");
+    /// # Ok(()) }
+    /// ```
     pub fn storage_key(&self) -> Option<&'a str> {
         self.cell.storage_key_str()
     }
@@ -184,6 +253,24 @@ impl<'a, T: Send + 'static> Fragment<'a, T> {
     }
 
     /// The fragment's name (the field name).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+    /// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    ///     r#type: String, // a raw identifier loses its `r#`
+    /// }
+    ///
+    /// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+    /// let session = sessions.open(&ChatContext::new(1));
+    /// assert_eq!(session.count().name(), "count");
+    /// assert_eq!(session.r#type().name(), "type");
+    /// assert_eq!(session.r#type().storage_key(), Some("type:1"));
+    /// # Ok(()) }
+    /// ```
     pub fn name(&self) -> &'static str {
         self.cell.name()
     }
@@ -201,6 +288,45 @@ impl<'a, T: Send + 'static> IntoFuture for Fragment<'a, T> {
 /// Access to a loaded fragment value. Taking it mutably (`DerefMut`) marks the fragment
 /// for a comparison at commit: it is written only if its value then differs from what was
 /// loaded (rule S22), whatever the order its maps and sets serialize in.
+///
+/// A guard may be held across `.await`s. While it lives, this task holds the fragment:
+/// touching the fragment again fails with [`Error::Held`] (it would wait for itself), so
+/// drop the guard first.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, Error, FragmentGuard, MultiSession, stores::MemoryStore};
+/// use std::time::Duration;
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+///     seen: Vec<String>,
+/// }
+///
+/// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+/// let ctx = ChatContext::new(1);
+/// sessions
+///     .run(&ctx, async |s| {
+///         let mut count: FragmentGuard<'_, u32> = s.count().await?;
+///         let before = *count; // `Deref`: reading does not mark it
+///         *count += 1; // `DerefMut`: compared at commit, written if it differs
+///         tokio::time::sleep(Duration::from_millis(1)).await; // held across an `.await`
+///         assert!(matches!(s.count().await, Err(Error::Held { fragment: "count" })));
+///         drop(count);
+///         assert_eq!(*s.count().await?, before + 1);
+///
+///         // Taken mutably but left equal: not written (rule S22).
+///         let mut seen = s.seen().await?;
+///         seen.push("hi".into());
+///         seen.pop();
+///         Ok::<_, Error>(())
+///     })
+///     .await?;
+/// let stats = sessions.stats();
+/// assert_eq!((stats.writes, stats.skipped_writes), (1, 1));
+/// # Ok(()) }
+/// ```
 pub struct FragmentGuard<'a, T> {
     guard: StateGuard<'a, T>,
     spec: &'a FragmentSpec<T>,

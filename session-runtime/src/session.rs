@@ -21,6 +21,36 @@ use crate::{
 /// The derive also generates an inherent `builder()` on the struct, a builder with one
 /// store setter per field, and the lazy view that [`Session`] derefs to, with one accessor
 /// per field.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, MultiSession, Sessions, keys, stores::MemoryStore};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     pizzas: u32,
+///     #[session(key = keys::user)]
+///     lang: String,
+/// }
+///
+/// // What the derive implements:
+/// assert_eq!(<Bot as MultiSession>::FRAGMENTS, ["pizzas", "lang"]);
+/// // ...and adds: a builder with a store setter per field (and a default for the rest).
+/// let orders = MemoryStore::new();
+/// let sessions: Sessions<Bot> = Bot::builder()
+///     .pizzas(orders.clone())
+///     .default_store(MemoryStore::new())
+///     .build();
+/// // `Session<Bot>` derefs to `<Bot as MultiSession>::Lazy`, with one accessor per field.
+/// sessions
+///     .run(&ChatContext::new(1).with_user(7), async |s| {
+///         *s.pizzas().await? += 1;
+///         s.lang().set("it".into()).await
+///     })
+///     .await?;
+/// assert_eq!(orders.len(), 1, "`pizzas` went to its own store");
+/// # Ok(()) }
+/// ```
 pub trait MultiSession: Sized + Send + 'static {
     /// The per-update lazy view: one cell per fragment, one accessor method per field.
     type Lazy: Send + Sync + 'static;
@@ -49,6 +79,43 @@ pub trait MultiSession: Sized + Send + 'static {
 }
 
 /// The sessions of one bot: the fragments with their stores. Cheap to clone.
+///
+/// Build it once with the derived `builder()` and share it between handlers (clones share the
+/// stores, the [`Config`] and the [`stats`](Sessions::stats)). Each update then uses one of:
+/// [`run`](Sessions::run) (a handler, re-run where needed), [`open`](Sessions::open) and
+/// [`Session::commit`] (two steps), or [`load`](Sessions::load) and
+/// [`Loaded::save`](crate::Loaded::save) (strict mode: everything read up front).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, MultiSession, Sessions, stores::MemoryStore};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+/// }
+///
+/// let sessions: Sessions<Bot> = Bot::builder().default_store(MemoryStore::new()).build();
+/// let ctx = ChatContext::new(1);
+///
+/// // A handler: committed when it returns `Ok`.
+/// sessions.run(&ctx, async |s| { *s.count().await? += 1; Ok::<_, multisession::Error>(()) }).await?;
+///
+/// // Two steps, for frameworks that cannot take a closure.
+/// let session = sessions.open(&ctx);
+/// *session.count().await? += 1;
+/// session.commit().await?;
+///
+/// // Strict mode, from a clone (in a spawned task, say).
+/// let clone = sessions.clone();
+/// let mut loaded = tokio::spawn(async move { clone.load(&ChatContext::new(1)).await }).await.unwrap()?;
+/// loaded.count += 1;
+/// loaded.save().await?;
+///
+/// assert_eq!(sessions.load(&ctx).await?.count, 3);
+/// assert_eq!(sessions.stats().updates, 4);
+/// # Ok(()) }
+/// ```
 pub struct Sessions<S: MultiSession> {
     pub(crate) inner: Arc<SessionsInner<S>>,
 }
@@ -384,6 +451,33 @@ impl<S: MultiSession> Sessions<S> {
 /// (rule S16). Do not open a second session of the same chat or user from the task that
 /// holds one: it would wait for itself (up to
 /// [`Config::lock_timeout`](crate::Config::lock_timeout), then [`Error::Busy`]).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, MultiSession, Session, stores::MemoryStore};
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+///     log: Vec<String>,
+/// }
+///
+/// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+/// let session: Session<Bot> = sessions.open(&ChatContext::new(1));
+/// *session.count().await? += 1; // through `Deref`: `session.count()` is the lazy accessor
+///
+/// // A clone for a task of the same update.
+/// let task = {
+///     let session = session.clone();
+///     tokio::spawn(async move { session.log().await.map(|mut log| log.push("counted".into())) })
+/// };
+/// task.await.unwrap()?; // every clone is gone...
+/// session.commit().await?; // ...before the commit
+///
+/// let data = sessions.load(&ChatContext::new(1)).await?;
+/// assert_eq!((data.count, data.log.len()), (1, 1));
+/// # Ok(()) }
+/// ```
 pub struct Session<S: MultiSession> {
     pub(crate) inner: Arc<SessionInner<S>>,
 }
