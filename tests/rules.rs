@@ -1091,7 +1091,11 @@ async fn delete_all_then_set_keeps_the_set_and_never_waits_for_itself() -> R {
         })
         .await?;
     let c = store.counts();
-    assert_eq!((c.writes, c.deletes), (1, 1), "pizza rewritten, settings deleted: {c:?}");
+    assert_eq!(
+        (c.writes, c.deletes),
+        (1, 1),
+        "pizza rewritten, settings deleted: {c:?}"
+    );
     let data = sessions.load(&ctx).await?;
     assert_eq!((data.pizza.count, data.settings.lang.as_str()), (7, "en"));
     drop(data);

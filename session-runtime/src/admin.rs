@@ -150,16 +150,15 @@ impl<S: MultiSession> Sessions<S> {
     /// # Ok(()) }
     /// ```
     pub async fn count(&self, fragment: &str) -> Result<u64, Error> {
-        let mut total = 0u64;
-        let mut cursor = None;
-        loop {
-            let page = self.list(fragment, cursor.as_deref(), 500).await?;
-            total += page.entries.len() as u64;
-            match page.cursor {
-                Some(next) => cursor = Some(next),
-                None => return Ok(total),
-            }
-        }
+        let session = self.open_raw(&ChatContext::default());
+        let cell = self.admin_cell(&session, fragment)?;
+        let namespace = cell.namespace();
+        session
+            .inner
+            .update
+            .timed(cell.store().as_dyn().count(&namespace))
+            .await
+            .map_err(|e| Self::list_error(cell, e))
     }
 
     /// Removes the stored session `session_key` (without namespace) of `fragment`;

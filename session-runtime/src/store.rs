@@ -43,6 +43,19 @@ use async_trait::async_trait;
 /// must never hand out the same revision twice for one key, not even after a delete (so a
 /// write based on a read from before the delete cannot succeed). Stores without conditional
 /// writes use revision `0` throughout.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+/// use multisession::{store::{Record, Store}, stores::MemoryStore};
+///
+/// let store = MemoryStore::new();
+/// store.write("count:1", b"3", None).await?;
+/// let record: Record = store.read("count:1").await?.expect("stored");
+/// assert_eq!(record.value, b"3");
+/// store.write("count:1", b"4", None).await?;
+/// assert_ne!(store.read("count:1").await?.unwrap().revision, record.revision, "a new revision");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Record {
     /// The encoded value.
@@ -53,6 +66,15 @@ pub struct Record {
 
 impl Record {
     /// A record of `value` at `revision`.
+    ///
+    /// ```
+    /// use multisession::store::Record;
+    ///
+    /// let record = Record::new(b"secret".to_vec(), 3);
+    /// assert_eq!((record.value.as_slice(), record.revision), (&b"secret"[..], 3));
+    /// // `Debug` shows the length, never the bytes (they may be personal data).
+    /// assert_eq!(format!("{record:?}"), "Record { len: 6, revision: 3 }");
+    /// ```
     pub fn new(value: Vec<u8>, revision: u64) -> Self {
         Self { value, revision }
     }
@@ -68,6 +90,23 @@ impl fmt::Debug for Record {
 }
 
 /// What a conditional write expects to find.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+/// use multisession::{store::{Expect, Outcome, Store, StoreRef, Write}, stores::MemoryStore};
+///
+/// let store = StoreRef::new(MemoryStore::new());
+/// let put = |value: &[u8], expect| Write::Put { key: "count:1".into(), value: value.to_vec(), ttl: None, expect };
+/// let outcome = |results: Vec<Result<Outcome, _>>| results.into_iter().next().unwrap();
+///
+/// assert_eq!(outcome(store.as_dyn().apply(&[put(b"1", Expect::Absent)]).await)?, Outcome::Applied);
+/// assert_eq!(outcome(store.as_dyn().apply(&[put(b"2", Expect::Absent)]).await)?, Outcome::Conflict);
+/// let revision = store.as_dyn().read("count:1").await?.unwrap().revision;
+/// assert_eq!(outcome(store.as_dyn().apply(&[put(b"2", Expect::Revision(revision))]).await)?, Outcome::Applied);
+/// assert_eq!(outcome(store.as_dyn().apply(&[put(b"3", Expect::Revision(revision))]).await)?, Outcome::Conflict);
+/// assert_eq!(outcome(store.as_dyn().apply(&[put(b"3", Expect::Any)]).await)?, Outcome::Applied);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Expect {
     /// Write whatever is there (last writer wins).
@@ -81,6 +120,16 @@ pub enum Expect {
 impl Expect {
     /// Whether a key in state `current` (its revision, or `None` if absent) meets this
     /// expectation. Stores that check revisions in memory can use this directly.
+    ///
+    /// ```
+    /// use multisession::store::Expect;
+    ///
+    /// assert!(Expect::Any.is_met_by(None) && Expect::Any.is_met_by(Some(4)));
+    /// assert!(Expect::Absent.is_met_by(None));
+    /// assert!(!Expect::Absent.is_met_by(Some(4)));
+    /// assert!(Expect::Revision(4).is_met_by(Some(4)));
+    /// assert!(!Expect::Revision(4).is_met_by(Some(5)) && !Expect::Revision(4).is_met_by(None));
+    /// ```
     pub fn is_met_by(self, current: Option<u64>) -> bool {
         match self {
             Expect::Any => true,
@@ -91,6 +140,23 @@ impl Expect {
 }
 
 /// One write of a batch handed to [`Store::apply`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+/// use multisession::{store::{Expect, Outcome, Store, Write}, stores::MemoryStore};
+/// use std::time::Duration;
+///
+/// let store = MemoryStore::new();
+/// store.write("quiz:7", b"{}", None).await?;
+/// let batch = [
+///     Write::Put { key: "count:1".into(), value: b"1".to_vec(), ttl: Some(Duration::from_secs(3600)), expect: Expect::Absent },
+///     Write::Delete { key: "quiz:7".into(), expect: Expect::Any },
+/// ];
+/// let results = store.apply(&batch).await;
+/// assert!(results.iter().all(|r| matches!(r, Ok(Outcome::Applied))));
+/// assert!(store.read("quiz:7").await?.is_none());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
     /// Store `value` under `key`, expiring after `ttl` if given.
@@ -115,6 +181,13 @@ pub enum Write {
 
 impl Write {
     /// The key this write touches.
+    ///
+    /// ```
+    /// use multisession::store::{Expect, Write};
+    ///
+    /// let delete = Write::Delete { key: "quiz:7".into(), expect: Expect::Any };
+    /// assert_eq!(delete.key(), "quiz:7");
+    /// ```
     pub fn key(&self) -> &str {
         match self {
             Write::Put { key, .. } | Write::Delete { key, .. } => key,
@@ -122,6 +195,13 @@ impl Write {
     }
 
     /// The precondition of this write.
+    ///
+    /// ```
+    /// use multisession::store::{Expect, Write};
+    ///
+    /// let put = Write::Put { key: "count:1".into(), value: b"2".to_vec(), ttl: None, expect: Expect::Revision(9) };
+    /// assert_eq!(put.expect(), Expect::Revision(9));
+    /// ```
     pub fn expect(&self) -> Expect {
         match self {
             Write::Put { expect, .. } | Write::Delete { expect, .. } => *expect,
@@ -130,6 +210,22 @@ impl Write {
 }
 
 /// How one write of a batch went.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+/// use multisession::{store::{Expect, Outcome, Store, Write}, stores::MemoryStore};
+///
+/// let store = MemoryStore::new();
+/// store.write("count:1", b"1", None).await?;
+/// let create = |key: &str| Write::Put { key: key.into(), value: b"0".to_vec(), ttl: None, expect: Expect::Absent };
+/// // `count:1` exists: creating it is a conflict, and writes nothing.
+/// let results = store.apply(&[create("count:1")]).await;
+/// assert!(matches!(results[..], [Ok(Outcome::Conflict)]));
+/// assert_eq!(store.read("count:1").await?.unwrap().value, b"1");
+/// let results = store.apply(&[create("count:2")]).await;
+/// assert!(matches!(results[..], [Ok(Outcome::Applied)]));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The write took effect.
@@ -139,6 +235,31 @@ pub enum Outcome {
 }
 
 /// One page of a [`Store::list`] listing.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+/// use multisession::{store::{Page, Store, StoreRef}, stores::MemoryStore};
+///
+/// let store = StoreRef::new(MemoryStore::new());
+/// for chat in 1..=5 {
+///     store.as_dyn().write(&format!("count:{chat}"), b"1", None).await?;
+/// }
+/// store.as_dyn().write("lang:7", b"\"de\"", None).await?;
+///
+/// let mut keys = Vec::new();
+/// let mut cursor: Option<String> = None;
+/// loop {
+///     let page: Page = store.as_dyn().list("count:", cursor.as_deref(), 2).await?;
+///     keys.extend(page.entries.into_iter().map(|(key, _record)| key));
+///     cursor = page.cursor;
+///     if cursor.is_none() {
+///         break;
+///     }
+/// }
+/// keys.sort();
+/// assert_eq!(keys, ["count:1", "count:2", "count:3", "count:4", "count:5"]);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Page {
     /// Full storage keys and their records.
@@ -149,6 +270,17 @@ pub struct Page {
 }
 
 /// What a store can do beyond read, write and delete.
+///
+/// ```
+/// use multisession::{store::{Capabilities, Store}, stores::MemoryStore};
+///
+/// assert_eq!(MemoryStore::new().capabilities(), Capabilities::FULL);
+///
+/// // The struct is non-exhaustive: a custom store starts from a constant and sets fields.
+/// let mut listing_only = Capabilities::BASIC;
+/// listing_only.listing = true;
+/// assert!(listing_only.listing && !listing_only.conditional);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
@@ -167,6 +299,13 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// A store that does nothing beyond the three basic operations.
+    ///
+    /// ```
+    /// use multisession::store::Capabilities;
+    ///
+    /// assert_eq!(Capabilities::BASIC, Capabilities::default());
+    /// assert!(!Capabilities::BASIC.conditional);
+    /// ```
     pub const BASIC: Capabilities = Capabilities {
         conditional: false,
         atomic_batch: false,
@@ -176,6 +315,13 @@ impl Capabilities {
     };
 
     /// A store that does everything.
+    ///
+    /// ```
+    /// use multisession::store::Capabilities;
+    ///
+    /// let full = Capabilities::FULL;
+    /// assert!(full.conditional && full.atomic_batch && full.batch_read && full.native_ttl && full.listing);
+    /// ```
     pub const FULL: Capabilities = Capabilities {
         conditional: true,
         atomic_batch: true,
@@ -186,6 +332,22 @@ impl Capabilities {
 }
 
 /// A failure inside a store (the runtime adds fragment, key and store name around it).
+///
+/// ```
+/// use multisession::store::StoreError;
+/// use std::time::Duration;
+///
+/// fn describe(error: &StoreError) -> String {
+///     match error {
+///         StoreError::Timeout(after) => format!("slow store ({after:?})"),
+///         StoreError::Unsupported(what) => format!("cannot {what}"),
+///         other => other.to_string(), // `StoreError` is non-exhaustive
+///     }
+/// }
+/// assert_eq!(describe(&StoreError::Timeout(Duration::from_secs(5))), "slow store (5s)");
+/// assert_eq!(describe(&StoreError::Unsupported("list")), "cannot list");
+/// assert_eq!(describe(&StoreError::Corrupt("bad length".into())), "corrupt record: bad length");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -210,22 +372,58 @@ pub enum StoreError {
 
 impl StoreError {
     /// Wraps any error (or message) as a backend failure.
+    ///
+    /// ```
+    /// use multisession::store::StoreError;
+    ///
+    /// let error = StoreError::backend("connection refused");
+    /// assert!(matches!(error, StoreError::Backend(_)));
+    /// assert_eq!(error.to_string(), "connection refused");
+    /// assert!(!error.outcome_unknown(), "the write did not land");
+    /// ```
     pub fn backend<E: fmt::Display>(error: E) -> Self {
         StoreError::Backend(error.to_string().into())
     }
 
     /// Wraps an error value, keeping it as the source.
+    ///
+    /// ```
+    /// use multisession::store::StoreError;
+    /// use std::{error::Error as _, io};
+    ///
+    /// let error = StoreError::from_error(io::Error::new(io::ErrorKind::PermissionDenied, "read-only file"));
+    /// let source = error.source().and_then(|s| s.downcast_ref::<io::Error>());
+    /// assert_eq!(source.map(io::Error::kind), Some(io::ErrorKind::PermissionDenied));
+    /// ```
     pub fn from_error<E: std::error::Error + Send + Sync + 'static>(error: E) -> Self {
         StoreError::Backend(Box::new(error))
     }
 
     /// An unknown-outcome error wrapping `error`.
+    ///
+    /// ```
+    /// use multisession::store::StoreError;
+    ///
+    /// // The connection dropped after the request was sent: the write may have landed.
+    /// let error = StoreError::unknown("connection reset by peer");
+    /// assert!(error.outcome_unknown());
+    /// assert_eq!(error.to_string(), "outcome unknown: connection reset by peer");
+    /// ```
     pub fn unknown<E: fmt::Display>(error: E) -> Self {
         StoreError::Unknown(error.to_string().into())
     }
 
     /// Whether a write that failed with this error may still have landed: a timeout, or
     /// [`StoreError::Unknown`].
+    ///
+    /// ```
+    /// use multisession::store::StoreError;
+    /// use std::time::Duration;
+    ///
+    /// assert!(StoreError::Timeout(Duration::from_secs(5)).outcome_unknown());
+    /// assert!(StoreError::unknown("connection reset").outcome_unknown());
+    /// assert!(!StoreError::backend("syntax error").outcome_unknown());
+    /// ```
     pub fn outcome_unknown(&self) -> bool {
         matches!(self, StoreError::Timeout(_) | StoreError::Unknown(_))
     }
@@ -265,6 +463,49 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 /// Only [`name`](Store::name), [`read`](Store::read), [`write`](Store::write) and
 /// [`delete`](Store::delete) are required. Keys arrive fully namespaced; a store must treat
 /// them as opaque bytes (spaces, quotes, `%`, `*`, unicode) and never interpret them.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, MultiSession, store::{Record, Store, StoreError}};
+/// use std::{collections::HashMap, sync::{Arc, Mutex}, time::Duration};
+///
+/// /// The three required operations over a map (no revisions, no expiry).
+/// #[derive(Default)]
+/// struct TinyStore(Mutex<HashMap<String, Vec<u8>>>);
+///
+/// #[multisession::async_trait]
+/// impl Store for TinyStore {
+///     fn name(&self) -> &str {
+///         "tiny"
+///     }
+///     async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
+///         let map = self.0.lock().map_err(StoreError::backend)?;
+///         Ok(map.get(key).map(|value| Record::new(value.clone(), 0)))
+///     }
+///     async fn write(&self, key: &str, value: &[u8], _ttl: Option<Duration>) -> Result<(), StoreError> {
+///         self.0.lock().map_err(StoreError::backend)?.insert(key.to_owned(), value.to_vec());
+///         Ok(())
+///     }
+///     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+///         self.0.lock().map_err(StoreError::backend)?.remove(key);
+///         Ok(())
+///     }
+/// }
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+/// }
+///
+/// let tiny = Arc::new(TinyStore::default()); // `Arc<S>` is a store too
+/// let sessions = Bot::builder().default_store(tiny.clone()).build();
+/// for _ in 0..2 {
+///     sessions.run(&ChatContext::new(1), async |s| { *s.count().await? += 1; Ok::<_, multisession::Error>(()) }).await?;
+/// }
+/// assert_eq!(sessions.load(&ChatContext::new(1)).await?.count, 2);
+/// assert!(tiny.0.lock().unwrap().contains_key("count:1"));
+/// # Ok(()) }
+/// ```
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// A short name for error messages and logs, such as `"memory"` or `"redis"`.
@@ -314,6 +555,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Page, StoreError> {
         let _ = (prefix, cursor, limit);
         Err(StoreError::Unsupported("list"))
+    }
+
+    /// How many live keys start with `prefix`. The default pages through
+    /// [`list`](Store::list); stores that can count without reading values override it.
+    async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.list(prefix, cursor.as_deref(), 500).await?;
+            total += page.entries.len() as u64;
+            match page.cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(total),
+            }
+        }
     }
 
     /// Applies a batch of writes; one result per write, in order.
@@ -380,26 +636,71 @@ impl<T: Store + ?Sized> Store for Arc<T> {
     ) -> Result<Page, StoreError> {
         (**self).list(prefix, cursor, limit).await
     }
+    async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
+        (**self).count(prefix).await
+    }
 }
 
 /// A shared handle to a store, as fragments hold it.
 ///
 /// Anything that implements [`Store`] converts into it, `Arc<dyn Store>` and `Arc<S>` included.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+/// use multisession::{store::{Store, StoreRef}, stores::MemoryStore};
+/// use std::sync::Arc;
+///
+/// let memory = MemoryStore::new();
+/// let store: StoreRef = memory.clone().into(); // what `Bot::builder().field(store)` takes
+/// let shared: Arc<dyn Store> = Arc::new(memory.clone());
+/// let same_backend = StoreRef::from(shared);
+/// store.as_dyn().write("count:1", b"1", None).await?;
+/// assert!(same_backend.as_dyn().read("count:1").await?.is_some());
+/// assert_eq!(format!("{store:?}"), r#"StoreRef("memory")"#);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct StoreRef(pub(crate) Arc<dyn Store>);
 
 impl StoreRef {
     /// Wraps a store.
+    ///
+    /// ```
+    /// use multisession::{store::StoreRef, stores::MemoryStore};
+    ///
+    /// let store = StoreRef::new(MemoryStore::new());
+    /// assert_eq!(store.as_dyn().name(), "memory");
+    /// ```
     pub fn new<S: Store>(store: S) -> Self {
         StoreRef(Arc::new(store))
     }
 
     /// The store behind this handle.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{store::{Store, StoreRef}, stores::MemoryStore};
+    ///
+    /// let store = StoreRef::new(MemoryStore::new());
+    /// let backend: &dyn Store = store.as_dyn();
+    /// backend.write("count:1", b"1", None).await?;
+    /// assert_eq!(backend.read_many(&["count:1", "count:2"]).await?.iter().filter(|r| r.is_some()).count(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn as_dyn(&self) -> &dyn Store {
         &*self.0
     }
 
     /// The shared store.
+    ///
+    /// ```
+    /// use multisession::{store::{Store, StoreRef}, stores::MemoryStore};
+    /// use std::sync::Arc;
+    ///
+    /// let store = StoreRef::new(MemoryStore::new());
+    /// let shared: Arc<dyn Store> = store.arc(); // for a task that outlives the handle, say
+    /// assert!(Arc::ptr_eq(&shared, &store.arc()), "the same store, not a copy");
+    /// ```
     pub fn arc(&self) -> Arc<dyn Store> {
         self.0.clone()
     }

@@ -239,6 +239,7 @@ macro_rules! conformance_tests {
             failed_batches_apply_nothing,
             concurrent_read_modify_write_loses_nothing,
             listing_pages_through_exactly_one_prefix,
+            counting_counts_exactly_one_prefix,
             expired_values_read_as_missing,
             concurrent_creates_of_one_key_have_one_winner,
         );
@@ -354,6 +355,9 @@ impl Store for Namespaced {
                 .cursor
                 .and_then(|c| c.strip_prefix(&self.ns).map(str::to_owned)),
         })
+    }
+    async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
+        self.inner.as_dyn().count(&self.key(prefix)).await
     }
 }
 
@@ -792,6 +796,47 @@ pub mod cases {
         assert_eq!(seen, expected, "listing returned wrong keys or duplicates");
         cleanup(store, &mine).await;
         cleanup(store, &others).await;
+    }
+
+    /// `count(prefix)` counts the live keys under the prefix, exactly: not other prefixes
+    /// (wildcard characters are plain), not expired values, not deleted ones.
+    pub async fn counting_counts_exactly_one_prefix(store: &StoreRef, ns: &str) {
+        let store = store.as_dyn();
+        if !store.capabilities().listing {
+            return;
+        }
+        let prefix = format!("{ns}c%_*:");
+        let mine: Vec<String> = (0..1_203).map(|i| format!("{prefix}{i:04}")).collect();
+        let others = vec![format!("{ns}c%_*"), format!("{ns}cX_*:1"), format!("{ns}c%_*;1")];
+        let batch: Vec<Write> = mine
+            .iter()
+            .chain(&others)
+            .map(|key| Write::Put {
+                key: key.clone(),
+                value: b"v".to_vec(),
+                ttl: None,
+                expect: Expect::Any,
+            })
+            .collect();
+        for chunk in batch.chunks(500) {
+            for result in store.apply(chunk).await {
+                result.expect("write");
+            }
+        }
+        let expiring = format!("{prefix}expiring");
+        store
+            .write(&expiring, b"v", Some(Duration::from_millis(50)))
+            .await
+            .expect("write");
+        assert_eq!(store.count(&prefix).await.expect("count"), 1_204);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(store.count(&prefix).await.expect("count"), 1_203, "expired");
+        store.delete(&mine[7]).await.expect("delete");
+        assert_eq!(store.count(&prefix).await.expect("count"), 1_202, "deleted");
+        assert_eq!(store.count(&format!("{ns}nothing:")).await.expect("count"), 0);
+        cleanup(store, &mine).await;
+        cleanup(store, &others).await;
+        cleanup(store, &[expiring]).await;
     }
 
     /// A value written with a TTL reads as missing once it passed, in every read path; a

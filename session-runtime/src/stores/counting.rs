@@ -291,6 +291,11 @@ impl Store for CountingStore {
         Ok(page)
     }
 
+    async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
+        Self::add(&self.counters.read_calls, 1);
+        self.inner.as_dyn().count(prefix).await
+    }
+
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
         let deletes = writes
             .iter()

@@ -1,5 +1,5 @@
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     io::{self, Read, Write as _},
     path::{Path, PathBuf},
     sync::{
@@ -36,7 +36,7 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    map: Mutex<HashMap<String, Entry>>,
+    map: Mutex<Table>,
     revisions: AtomicU64,
     default_ttl: Option<Duration>,
     snapshot: Option<PathBuf>,
@@ -46,7 +46,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // The last handle is gone: save the snapshot one final time.
         if let (Some(path), Ok(map)) = (&self.snapshot, self.map.get_mut())
-            && let Err(error) = write_snapshot(path, map)
+            && let Err(error) = write_snapshot(path, map.iter())
         {
             tracing::error!(path = %path.display(), %error, "could not save the memory store snapshot");
         }
@@ -164,7 +164,7 @@ impl MemoryOptions {
     pub fn open(self) -> Result<MemoryStore, StoreError> {
         let (map, last_revision) = match &self.snapshot {
             Some((path, _)) => read_snapshot(path)?,
-            None => (HashMap::new(), 0),
+            None => (Table::default(), 0),
         };
         let store = MemoryStore {
             inner: Arc::new(Inner {
@@ -213,9 +213,64 @@ fn spawn_every(
 
 #[derive(Clone)]
 struct Entry {
-    value: Vec<u8>,
+    value: Box<[u8]>,
     revision: u64,
     expires_at: Option<Instant>,
+}
+
+/// The values, and their keys in order: point operations hash, listing walks the order
+/// (a page costs O(log n + page), not a scan of the store). Both share each key's one
+/// allocation.
+#[derive(Default)]
+struct Table {
+    entries: HashMap<Arc<str>, Entry>,
+    order: BTreeSet<Arc<str>>,
+    /// How many entries have an expiry: with none, counting needs no liveness checks.
+    expiring: usize,
+}
+
+/// How many keys one listing or counting step walks while holding the lock: a step
+/// takes well under a millisecond, so updates never wait long behind a listing.
+const STEP: usize = 4096;
+
+impl Table {
+    fn get(&self, key: &str) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    fn insert(&mut self, key: &str, entry: Entry) {
+        self.expiring += usize::from(entry.expires_at.is_some());
+        if let Some(current) = self.entries.get_mut(key) {
+            self.expiring -= usize::from(current.expires_at.is_some());
+            *current = entry;
+            return;
+        }
+        let key: Arc<str> = Arc::from(key);
+        self.order.insert(key.clone());
+        self.entries.insert(key, entry);
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        self.order.remove(key);
+        self.expiring -= usize::from(entry.expires_at.is_some());
+        Some(entry)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
+        self.entries.iter()
+    }
+
+    /// The keys after `after` (or from `from`), in order.
+    fn keys_from<'a>(&'a self, from: &'a str, after: Option<&'a str>) -> impl Iterator<Item = &'a Arc<str>> + 'a {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let start = match after {
+            Some(after) if after >= from => Excluded(after),
+            _ => Included(from),
+        };
+        self.order
+            .range::<str, _>((start, Unbounded))
+    }
 }
 
 impl Entry {
@@ -281,11 +336,34 @@ impl MemoryStore {
     /// # Ok(()) }
     /// ```
     pub fn sweep(&self) -> usize {
-        let Ok(mut map) = self.lock() else { return 0 };
+        // In steps, so updates wait at most one step behind a sweep of a large store.
         let now = Instant::now();
-        let before = map.len();
-        map.retain(|_, entry| entry.live(now));
-        before - map.len()
+        let mut removed = 0;
+        let mut after: Option<Arc<str>> = None;
+        loop {
+            let Ok(mut map) = self.lock() else {
+                return removed;
+            };
+            if map.expiring == 0 {
+                return removed;
+            }
+            let mut expired = Vec::new();
+            let mut last = None;
+            for key in map.keys_from("", after.as_deref()).take(STEP) {
+                if map.get(key).is_some_and(|e| !e.live(now)) {
+                    expired.push(key.clone());
+                }
+                last = Some(key.clone());
+            }
+            for key in &expired {
+                map.remove(key);
+            }
+            removed += expired.len();
+            match last {
+                Some(key) => after = Some(key),
+                None => return removed,
+            }
+        }
     }
 
     /// Saves the snapshot file now (atomically). Does nothing without a snapshot file.
@@ -312,11 +390,11 @@ impl MemoryStore {
             return Ok(());
         };
         // Copy under the lock, write without it.
-        let copy: HashMap<String, Entry> = {
+        let copy: HashMap<Arc<str>, Entry> = {
             let map = self.lock()?;
             map.iter().map(|(k, e)| (k.clone(), e.clone())).collect()
         };
-        write_snapshot(path, &copy)
+        write_snapshot(path, copy.iter())
             .map_err(|e| StoreError::backend(format!("snapshot {}: {e}", path.display())))
     }
 
@@ -336,7 +414,7 @@ impl MemoryStore {
     pub fn len(&self) -> usize {
         let now = Instant::now();
         self.lock()
-            .map_or(0, |map| map.values().filter(|e| e.live(now)).count())
+            .map_or(0, |map| map.iter().filter(|(_, e)| e.live(now)).count())
     }
 
     /// Whether the store holds no live value.
@@ -356,7 +434,7 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, HashMap<String, Entry>>, StoreError> {
+    fn lock(&self) -> Result<MutexGuard<'_, Table>, StoreError> {
         self.inner
             .map
             .lock()
@@ -369,10 +447,10 @@ impl MemoryStore {
         self.inner.revisions.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn get(map: &mut HashMap<String, Entry>, key: &str, now: Instant) -> Option<Record> {
+    fn get(map: &mut Table, key: &str, now: Instant) -> Option<Record> {
         match map.get(key) {
             Some(entry) if entry.live(now) => {
-                Some(Record::new(entry.value.clone(), entry.revision))
+                Some(Record::new(entry.value.to_vec(), entry.revision))
             }
             Some(_) => {
                 map.remove(key);
@@ -382,24 +460,24 @@ impl MemoryStore {
         }
     }
 
-    fn current_revision(map: &HashMap<String, Entry>, key: &str, now: Instant) -> Option<u64> {
+    fn current_revision(map: &Table, key: &str, now: Instant) -> Option<u64> {
         map.get(key).filter(|e| e.live(now)).map(|e| e.revision)
     }
 
     fn put(
         &self,
-        map: &mut HashMap<String, Entry>,
+        map: &mut Table,
         key: &str,
         value: &[u8],
         ttl: Option<Duration>,
         now: Instant,
     ) {
         let entry = Entry {
-            value: value.to_vec(),
+            value: value.into(),
             revision: self.next_revision(),
             expires_at: ttl.or(self.inner.default_ttl).map(|ttl| now + ttl),
         };
-        map.insert(key.to_owned(), entry);
+        map.insert(key, entry);
     }
 }
 
@@ -455,30 +533,60 @@ impl Store for MemoryStore {
     ) -> Result<Page, StoreError> {
         let map = self.lock()?;
         let now = Instant::now();
-        // Keyset pagination in key order: the cursor is the last key returned.
-        let mut keys: Vec<&String> = map
-            .iter()
-            .filter(|(key, entry)| key.starts_with(prefix) && entry.live(now))
-            .filter(|(key, _)| cursor.is_none_or(|after| key.as_str() > after))
-            .map(|(key, _)| key)
-            .collect();
-        keys.sort_unstable();
+        // Keyset pagination in key order: the cursor is the last key walked. A page walks
+        // at most `STEP` keys (expired ones are skipped), so it holds the lock briefly
+        // however large the store.
         let limit = limit.max(1);
-        let more = keys.len() > limit;
-        keys.truncate(limit);
-        let entries: Vec<(String, Record)> = keys
-            .into_iter()
-            .filter_map(|key| {
-                map.get(key)
-                    .map(|e| (key.clone(), Record::new(e.value.clone(), e.revision)))
-            })
-            .collect();
-        let cursor = if more {
-            entries.last().map(|(key, _)| key.clone())
-        } else {
-            None
-        };
+        let mut entries: Vec<(String, Record)> = Vec::with_capacity(limit.min(1024));
+        let mut walked = 0;
+        let mut last: Option<&Arc<str>> = None;
+        let mut more = false;
+        for key in map.keys_from(prefix, cursor) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if entries.len() == limit || walked == STEP {
+                more = true;
+                break;
+            }
+            walked += 1;
+            last = Some(key);
+            if let Some(entry) = map.get(key).filter(|e| e.live(now)) {
+                entries.push((key.to_string(), Record::new(entry.value.to_vec(), entry.revision)));
+            }
+        }
+        let cursor = if more { last.map(|key| key.to_string()) } else { None };
         Ok(Page { entries, cursor })
+    }
+
+    async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
+        // In steps of `STEP` keys, letting go of the lock in between.
+        let now = Instant::now();
+        let mut total = 0u64;
+        let mut after: Option<Arc<str>> = None;
+        loop {
+            let map = self.lock()?;
+            let check = map.expiring > 0;
+            let mut last = None;
+            let mut walked = 0;
+            for key in map.keys_from(prefix, after.as_deref()) {
+                if !key.starts_with(prefix) {
+                    return Ok(total);
+                }
+                if walked == STEP {
+                    break;
+                }
+                walked += 1;
+                if !check || map.get(key).is_some_and(|e| e.live(now)) {
+                    total += 1;
+                }
+                last = Some(key);
+            }
+            match last {
+                Some(key) if walked == STEP => after = Some(key.clone()),
+                _ => return Ok(total),
+            }
+        }
     }
 
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
@@ -526,14 +634,19 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-fn write_snapshot(path: &Path, map: &HashMap<String, Entry>) -> io::Result<()> {
+fn write_snapshot<'a>(
+    path: &Path,
+    entries: impl IntoIterator<Item = (&'a Arc<str>, &'a Entry)>,
+) -> io::Result<()> {
     let now_instant = Instant::now();
     let now_wall = SystemTime::now();
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
-    let last_revision = map.values().map(|e| e.revision).max().unwrap_or(0);
+    let all: Vec<(&Arc<str>, &Entry)> = entries.into_iter().collect();
+    let last_revision = all.iter().map(|(_, e)| e.revision).max().unwrap_or(0);
     out.extend_from_slice(&last_revision.to_le_bytes());
-    let live: Vec<(&String, &Entry)> = map.iter().filter(|(_, e)| e.live(now_instant)).collect();
+    let live: Vec<(&Arc<str>, &Entry)> =
+        all.into_iter().filter(|(_, e)| e.live(now_instant)).collect();
     out.extend_from_slice(&(live.len() as u64).to_le_bytes());
     for (key, entry) in live {
         let len =
@@ -560,7 +673,7 @@ fn write_snapshot(path: &Path, map: &HashMap<String, Entry>) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn read_snapshot(path: &Path) -> Result<(HashMap<String, Entry>, u64), StoreError> {
+fn read_snapshot(path: &Path) -> Result<(Table, u64), StoreError> {
     let corrupt = |what: &str| {
         StoreError::Corrupt(format!("memory store snapshot {}: {what}", path.display()))
     };
@@ -569,7 +682,7 @@ fn read_snapshot(path: &Path) -> Result<(HashMap<String, Entry>, u64), StoreErro
         Ok(mut file) => file
             .read_to_end(&mut bytes)
             .map_err(|e| StoreError::backend(format!("snapshot {}: {e}", path.display())))?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((HashMap::new(), 0)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Table::default(), 0)),
         Err(e) => {
             return Err(StoreError::backend(format!(
                 "snapshot {}: {e}",
@@ -602,7 +715,7 @@ fn read_snapshot(path: &Path) -> Result<(HashMap<String, Entry>, u64), StoreErro
     let count = u64_of(take(8)?)?;
     let now_instant = Instant::now();
     let now_wall = SystemTime::now();
-    let mut map = HashMap::new();
+    let mut map = Table::default();
     for _ in 0..count {
         let key_len =
             u32::from_le_bytes(take(4)?.try_into().map_err(|_| corrupt("bad length"))?) as usize;
@@ -610,7 +723,7 @@ fn read_snapshot(path: &Path) -> Result<(HashMap<String, Entry>, u64), StoreErro
             String::from_utf8(take(key_len)?.to_vec()).map_err(|_| corrupt("key is not UTF-8"))?;
         let value_len =
             u32::from_le_bytes(take(4)?.try_into().map_err(|_| corrupt("bad length"))?) as usize;
-        let value = take(value_len)?.to_vec();
+        let value: Box<[u8]> = take(value_len)?.into();
         let revision = u64_of(take(8)?)?;
         let expires = i64::from_le_bytes(take(8)?.try_into().map_err(|_| corrupt("bad expiry"))?);
         let expires_at = if expires < 0 {
@@ -623,7 +736,7 @@ fn read_snapshot(path: &Path) -> Result<(HashMap<String, Entry>, u64), StoreErro
             }
         };
         map.insert(
-            key,
+            &key,
             Entry {
                 value,
                 revision,

@@ -304,6 +304,7 @@ struct Sql {
     delete_if: String,
     exists: String,
     list: String,
+    count: String,
     sweep: String,
 }
 
@@ -339,6 +340,10 @@ impl Sql {
                  WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2) \
                  AND ($3::bytea IS NULL OR key > $3) AND {LIVE} \
                  ORDER BY key LIMIT $4"
+            ),
+            count: format!(
+                "SELECT count(*) FROM {table} \
+                 WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2) AND {LIVE}"
             ),
             // A batch of expired rows not locked by traffic (`SKIP LOCKED`: the sweep never
             // waits for an update, nor an update long for the sweep); expiry is checked
@@ -1218,6 +1223,20 @@ impl Store for PostgresStore {
             None
         };
         Ok(Page { entries, cursor })
+    }
+
+    async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
+        let row = read_op!(self, |client| {
+            let statement = self.prepare(client, &self.inner.sql.count).await?;
+            let end = prefix_end(prefix.as_bytes());
+            client
+                .query_one(&statement, &[&prefix.as_bytes(), &end])
+                .await
+                .map_err(|e| self.pg("count", e))
+        })?;
+        row.try_get::<_, i64>(0)
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.pg("count", e))
     }
 
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {

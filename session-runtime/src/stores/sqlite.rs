@@ -803,6 +803,23 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
+        let prefix = prefix.as_bytes().to_vec();
+        self.with_conn(false, move |conn, inner, _| {
+            let end = prefix_end(&prefix);
+            let sql = format!(
+                "SELECT count(*) FROM \"{}\" WHERE key >= ?1 AND (?2 IS NULL OR key < ?2)
+                 AND (expires_at IS NULL OR expires_at > ?3)",
+                inner.table
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+            stmt.query_row(params![prefix, end, now_ms()], |row| row.get::<_, i64>(0))
+                .map(|n| n.max(0) as u64)
+                .map_err(backend)
+        })
+        .await
+    }
+
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
         let owned = writes.to_vec();
         let count = writes.len();

@@ -1,0 +1,192 @@
+//! Listing and counting on the memory store at scale: what `Sessions::count` and one page
+//! of `Sessions::list` cost with 1M stored sessions, how long an update waits while a full
+//! listing runs beside it, and the memory each stored session takes.
+//!
+//! ```sh
+//! cargo bench --bench listing                      # 1 000 000 sessions
+//! BENCH_SESSIONS=100000 cargo bench --bench listing
+//! ```
+//!
+//! The baseline, measured in the same run on the same keys, is the previous release's
+//! listing algorithm: every key of a `HashMap` filtered by prefix and sorted, per page.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use multisession::{ChatContext, MultiSession, store::Store, stores::MemoryStore};
+
+#[derive(MultiSession)]
+struct Bot {
+    count: u64,
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    let sessions_n: usize = std::env::var("BENCH_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(run(sessions_n));
+}
+
+async fn run(n: usize) {
+    // Memory per stored session: keys like the runtime's (`count:-100123456`), values of
+    // 17 bytes, written straight to the store.
+    let before = rss_bytes();
+    let store = MemoryStore::new();
+    let value = *b"10000000000000000"; // 17 bytes, a u64 in JSON
+    let mut key_bytes = 0usize;
+    for i in 0..n {
+        let key = format!("count:-{}", 100_000_000 + i);
+        key_bytes += key.len();
+        store.write(&key, &value, None).await.unwrap();
+    }
+    let after = rss_bytes();
+    let per_session = (after.saturating_sub(before)) as f64 / n as f64;
+    let payload = (key_bytes + 17 * n) as f64 / n as f64;
+    println!(
+        "memory: {n} sessions, {per_session:.0} B of RSS each for {payload:.0} B of key + value (overhead {:.0} B)",
+        per_session - payload
+    );
+
+    let sessions = Bot::builder().default_store(store.clone()).build();
+
+    // Counting.
+    let mut counts = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let counted = sessions.count("count").await.unwrap();
+        counts.push(started.elapsed());
+        assert_eq!(counted as usize, n);
+    }
+    println!("count(): median {} of 5", ms(median(counts.clone())));
+
+    // One page of 100 at cursors spread over the keys.
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut walked = 0;
+    while walked < n {
+        let started = Instant::now();
+        let page = sessions.list("count", cursor.as_deref(), 100).await.unwrap();
+        pages.push(started.elapsed());
+        walked += page.entries.len();
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let worst_page = pages.iter().max().copied().unwrap_or_default();
+    println!(
+        "list(100): {} pages, median {}, worst {}",
+        pages.len(),
+        ms(median(pages.clone())),
+        ms(worst_page)
+    );
+
+    // The previous algorithm on the same keys, for scale: filter + sort per page.
+    let map: HashMap<String, Vec<u8>> = (0..n)
+        .map(|i| (format!("count:-{}", 100_000_000 + i), value.to_vec()))
+        .collect();
+    let mut old_pages = Vec::new();
+    for start in [0usize, n / 2, n.saturating_sub(200)] {
+        let after = format!("count:-{}", 100_000_000 + start);
+        let started = Instant::now();
+        let mut keys: Vec<&String> = map
+            .keys()
+            .filter(|k| k.starts_with("count:") && k.as_str() > after.as_str())
+            .collect();
+        keys.sort_unstable();
+        keys.truncate(100);
+        std::hint::black_box(&keys);
+        old_pages.push(started.elapsed());
+    }
+    let old_page = median(old_pages);
+    println!(
+        "baseline (previous release's algorithm): one page {} -> {:.0}x slower than now",
+        ms(old_page),
+        old_page.as_secs_f64() / median(pages).as_secs_f64().max(1e-9)
+    );
+    drop(map);
+
+    // The worst wait of an update while full listings and counts run beside it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let lister = {
+        let sessions = sessions.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut rounds = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let mut cursor: Option<String> = None;
+                loop {
+                    let page = sessions.list("count", cursor.as_deref(), 100).await.unwrap();
+                    match page.cursor {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                let _ = sessions.count("count").await.unwrap();
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let mut latencies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut i = 0u64;
+    while Instant::now() < deadline {
+        let ctx = ChatContext::new(-((100_000_000 + (i * 7919) % n as u64) as i64));
+        let started = Instant::now();
+        sessions
+            .run(&ctx, async |s| {
+                *s.count().await? += 1;
+                Ok::<_, multisession::Error>(())
+            })
+            .await
+            .unwrap();
+        latencies.push(started.elapsed());
+        i += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rounds = lister.await.unwrap();
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    println!(
+        "updates beside {rounds} full listing+count rounds: {} updates, median {}, p99 {}, worst {}",
+        latencies.len(),
+        ms(latencies[latencies.len() / 2]),
+        ms(p99),
+        ms(*latencies.last().unwrap())
+    );
+}
