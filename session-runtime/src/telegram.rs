@@ -7,7 +7,14 @@
 //! Bot API never breaks parsing. Serializing gives back the Bot API's shape (minus the
 //! fields left out).
 //!
-//! [`Update`] implements [`SessionContext`] following grammY's `ctx.chat` and `ctx.from`.
+//! [`Update`] implements [`SessionContext`] following grammY's `ctx.chat` and `ctx.from`,
+//! except that the placeholder users the Bot API sends for chats acting on their own
+//! behalf are not users (see [`Update::from`]).
+//!
+//! Parsing is lenient on fields Telegram always sends but widely copied samples omit (a
+//! chat's `type`, a user's `is_bot`, a callback query's `chat_instance`, ids sent as
+//! numbers) and never panics: what is not an update is a [`serde_json::Error`]. Every
+//! type is `#[non_exhaustive]`: more fields may be kept in a later version.
 //!
 //! ```
 //! use multisession::{SessionContext, telegram::Update};
@@ -30,11 +37,18 @@ use serde_json::{Map, Value};
 use crate::context::{ChatMigration, SessionContext};
 
 /// A Telegram user or bot.
+///
+/// Three ids are not people but placeholders the Bot API puts in `from` (and in a poll
+/// answer's `user`) for backward compatibility when a chat acted: see
+/// [`is_placeholder`](Self::is_placeholder).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct User {
     /// The user's id.
     pub id: i64,
-    /// Whether this user is a bot.
+    /// Whether this user is a bot. Telegram always sends it; JSON without it (such as the
+    /// sample updates of the Bot API's webhook guide) reads as `false`.
+    #[serde(default)]
     pub is_bot: bool,
     /// First name.
     pub first_name: String,
@@ -49,8 +63,35 @@ pub struct User {
     pub language_code: Option<String>,
 }
 
+impl User {
+    /// `777000`, "Telegram": the sender of channel posts automatically forwarded to the
+    /// channel's discussion group (with `sender_chat` the channel), and of service
+    /// notifications.
+    pub const TELEGRAM: i64 = 777000;
+    /// `1087968824`, @GroupAnonymousBot: the sender of messages (and the author of member
+    /// changes) of anonymous group administrators; `sender_chat` is the group itself.
+    pub const GROUP_ANONYMOUS_BOT: i64 = 1087968824;
+    /// `136817688`, @Channel_Bot: the sender of messages sent on behalf of a channel, and
+    /// the `user` of a poll answer cast by a chat (`voter_chat`).
+    pub const CHANNEL_BOT: i64 = 136817688;
+
+    /// Whether this is one of the placeholder users the Bot API sends "for backward
+    /// compatibility" in place of a chat that acted ([`TELEGRAM`](Self::TELEGRAM),
+    /// [`GROUP_ANONYMOUS_BOT`](Self::GROUP_ANONYMOUS_BOT),
+    /// [`CHANNEL_BOT`](Self::CHANNEL_BOT), the ids teloxide's `UserId::is_telegram`,
+    /// `is_anonymous` and `is_channel` test). Such a user is the same for every chat on
+    /// Telegram, so it never keys a per-user session: [`Update::from`] skips it.
+    pub fn is_placeholder(&self) -> bool {
+        matches!(
+            self.id,
+            Self::TELEGRAM | Self::GROUP_ANONYMOUS_BOT | Self::CHANNEL_BOT
+        )
+    }
+}
+
 /// The kind of a chat.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 #[serde(rename_all = "lowercase")]
 pub enum ChatType {
     /// A private chat with one user; its id is the user's id.
@@ -61,17 +102,23 @@ pub enum ChatType {
     Supergroup,
     /// A channel.
     Channel,
-    /// A kind this model does not know yet (it serializes as `"unknown"`).
+    /// A kind this model does not know yet, or a chat sent without its `type` whose id
+    /// does not tell (it serializes as `"unknown"`).
     #[serde(other)]
     Unknown,
 }
 
 /// A chat: a private chat, a group, a supergroup or a channel.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
+#[serde(from = "ChatFields")]
 pub struct Chat {
     /// The chat's id: the user's id for private chats, negative for groups and channels.
     pub id: i64,
-    /// The kind of chat (the Bot API's `type`).
+    /// The kind of chat (the Bot API's `type`). Telegram always sends it; a chat without
+    /// it (such as in the sample updates of the Bot API's webhook guide) is
+    /// [`Private`](ChatType::Private) when its id is positive (only private chats have
+    /// positive ids), else [`Unknown`](ChatType::Unknown).
     #[serde(rename = "type")]
     pub kind: ChatType,
     /// Title of a group, supergroup or channel.
@@ -91,8 +138,80 @@ pub struct Chat {
     pub is_forum: Option<bool>,
 }
 
+/// How a [`Chat`] is read: like it, with `type` optional.
+#[derive(Deserialize)]
+struct ChatFields {
+    id: i64,
+    #[serde(rename = "type", default)]
+    kind: Option<ChatType>,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    first_name: Option<String>,
+    #[serde(default)]
+    last_name: Option<String>,
+    #[serde(default)]
+    is_forum: Option<bool>,
+}
+
+impl From<ChatFields> for Chat {
+    fn from(fields: ChatFields) -> Self {
+        let ChatFields {
+            id,
+            kind,
+            title,
+            username,
+            first_name,
+            last_name,
+            is_forum,
+        } = fields;
+        let kind = kind.unwrap_or(if id > 0 {
+            ChatType::Private
+        } else {
+            ChatType::Unknown
+        });
+        Chat {
+            id,
+            kind,
+            title,
+            username,
+            first_name,
+            last_name,
+            is_forum,
+        }
+    }
+}
+
+/// Reads an id Telegram sends as a string, also when it is a number (the webhook guide's
+/// sample inline query has `"id": 134567890097`).
+fn string_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string or an integer")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+    deserializer.deserialize_any(Visitor)
+}
+
 /// A special entity in a text: a bot command, a mention, a link, ...
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct MessageEntity {
     /// The entity's type, such as `bot_command`, `mention` or `url`.
     #[serde(rename = "type")]
@@ -108,16 +227,21 @@ pub struct MessageEntity {
 /// An inaccessible message (the message of an old button press) has only `message_id`,
 /// `chat`, and `date` 0.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct Message {
     /// The message's id in its chat.
     pub message_id: i64,
     /// The thread: the forum topic, or in other supergroups the replied-to thread.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_thread_id: Option<i64>,
-    /// The sender; absent in channels.
+    /// The sender, as sent: absent or the author in channels; a placeholder user
+    /// ([`User::is_placeholder`]) in other chats when `sender_chat` sent the message.
+    /// [`Message::sender`] tells the real sender.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<User>,
-    /// The chat that sent it on its own behalf (channels, anonymous admins).
+    /// The chat that sent it on its own behalf: the channel of a channel post, the group
+    /// of an anonymous admin, the channel a user posted as, the linked channel of an
+    /// automatic forward to its discussion group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender_chat: Option<Chat>,
     /// The chat the message belongs to.
@@ -157,6 +281,19 @@ pub struct Message {
 }
 
 impl Message {
+    /// The user who sent this message, if a user did: [`from`](Self::from) unless it is a
+    /// placeholder. Outside channels, a message with a `sender_chat` was sent on behalf of
+    /// that chat and its `from` is a placeholder ("for backward compatibility, the field
+    /// from contains a fake sender user in non-channel chats, if the message was sent on
+    /// behalf of a chat", Bot API `Message.sender_chat`): `None` for it, whatever the
+    /// id. In channels `from`, when present, is the post's author.
+    pub fn sender(&self) -> Option<&User> {
+        let on_behalf_of_chat = self.sender_chat.is_some() && self.chat.kind != ChatType::Channel;
+        self.from
+            .as_ref()
+            .filter(|user| !on_behalf_of_chat && !user.is_placeholder())
+    }
+
     /// The forum topic: `message_thread_id`, but only for messages sent in a topic
     /// (`is_topic_message`), not for reply threads of ordinary supergroups.
     pub fn topic(&self) -> Option<i64> {
@@ -175,8 +312,10 @@ impl Message {
 
 /// A press of an inline keyboard button.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct CallbackQuery {
-    /// The query's id.
+    /// The query's id (read from a string or, leniently, a number).
+    #[serde(deserialize_with = "string_or_number")]
     pub id: String,
     /// Who pressed the button.
     pub from: User,
@@ -186,7 +325,9 @@ pub struct CallbackQuery {
     /// The inline message with the button, if it was sent in inline mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inline_message_id: Option<String>,
-    /// Identifies the chat the button was pressed in (not the chat's id).
+    /// Identifies the chat the button was pressed in (not the chat's id). Telegram always
+    /// sends it; the webhook guide's sample callback query has none: empty then.
+    #[serde(default)]
     pub chat_instance: String,
     /// The button's `callback_data`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,8 +336,11 @@ pub struct CallbackQuery {
 
 /// An inline query: `@bot something` typed in any chat.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct InlineQuery {
-    /// The query's id.
+    /// The query's id (read from a string or, leniently, a number: the webhook guide's
+    /// sample sends `"id": 134567890097`).
+    #[serde(deserialize_with = "string_or_number")]
     pub id: String,
     /// Who typed it.
     pub from: User,
@@ -211,6 +355,7 @@ pub struct InlineQuery {
 
 /// An inline result a user chose and sent.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct ChosenInlineResult {
     /// The result's id.
     pub result_id: String,
@@ -225,8 +370,10 @@ pub struct ChosenInlineResult {
 
 /// A shipping query for an invoice with a flexible price.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct ShippingQuery {
-    /// The query's id.
+    /// The query's id (read from a string or, leniently, a number).
+    #[serde(deserialize_with = "string_or_number")]
     pub id: String,
     /// Who asked.
     pub from: User,
@@ -236,8 +383,10 @@ pub struct ShippingQuery {
 
 /// A pre-checkout query: a user is about to pay.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct PreCheckoutQuery {
-    /// The query's id.
+    /// The query's id (read from a string or, leniently, a number).
+    #[serde(deserialize_with = "string_or_number")]
     pub id: String,
     /// Who pays.
     pub from: User,
@@ -251,6 +400,7 @@ pub struct PreCheckoutQuery {
 
 /// The new state of a poll the bot sent (or a stopped poll).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct Poll {
     /// The poll's id.
     pub id: String,
@@ -260,21 +410,36 @@ pub struct Poll {
 
 /// A vote in a non-anonymous poll the bot sent.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct PollAnswer {
     /// The poll's id.
     pub poll_id: String,
     /// The chat that voted, if the vote was cast on behalf of a chat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voter_chat: Option<Chat>,
-    /// The user who voted, unless a chat did.
+    /// The user field as sent: the voter, unless a chat voted; then absent or, from
+    /// older servers, the placeholder [`User::CHANNEL_BOT`] (Bot API 6.8: "for backward
+    /// compatibility, the field user in such objects will contain the user 136817688
+    /// (@Channel_Bot)"). [`PollAnswer::voter`] tells the real voter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<User>,
     /// The chosen options (0-based); empty when the vote was retracted.
     pub option_ids: Vec<i64>,
 }
 
+impl PollAnswer {
+    /// The user who voted: `None` when a chat voted (`voter_chat`), whatever `user` holds.
+    pub fn voter(&self) -> Option<&User> {
+        match self.voter_chat {
+            Some(_) => None,
+            None => self.user.as_ref().filter(|user| !user.is_placeholder()),
+        }
+    }
+}
+
 /// A member's status in a chat.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct ChatMember {
     /// `creator`, `administrator`, `member`, `restricted`, `left` or `kicked`.
     pub status: String,
@@ -284,6 +449,7 @@ pub struct ChatMember {
 
 /// A change of a chat member's status.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct ChatMemberUpdated {
     /// The chat.
     pub chat: Chat,
@@ -299,6 +465,7 @@ pub struct ChatMemberUpdated {
 
 /// A request to join a chat.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct ChatJoinRequest {
     /// The chat to join.
     pub chat: Chat,
@@ -315,6 +482,7 @@ pub struct ChatJoinRequest {
 
 /// A user's (or an anonymous admin's) change of reactions on a message.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct MessageReactionUpdated {
     /// The chat.
     pub chat: Chat,
@@ -332,6 +500,7 @@ pub struct MessageReactionUpdated {
 
 /// A change of the anonymous reaction counts on a message.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct MessageReactionCountUpdated {
     /// The chat.
     pub chat: Chat,
@@ -343,6 +512,7 @@ pub struct MessageReactionCountUpdated {
 
 /// The bot was connected to, or disconnected from, a business account.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct BusinessConnection {
     /// The connection's id.
     pub id: String,
@@ -356,6 +526,7 @@ pub struct BusinessConnection {
 
 /// Messages deleted from a connected business account.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct BusinessMessagesDeleted {
     /// The business connection.
     pub business_connection_id: String,
@@ -365,22 +536,56 @@ pub struct BusinessMessagesDeleted {
     pub message_ids: Vec<i64>,
 }
 
+/// Where a boost comes from: the Bot API's `ChatBoostSource`, whose kind is its
+/// `source` field.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct ChatBoostSource {
+    /// `premium` (a user's Telegram Premium), `gift_code` (a gift code made by the chat)
+    /// or `giveaway` (a giveaway of the chat); a newer kind is kept as sent.
+    #[serde(rename = "source")]
+    pub kind: String,
+    /// The user: who boosted (`premium`), who the gift code was made for (`gift_code`),
+    /// the winner of a Telegram Premium giveaway (`giveaway`, when there is one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+}
+
+/// A boost of a chat.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct ChatBoost {
+    /// The boost's id.
+    pub boost_id: String,
+    /// Where it comes from.
+    pub source: ChatBoostSource,
+}
+
 /// A boost added to or changed in a chat.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct ChatBoostUpdated {
     /// The boosted chat.
     pub chat: Chat,
+    /// The boost.
+    pub boost: ChatBoost,
 }
 
 /// A boost removed from a chat.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct ChatBoostRemoved {
     /// The chat that lost the boost.
     pub chat: Chat,
+    /// The boost's id.
+    pub boost_id: String,
+    /// Where the boost came from.
+    pub source: ChatBoostSource,
 }
 
 /// Paid media a user bought from the bot.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct PaidMediaPurchased {
     /// The buyer.
     pub from: User,
@@ -520,6 +725,7 @@ kinds! {
 ///
 /// (De)serializes as the Bot API's JSON object: `update_id` and one field naming the kind.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Update {
     /// The update's id; ids increase from one update to the next.
     pub update_id: i64,
@@ -565,16 +771,19 @@ impl Update {
         }
     }
 
-    /// The chat the update happened in, like grammY's `ctx.chat`.
+    /// The chat the update happened in, like grammY's `ctx.chat`; for a poll answer cast
+    /// by a chat, that chat (`voter_chat`, like aiogram's event chat: the poll answer
+    /// does not tell the chat the poll was sent in).
     ///
-    /// `None` for inline queries, chosen inline results, payments, polls, poll answers,
-    /// paid media purchases, button presses on inline messages, and business connections
-    /// (whose private chat only has an id: see [`SessionContext::chat_id`]).
+    /// `None` for inline queries, chosen inline results, payments, polls, poll answers of
+    /// users, paid media purchases, button presses on inline messages, and business
+    /// connections (whose private chat only has an id: see [`SessionContext::chat_id`]).
     pub fn chat(&self) -> Option<&Chat> {
         match &self.kind {
             UpdateKind::DeletedBusinessMessages(d) => Some(&d.chat),
             UpdateKind::MessageReaction(r) => Some(&r.chat),
             UpdateKind::MessageReactionCount(r) => Some(&r.chat),
+            UpdateKind::PollAnswer(a) => a.voter_chat.as_ref(),
             UpdateKind::MyChatMember(u) | UpdateKind::ChatMember(u) => Some(&u.chat),
             UpdateKind::ChatJoinRequest(r) => Some(&r.chat),
             UpdateKind::ChatBoost(b) => Some(&b.chat),
@@ -583,18 +792,32 @@ impl Update {
         }
     }
 
-    /// The user who caused the update, like grammY's `ctx.from`.
+    /// The user who caused the update, like grammY's `ctx.from`, but never a placeholder
+    /// for a chat.
     ///
-    /// `None` for channel posts, anonymous reactions and votes, polls, reaction counts,
-    /// boosts and deleted business messages.
+    /// - Messages (new, edited, channel posts, business): [`Message::sender`]. A message
+    ///   sent on behalf of a chat (`sender_chat` set, outside channels) has a placeholder
+    ///   in `from` — [`User::GROUP_ANONYMOUS_BOT`] for anonymous group admins,
+    ///   [`User::CHANNEL_BOT`] for users posting as a channel, [`User::TELEGRAM`] for
+    ///   automatic forwards from the linked channel — and no user here.
+    /// - Poll answers: [`PollAnswer::voter`], `None` when a chat voted (`voter_chat`),
+    ///   even though older servers send `user` = [`User::CHANNEL_BOT`].
+    /// - Boosts (added or removed): the source's user when it has one (the booster for
+    ///   `premium`, the gift code's user, a giveaway's winner), as teloxide's
+    ///   `Update::from` and grammY's `ctx.from` do.
+    /// - Anywhere else, the acting user, unless it is a placeholder
+    ///   ([`User::is_placeholder`]: e.g. a member change made by an anonymous admin).
+    ///
+    /// `None` for channel posts without an author, anonymous reactions, polls, reaction
+    /// counts, deleted business messages and boosts from giveaways without a winner.
     pub fn from(&self) -> Option<&User> {
-        match &self.kind {
+        let user = match &self.kind {
             UpdateKind::Message(m)
             | UpdateKind::EditedMessage(m)
             | UpdateKind::ChannelPost(m)
             | UpdateKind::EditedChannelPost(m)
             | UpdateKind::BusinessMessage(m)
-            | UpdateKind::EditedBusinessMessage(m) => m.from.as_ref(),
+            | UpdateKind::EditedBusinessMessage(m) => m.sender(),
             UpdateKind::BusinessConnection(c) => Some(&c.user),
             UpdateKind::MessageReaction(r) => r.user.as_ref(),
             UpdateKind::InlineQuery(q) => Some(&q.from),
@@ -603,10 +826,27 @@ impl Update {
             UpdateKind::ShippingQuery(q) => Some(&q.from),
             UpdateKind::PreCheckoutQuery(q) => Some(&q.from),
             UpdateKind::PurchasedPaidMedia(p) => Some(&p.from),
-            UpdateKind::PollAnswer(a) => a.user.as_ref(),
+            UpdateKind::PollAnswer(a) => a.voter(),
             UpdateKind::MyChatMember(u) | UpdateKind::ChatMember(u) => Some(&u.from),
             UpdateKind::ChatJoinRequest(r) => Some(&r.from),
+            UpdateKind::ChatBoost(b) => b.boost.source.user.as_ref(),
+            UpdateKind::RemovedChatBoost(b) => b.source.user.as_ref(),
             _ => None,
+        };
+        user.filter(|user| !user.is_placeholder())
+    }
+
+    /// The chat on whose behalf the update was made, if a chat acted rather than a user:
+    /// a message's `sender_chat` (outside channels: anonymous admins, posting as a
+    /// channel, automatic forwards), an anonymous reaction's `actor_chat`, a poll answer's
+    /// `voter_chat`. [`Update::from`] is `None` for these, except for a channel post with
+    /// an author.
+    pub fn sender_chat(&self) -> Option<&Chat> {
+        match &self.kind {
+            UpdateKind::MessageReaction(r) => r.actor_chat.as_ref(),
+            UpdateKind::PollAnswer(a) => a.voter_chat.as_ref(),
+            UpdateKind::CallbackQuery(_) => None,
+            _ => self.message().and_then(|m| m.sender_chat.as_ref()),
         }
     }
 
@@ -631,8 +871,24 @@ impl Update {
     }
 }
 
+/// Who and where, for session keys: [`Update::chat`] and [`Update::from`].
+///
+/// The user is a person or a bot, never a chat: an update made on behalf of a chat (an
+/// anonymous group admin, a user posting as a channel, an automatic forward from a linked
+/// channel, a poll answer cast by a channel) has no user id, where the Bot API sends
+/// the same placeholder user for every such chat on Telegram ([`User::is_placeholder`]).
+/// Keying those by the placeholder would put every anonymous admin and every channel in
+/// one shared per-user session; without a user id, per-user fragments are unavailable
+/// for them (rule S3) and per-chat ones work as usual. This is the rule TDLib's
+/// maintainers give for the placeholders (use the sender chat when there is one, the user
+/// otherwise) and the one of teloxide's `PollAnswer::voter`; grammY and aiogram pass the
+/// placeholder on as the user.
+///
+/// The teloxide integration's `SessionContext for teloxide::types::Update` follows the
+/// same rules, so the same JSON gives the same keys through either.
 impl SessionContext for Update {
-    /// [`Update::chat`]'s id; for a business connection, the private chat with its user.
+    /// [`Update::chat`]'s id (for a poll answer of a chat, the voting chat); for a
+    /// business connection, the private chat with its user.
     fn chat_id(&self) -> Option<i64> {
         match &self.kind {
             UpdateKind::BusinessConnection(c) => Some(c.user_chat_id),
@@ -640,7 +896,7 @@ impl SessionContext for Update {
         }
     }
 
-    /// [`Update::from`]'s id.
+    /// [`Update::from`]'s id: `None` for an update made on behalf of a chat.
     fn user_id(&self) -> Option<i64> {
         self.from().map(|user| user.id)
     }
@@ -899,7 +1155,7 @@ mod tests {
                 format!(
                     r#"{{"update_id":584120414,"poll_answer":{{"poll_id":"5224788610133262337","voter_chat":{GROUP},"option_ids":[0]}}}}"#
                 ),
-                at(None, None),
+                at(Some(GROUP_ID), None),
             ),
             (
                 "my_chat_member",
@@ -929,14 +1185,14 @@ mod tests {
                 format!(
                     r#"{{"update_id":584120416,"chat_boost":{{"chat":{CHANNEL},"boost":{{"boost_id":"QmFzZTY0Ym9vc3Q","add_date":1772790000,"expiration_date":1775468400,"source":{{"source":"premium","user":{ADA}}}}}}}}}"#
                 ),
-                at(Some(-1002233445566), None),
+                at(Some(-1002233445566), Some(ADA_ID)),
             ),
             (
                 "removed_chat_boost",
                 format!(
                     r#"{{"update_id":584120417,"removed_chat_boost":{{"chat":{CHANNEL},"boost_id":"QmFzZTY0Ym9vc3Q","remove_date":1772800000,"source":{{"source":"premium","user":{ADA}}}}}}}"#
                 ),
-                at(Some(-1002233445566), None),
+                at(Some(-1002233445566), Some(ADA_ID)),
             ),
         ]
     }

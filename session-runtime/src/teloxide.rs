@@ -249,6 +249,24 @@ fn user_id(user: &teloxide::types::User) -> Option<i64> {
     i64::try_from(user.id.0).ok()
 }
 
+/// A user who keys sessions: not one of the placeholders the Bot API sends for a chat
+/// acting on its own behalf (777000, 1087968824, 136817688; see
+/// [`telegram::User::is_placeholder`](crate::telegram::User::is_placeholder)).
+fn real_user(user: &teloxide::types::User) -> Option<i64> {
+    let placeholder = user.id.is_telegram() || user.id.is_anonymous() || user.id.is_channel();
+    if placeholder { None } else { user_id(user) }
+}
+
+/// The user who sent a message, like
+/// [`telegram::Message::sender`](crate::telegram::Message::sender): none when it was sent
+/// on behalf of a chat outside channels (`sender_chat` set, `from` a placeholder).
+fn sender(message: &Message) -> Option<i64> {
+    if message.sender_chat.is_some() && !message.chat.is_channel() {
+        return None;
+    }
+    message.from.as_ref().and_then(real_user)
+}
+
 /// The forum topic of a message: its thread, only when it was sent in a topic (not the
 /// reply threads of ordinary supergroups), like `multisession::telegram`.
 fn topic(message: &Message) -> Option<i64> {
@@ -295,12 +313,30 @@ fn update_message(update: &Update) -> Option<&Message> {
     }
 }
 
+/// The same keys as [`telegram::Update`](crate::telegram::Update) gives for the same JSON
+/// (see its `SessionContext` rules): teloxide's [`Update::chat`] and [`Update::from`],
+/// except that a poll answer cast by a chat is in that chat (`voter_chat`, which
+/// teloxide's `chat()` does not return) and that an update made on behalf of a chat (a
+/// message with a `sender_chat` outside channels, whose `from` is a placeholder user, or
+/// any placeholder user) has no user. Boosts are in the boosted chat, by the source's
+/// user when it has one, as teloxide says.
 impl SessionContext for Update {
     fn chat_id(&self) -> Option<i64> {
-        self.chat().map(|chat| chat.id.0)
+        match &self.kind {
+            UpdateKind::PollAnswer(answer) => answer.voter.chat().map(|chat| chat.id.0),
+            _ => self.chat().map(|chat| chat.id.0),
+        }
     }
     fn user_id(&self) -> Option<i64> {
-        self.from().and_then(user_id)
+        match &self.kind {
+            UpdateKind::Message(m)
+            | UpdateKind::EditedMessage(m)
+            | UpdateKind::ChannelPost(m)
+            | UpdateKind::EditedChannelPost(m)
+            | UpdateKind::BusinessMessage(m)
+            | UpdateKind::EditedBusinessMessage(m) => sender(m),
+            _ => self.from().and_then(real_user),
+        }
     }
     fn thread_id(&self) -> Option<i64> {
         update_message(self).and_then(topic)
@@ -328,8 +364,9 @@ impl SessionContext for Message {
     fn chat_id(&self) -> Option<i64> {
         Some(self.chat.id.0)
     }
+    /// The sender, none for a message sent on behalf of a chat (see the `Update` impl).
     fn user_id(&self) -> Option<i64> {
-        self.from.as_ref().and_then(user_id)
+        sender(self)
     }
     fn thread_id(&self) -> Option<i64> {
         topic(self)
@@ -347,7 +384,7 @@ impl SessionContext for CallbackQuery {
         self.message.as_ref().map(|m| m.chat().id.0)
     }
     fn user_id(&self) -> Option<i64> {
-        user_id(&self.from)
+        real_user(&self.from)
     }
     fn thread_id(&self) -> Option<i64> {
         self.regular_message().and_then(topic)
