@@ -261,6 +261,22 @@ impl Table {
         self.entries.iter()
     }
 
+    /// The keys after `after` (or from `from`) and before `end`, in order.
+    fn keys_between<'a>(
+        &'a self,
+        from: &'a str,
+        after: Option<&'a str>,
+        end: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Arc<str>> + 'a {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let start = match after {
+            Some(after) if after >= from => Excluded(after),
+            _ => Included(from),
+        };
+        let end = end.map_or(Unbounded, Excluded);
+        self.order.range::<str, _>((start, end))
+    }
+
     /// The keys after `after` (or from `from`), in order.
     fn keys_from<'a>(&'a self, from: &'a str, after: Option<&'a str>) -> impl Iterator<Item = &'a Arc<str>> + 'a {
         use std::ops::Bound::{Excluded, Included, Unbounded};
@@ -560,8 +576,11 @@ impl Store for MemoryStore {
     }
 
     async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
-        // In steps of `STEP` keys, letting go of the lock in between.
+        // In steps of `STEP` keys, letting go of the lock in between. Within the range
+        // of the prefix's keys, no key is looked at (only counted) unless some values
+        // expire.
         let now = Instant::now();
+        let end = prefix_end_str(prefix);
         let mut total = 0u64;
         let mut after: Option<Arc<str>> = None;
         loop {
@@ -569,14 +588,14 @@ impl Store for MemoryStore {
             let check = map.expiring > 0;
             let mut last = None;
             let mut walked = 0;
-            for key in map.keys_from(prefix, after.as_deref()) {
-                if !key.starts_with(prefix) {
-                    return Ok(total);
-                }
+            for key in map.keys_between(prefix, after.as_deref(), end.as_deref()) {
                 if walked == STEP {
                     break;
                 }
                 walked += 1;
+                if end.is_none() && !prefix.is_empty() && !key.starts_with(prefix) {
+                    return Ok(total);
+                }
                 if !check || map.get(key).is_some_and(|e| e.live(now)) {
                     total += 1;
                 }
@@ -620,6 +639,20 @@ impl Store for MemoryStore {
         }
         writes.iter().map(|_| Ok(Outcome::Applied)).collect()
     }
+}
+
+/// The least string above every string that starts with `prefix` (the prefix with its
+/// last character raised by one), if there is one that is valid text.
+fn prefix_end_str(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 // Snapshot format: "MSSNAP1\n", the last revision (u64), the entry count (u64), then per
