@@ -96,7 +96,10 @@ async fn run(n: usize) {
     let mut walked = 0;
     while walked < n {
         let started = Instant::now();
-        let page = sessions.list("count", cursor.as_deref(), 100).await.unwrap();
+        let page = sessions
+            .list("count", cursor.as_deref(), 100)
+            .await
+            .unwrap();
         pages.push(started.elapsed());
         walked += page.entries.len();
         match page.cursor {
@@ -128,7 +131,10 @@ async fn run(n: usize) {
                 }
                 let mut cursor: Option<String> = None;
                 loop {
-                    let page = sessions.list("count", cursor.as_deref(), 100).await.unwrap();
+                    let page = sessions
+                        .list("count", cursor.as_deref(), 100)
+                        .await
+                        .unwrap();
                     match page.cursor {
                         Some(next) => cursor = Some(next),
                         None => break,
@@ -177,7 +183,10 @@ async fn run(n: usize) {
         .enumerate()
         .max_by_key(|(_, d)| **d)
         .unwrap();
-    println!("  (the worst was update #{worst_at} of {})", latencies.len());
+    println!(
+        "  (the worst was update #{worst_at} of {})",
+        latencies.len()
+    );
     latencies.sort();
     let p99 = latencies[latencies.len() * 99 / 100];
     println!(
@@ -211,5 +220,4 @@ async fn run(n: usize) {
         old_page.as_secs_f64() / page_median.as_secs_f64().max(1e-9)
     );
     drop(map);
-
 }

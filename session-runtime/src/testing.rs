@@ -807,7 +807,11 @@ pub mod cases {
         }
         let prefix = format!("{ns}c%_*:");
         let mine: Vec<String> = (0..1_203).map(|i| format!("{prefix}{i:04}")).collect();
-        let others = vec![format!("{ns}c%_*"), format!("{ns}cX_*:1"), format!("{ns}c%_*;1")];
+        let others = vec![
+            format!("{ns}c%_*"),
+            format!("{ns}cX_*:1"),
+            format!("{ns}c%_*;1"),
+        ];
         let batch: Vec<Write> = mine
             .iter()
             .chain(&others)
@@ -833,7 +837,10 @@ pub mod cases {
         assert_eq!(store.count(&prefix).await.expect("count"), 1_203, "expired");
         store.delete(&mine[7]).await.expect("delete");
         assert_eq!(store.count(&prefix).await.expect("count"), 1_202, "deleted");
-        assert_eq!(store.count(&format!("{ns}nothing:")).await.expect("count"), 0);
+        assert_eq!(
+            store.count(&format!("{ns}nothing:")).await.expect("count"),
+            0
+        );
         cleanup(store, &mine).await;
         cleanup(store, &others).await;
         cleanup(store, &[expiring]).await;

@@ -278,14 +278,17 @@ impl Table {
     }
 
     /// The keys after `after` (or from `from`), in order.
-    fn keys_from<'a>(&'a self, from: &'a str, after: Option<&'a str>) -> impl Iterator<Item = &'a Arc<str>> + 'a {
+    fn keys_from<'a>(
+        &'a self,
+        from: &'a str,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Arc<str>> + 'a {
         use std::ops::Bound::{Excluded, Included, Unbounded};
         let start = match after {
             Some(after) if after >= from => Excluded(after),
             _ => Included(from),
         };
-        self.order
-            .range::<str, _>((start, Unbounded))
+        self.order.range::<str, _>((start, Unbounded))
     }
 }
 
@@ -480,14 +483,7 @@ impl MemoryStore {
         map.get(key).filter(|e| e.live(now)).map(|e| e.revision)
     }
 
-    fn put(
-        &self,
-        map: &mut Table,
-        key: &str,
-        value: &[u8],
-        ttl: Option<Duration>,
-        now: Instant,
-    ) {
+    fn put(&self, map: &mut Table, key: &str, value: &[u8], ttl: Option<Duration>, now: Instant) {
         let entry = Entry {
             value: value.into(),
             revision: self.next_revision(),
@@ -554,10 +550,9 @@ impl Store for MemoryStore {
         // however large the store.
         let limit = limit.max(1);
         let mut entries: Vec<(String, Record)> = Vec::with_capacity(limit.min(1024));
-        let mut walked = 0;
         let mut last: Option<&Arc<str>> = None;
         let mut more = false;
-        for key in map.keys_from(prefix, cursor) {
+        for (walked, key) in map.keys_from(prefix, cursor).enumerate() {
             if !key.starts_with(prefix) {
                 break;
             }
@@ -565,13 +560,19 @@ impl Store for MemoryStore {
                 more = true;
                 break;
             }
-            walked += 1;
             last = Some(key);
             if let Some(entry) = map.get(key).filter(|e| e.live(now)) {
-                entries.push((key.to_string(), Record::new(entry.value.to_vec(), entry.revision)));
+                entries.push((
+                    key.to_string(),
+                    Record::new(entry.value.to_vec(), entry.revision),
+                ));
             }
         }
-        let cursor = if more { last.map(|key| key.to_string()) } else { None };
+        let cursor = if more {
+            last.map(|key| key.to_string())
+        } else {
+            None
+        };
         Ok(Page { entries, cursor })
     }
 
@@ -678,8 +679,10 @@ fn write_snapshot<'a>(
     let all: Vec<(&Arc<str>, &Entry)> = entries.into_iter().collect();
     let last_revision = all.iter().map(|(_, e)| e.revision).max().unwrap_or(0);
     out.extend_from_slice(&last_revision.to_le_bytes());
-    let live: Vec<(&Arc<str>, &Entry)> =
-        all.into_iter().filter(|(_, e)| e.live(now_instant)).collect();
+    let live: Vec<(&Arc<str>, &Entry)> = all
+        .into_iter()
+        .filter(|(_, e)| e.live(now_instant))
+        .collect();
     out.extend_from_slice(&(live.len() as u64).to_le_bytes());
     for (key, entry) in live {
         let len =
