@@ -63,6 +63,25 @@ pub struct User {
     pub language_code: Option<String>,
 }
 
+/// The bot id in a bot token (`"123456789:AAH..."` → `123456789`), for
+/// [`Config::bot`](crate::Config::bot); `None` if the token does not start with one.
+///
+/// ```
+/// use multisession::{Config, telegram::bot_id_of_token};
+///
+/// assert_eq!(bot_id_of_token("7712345678:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"), Some(7712345678));
+/// assert_eq!(bot_id_of_token("not a token"), None);
+/// let token = "7712345678:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+/// let config = Config::new().bot(bot_id_of_token(token).expect("a bot token"));
+/// ```
+pub fn bot_id_of_token(token: &str) -> Option<i64> {
+    let (id, secret) = token.split_once(':')?;
+    if secret.is_empty() || id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse().ok().filter(|id| *id > 0)
+}
+
 impl User {
     /// `777000`, "Telegram": the sender of channel posts automatically forwarded to the
     /// channel's discussion group (with `sender_chat` the channel), and of service
