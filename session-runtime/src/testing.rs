@@ -240,6 +240,7 @@ macro_rules! conformance_tests {
             concurrent_read_modify_write_loses_nothing,
             listing_pages_through_exactly_one_prefix,
             counting_counts_exactly_one_prefix,
+            long_keys_work_like_short_ones,
             expired_values_read_as_missing,
             concurrent_creates_of_one_key_have_one_winner,
         );
@@ -796,6 +797,118 @@ pub mod cases {
         assert_eq!(seen, expected, "listing returned wrong keys or duplicates");
         cleanup(store, &mine).await;
         cleanup(store, &others).await;
+    }
+
+    /// Keys up to 64 kB work like short ones on every store: read, compare-and-set,
+    /// batch reads, listing (under a short and a long prefix) and counting, delete. Keys
+    /// that share their first kilobytes stay apart.
+    pub async fn long_keys_work_like_short_ones(store: &StoreRef, ns: &str) {
+        let store = store.as_dyn();
+        let long = |fill: char, len: usize, tail: &str| {
+            let mut key = format!("{ns}long:");
+            while key.len() < len - tail.len() {
+                key.push(fill);
+            }
+            key.push_str(tail);
+            key
+        };
+        // Two keys alike but for their last bytes, one with multi-byte characters, one
+        // of 64 kB.
+        let keys = [
+            long('a', 4_000, "-1"),
+            long('a', 4_000, "-2"),
+            long('ü', 9_001, "!"),
+            long('z', 65_536, ""),
+        ];
+        for (i, key) in keys.iter().enumerate() {
+            let written = store
+                .apply(&[Write::Put {
+                    key: key.clone(),
+                    value: format!("v{i}").into_bytes(),
+                    ttl: None,
+                    expect: Expect::Absent,
+                }])
+                .await;
+            assert!(
+                matches!(written.as_slice(), [Ok(Outcome::Applied)]),
+                "write a {}-byte key: {written:?}",
+                key.len()
+            );
+        }
+        for (i, key) in keys.iter().enumerate() {
+            let record = store.read(key).await.expect("read").expect("present");
+            assert_eq!(
+                record.value,
+                format!("v{i}").into_bytes(),
+                "{} bytes",
+                key.len()
+            );
+        }
+        // Compare-and-set on a long key.
+        let record = store.read(&keys[0]).await.unwrap().unwrap();
+        let stale = Expect::Revision(record.revision);
+        let cas = |value: &str, expect| Write::Put {
+            key: keys[0].clone(),
+            value: value.as_bytes().to_vec(),
+            ttl: None,
+            expect,
+        };
+        assert!(matches!(
+            store.apply(&[cas("w", stale)]).await[0],
+            Ok(Outcome::Applied)
+        ));
+        if store.capabilities().conditional {
+            let second = store.apply(&[cas("x", stale)]).await;
+            assert!(matches!(second[0], Ok(Outcome::Conflict)), "{second:?}");
+        } else {
+            store.write(&keys[0], b"w", None).await.expect("write");
+        }
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let many = store.read_many(&refs).await.expect("read_many");
+        let values: Vec<Option<Vec<u8>>> = many.into_iter().map(|r| r.map(|r| r.value)).collect();
+        assert_eq!(
+            values,
+            [
+                Some(b"w".to_vec()),
+                Some(b"v1".to_vec()),
+                Some(b"v2".to_vec()),
+                Some(b"v3".to_vec())
+            ]
+        );
+        if store.capabilities().listing {
+            let list_all = async |prefix: &str| {
+                let mut seen = Vec::new();
+                let mut cursor: Option<String> = None;
+                for _ in 0..100 {
+                    let page = store
+                        .list(prefix, cursor.as_deref(), 2)
+                        .await
+                        .expect("list");
+                    seen.extend(page.entries.into_iter().map(|(k, _)| k));
+                    match page.cursor {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                seen.sort();
+                seen
+            };
+            let mut all = keys.to_vec();
+            all.sort();
+            assert_eq!(list_all(&format!("{ns}long:")).await, all, "short prefix");
+            let shared = &keys[0][..3_999]; // both 4 kB keys, nothing else
+            assert_eq!(
+                list_all(shared).await,
+                [keys[0].clone(), keys[1].clone()],
+                "long prefix"
+            );
+            assert_eq!(store.count(&format!("{ns}long:")).await.expect("count"), 4);
+            assert_eq!(store.count(shared).await.expect("count"), 2);
+        }
+        for key in &keys {
+            store.delete(key).await.expect("delete");
+            assert!(store.read(key).await.unwrap().is_none());
+        }
     }
 
     /// `count(prefix)` counts the live keys under the prefix, exactly: not other prefixes

@@ -14,6 +14,12 @@
 //! CREATE INDEX "<table>_expires_idx" ON "<table>" (expires_at) WHERE expires_at IS NOT NULL;
 //! ```
 //!
+//! A key longer than 1 kB (PostgreSQL indexes at most ≈ 2.7 kB per entry) is stored under
+//! its first kilobyte, a marker and the SHA-256 of the whole key, and its row's value
+//! carries the whole key: every key the other stores take (64 kB and more) works, in
+//! listings too. Rows are the same table and columns, so tables from earlier releases
+//! need no migration.
+//!
 //! Every statement is parameterized; the only text put into SQL is the table name, which
 //! is checked to be a plain identifier (optionally `schema.table`) and quoted.
 //! Expiry is computed and checked with the server's clock (`now()`), so processes with
@@ -489,6 +495,110 @@ fn record(row: &Row, value: usize, revision: usize) -> Result<Record, StoreError
 fn key_of(row: &Row) -> Result<String, StoreError> {
     let bytes: Vec<u8> = row.try_get(0).map_err(corrupt)?;
     String::from_utf8(bytes).map_err(|_| corrupt("a stored key is not UTF-8"))
+}
+
+// Long keys. A btree index entry of PostgreSQL holds at most ≈ 2.7 kB, so a key longer
+// than `LONG_KEY` bytes is stored under its first ≈ 1 kB, a marker and the hex SHA-256
+// of the whole key (≈ 1.1 kB, always longer than `LONG_KEY`: no short key looks like
+// one), and its row's value carries the whole key in front (length, key, value). Prefix
+// listings, ranges and key order work on the stored form as on the key for any prefix of
+// up to ≈ 1 kB; longer prefixes are filtered after the range query.
+const LONG_KEY: usize = 1024;
+const LONG_MARK: &str = "\0#multisession-long-key#";
+
+/// The key as stored: itself, or the long-key form.
+fn stored_key(key: &str) -> std::borrow::Cow<'_, str> {
+    use sha2::Digest as _;
+    if key.len() <= LONG_KEY {
+        return key.into();
+    }
+    let head = key.floor_char_boundary(LONG_KEY - LONG_MARK.len());
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let mut stored = String::with_capacity(head + LONG_MARK.len() + 64);
+    stored.push_str(&key[..head]);
+    stored.push_str(LONG_MARK);
+    for byte in digest {
+        use std::fmt::Write as _;
+        let _ = write!(stored, "{byte:02x}");
+    }
+    stored.into()
+}
+
+fn is_long_form(stored: &[u8]) -> bool {
+    stored.len() > LONG_KEY
+}
+
+/// A long key's row value: the key's length (4 bytes, little-endian), the key, the value.
+fn wrap_long(key: &str, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + key.len() + value.len());
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+/// The whole key and the value of a long key's row.
+fn unwrap_long(row_value: &[u8]) -> Result<(String, Vec<u8>), StoreError> {
+    let bad = || corrupt("a long key's row does not carry its key");
+    let len = row_value.get(..4).ok_or_else(bad)?;
+    let len = u32::from_le_bytes(len.try_into().map_err(|_| bad())?) as usize;
+    let key = row_value.get(4..4 + len).ok_or_else(bad)?;
+    let key = String::from_utf8(key.to_vec()).map_err(|_| bad())?;
+    Ok((key, row_value[4 + len..].to_vec()))
+}
+
+/// A row's key and record, long keys resolved.
+fn entry_of(row: &Row) -> Result<(String, Record), StoreError> {
+    let stored = key_of(row)?;
+    let record = record(row, 1, 2)?;
+    if !is_long_form(stored.as_bytes()) {
+        return Ok((stored, record));
+    }
+    let (key, value) = unwrap_long(&record.value)?;
+    Ok((key, Record::new(value, record.revision)))
+}
+
+/// The record read for `key` from its stored row, long keys resolved and checked.
+fn record_for(key: &str, record: Record) -> Result<Record, StoreError> {
+    if key.len() <= LONG_KEY {
+        return Ok(record);
+    }
+    let (stored_key, value) = unwrap_long(&record.value)?;
+    if stored_key != key {
+        return Err(corrupt(
+            "two long keys share a SHA-256 (or the row was damaged)",
+        ));
+    }
+    Ok(Record::new(value, record.revision))
+}
+
+/// Writes with keys as stored (long keys: hashed, their values carrying the key).
+fn stored_writes(writes: &[Write]) -> std::borrow::Cow<'_, [Write]> {
+    if writes.iter().all(|w| w.key().len() <= LONG_KEY) {
+        return writes.into();
+    }
+    writes
+        .iter()
+        .map(|write| match write {
+            Write::Put {
+                key,
+                value,
+                ttl,
+                expect,
+            } if key.len() > LONG_KEY => Write::Put {
+                key: stored_key(key).into_owned(),
+                value: wrap_long(key, value),
+                ttl: *ttl,
+                expect: *expect,
+            },
+            Write::Delete { key, expect } if key.len() > LONG_KEY => Write::Delete {
+                key: stored_key(key).into_owned(),
+                expect: *expect,
+            },
+            other => other.clone(),
+        })
+        .collect::<Vec<_>>()
+        .into()
 }
 
 /// A pooled connection for one operation. Unless the operation marks it reusable (it
@@ -967,7 +1077,8 @@ impl PostgresStore {
     }
 
     async fn apply_batch(&self, writes: &[Write]) -> Result<Outcome, StoreError> {
-        let Some(steps) = plan(writes) else {
+        let writes = stored_writes(writes);
+        let Some(steps) = plan(&writes) else {
             return Ok(Outcome::Conflict);
         };
         // Without a connection nothing was sent.
@@ -1135,11 +1246,13 @@ impl Store for PostgresStore {
     async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
         read_op!(self, |client| {
             let statement = self.prepare(client, &self.inner.sql.read).await?;
+            let stored = stored_key(key);
             let row = client
-                .query_opt(&statement, &[&key.as_bytes()])
+                .query_opt(&statement, &[&stored.as_bytes()])
                 .await
                 .map_err(|e| self.pg("read", e))?;
-            row.map(|row| record(&row, 0, 1)).transpose()
+            row.map(|row| record(&row, 0, 1).and_then(|r| record_for(key, r)))
+                .transpose()
         })
     }
 
@@ -1176,7 +1289,9 @@ impl Store for PostgresStore {
         }
         let found = read_op!(self, |client| {
             let statement = self.prepare(client, &self.inner.sql.read_many).await?;
-            let wanted: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+            let stored: Vec<std::borrow::Cow<'_, str>> =
+                keys.iter().map(|k| stored_key(k)).collect();
+            let wanted: Vec<&[u8]> = stored.iter().map(|k| k.as_bytes()).collect();
             let rows = client
                 .query(&statement, &[&wanted])
                 .await
@@ -1188,10 +1303,15 @@ impl Store for PostgresStore {
             }
             Ok(found)
         })?;
-        Ok(keys
-            .iter()
-            .map(|key| found.get(key.as_bytes()).cloned())
-            .collect())
+        keys.iter()
+            .map(|key| {
+                found
+                    .get(stored_key(key).as_bytes())
+                    .cloned()
+                    .map(|r| record_for(key, r))
+                    .transpose()
+            })
+            .collect()
     }
 
     async fn list(
@@ -1201,31 +1321,49 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> Result<Page, StoreError> {
         let limit = limit.max(1);
+        // A prefix longer than the stored form keeps of long keys: the range of its
+        // first part, then filtered.
+        let range = &prefix[..prefix.floor_char_boundary(LONG_KEY - LONG_MARK.len())];
+        let after = cursor.map(stored_key);
         let rows = read_op!(self, |client| {
             let statement = self.prepare(client, &self.inner.sql.list).await?;
             // A byte range, never a pattern: `%`, `_` and the like are plain bytes.
-            let end = prefix_end(prefix.as_bytes());
-            let after = cursor.map(str::as_bytes);
+            let end = prefix_end(range.as_bytes());
+            let after = after.as_deref().map(str::as_bytes);
             let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
             client
-                .query(&statement, &[&prefix.as_bytes(), &end, &after, &fetch])
+                .query(&statement, &[&range.as_bytes(), &end, &after, &fetch])
                 .await
                 .map_err(|e| self.pg("list", e))
         })?;
         let more = rows.len() > limit;
         let mut entries = Vec::with_capacity(rows.len().min(limit));
+        let mut last = None;
         for row in rows.iter().take(limit) {
-            entries.push((key_of(row)?, record(row, 1, 2)?));
+            let (key, record) = entry_of(row)?;
+            if key.starts_with(prefix) {
+                entries.push((key.clone(), record));
+            }
+            last = Some(key);
         }
-        let cursor = if more {
-            entries.last().map(|(key, _)| key.clone())
-        } else {
-            None
-        };
+        let cursor = if more { last } else { None };
         Ok(Page { entries, cursor })
     }
 
     async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
+        if prefix.len() > LONG_KEY - LONG_MARK.len() {
+            // Beyond what the stored form of long keys keeps: count what a listing finds.
+            let mut total = 0u64;
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = self.list(prefix, cursor.as_deref(), 500).await?;
+                total += page.entries.len() as u64;
+                match page.cursor {
+                    Some(next) => cursor = Some(next),
+                    None => return Ok(total),
+                }
+            }
+        }
         let row = read_op!(self, |client| {
             let statement = self.prepare(client, &self.inner.sql.count).await?;
             let end = prefix_end(prefix.as_bytes());
