@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::CliError,
-    inspect::{Namespace, PAGE, bot_namespace, list_failed},
+    inspect::{BATCH, Namespace, PAGE, bot_namespace, list_failed},
     progress::Progress,
     target::Target,
 };
@@ -32,9 +32,6 @@ const FORMAT: u32 = 1;
 
 /// Values read at once while exporting (each read is one round trip).
 const READ_AHEAD: usize = 32;
-
-/// Entries imported per batch: one batch read, one batched conditional write.
-const BATCH: usize = 500;
 
 /// How many differing values an import names before it only counts them.
 const REPORTED: u64 = 20;

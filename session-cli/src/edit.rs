@@ -214,7 +214,7 @@ pub async fn clear(
     }
     let progress = Progress::counter(Some(keys.len() as u64), "deleting");
     let mut deleted = 0u64;
-    for chunk in keys.chunks(crate::inspect::PAGE) {
+    for chunk in keys.chunks(crate::inspect::BATCH) {
         let writes: Vec<Write> = chunk
             .iter()
             .map(|key| Write::Delete {

@@ -12,8 +12,13 @@ use crate::{
     value::{Decoded, human_duration},
 };
 
-/// Listing page size.
-pub const PAGE: usize = 500;
+/// Listing page size. Large pages: the memory store sorts what is left of its keys for
+/// every page, so small ones make a long listing quadratic.
+pub const PAGE: usize = 5000;
+
+/// Writes per batch (`clear`, `import`): each is one transaction or one Lua script, which
+/// holds the store this long.
+pub const BATCH: usize = 500;
 
 /// How many keys `fragments_found` looks at.
 const SCAN_LIMIT: usize = 10_000;
