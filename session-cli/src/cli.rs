@@ -126,25 +126,8 @@ Examples:
         /// The session key.
         #[arg(allow_hyphen_values = true)]
         key: String,
-        /// The new value as JSON (`-`: read it from standard input).
-        #[arg(allow_hyphen_values = true)]
-        json: String,
-        /// Write only if the value is still at this revision (as `get` showed it).
-        #[arg(long, value_name = "R", conflicts_with = "force")]
-        revision: Option<u64>,
-        /// Write whatever is stored now: no compare-and-set, and also over a value
-        /// that is not JSON, or into a fragment with nothing stored.
-        #[arg(long)]
-        force: bool,
-        /// The migration version to record (default: the stored value's).
-        #[arg(long, value_name = "N")]
-        version: Option<u32>,
-        /// Expire the value after this long ("30m", "1h30m", "7d").
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "no_ttl")]
-        ttl: Option<std::time::Duration>,
-        /// Never expire the value.
-        #[arg(long)]
-        no_ttl: bool,
+        #[command(flatten)]
+        args: SetArgs,
     },
 
     /// Delete one session value.
@@ -220,6 +203,30 @@ Exit status: 0 when every entry is in the store, 3 when some differ from what is
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// What `set` writes, and on what condition.
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// The new value as JSON (`-`: read it from standard input).
+    #[arg(allow_hyphen_values = true)]
+    pub json: String,
+    /// Write only if the value is still at this revision (as `get` showed it).
+    #[arg(long, value_name = "R", conflicts_with = "force")]
+    pub revision: Option<u64>,
+    /// Write whatever is stored now: no compare-and-set, and also over a value that is
+    /// not JSON, or into a fragment with nothing stored.
+    #[arg(long)]
+    pub force: bool,
+    /// The migration version to record (default: the stored value's).
+    #[arg(long, value_name = "N")]
+    pub version: Option<u32>,
+    /// Expire the value after this long ("30m", "1h30m", "7d").
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "no_ttl")]
+    pub ttl: Option<std::time::Duration>,
+    /// Never expire the value.
+    #[arg(long)]
+    pub no_ttl: bool,
 }
 
 /// A duration like the derive's `ttl`: "500ms", "90s", "30m", "1h30m", "7d".

@@ -1,29 +1,17 @@
 //! Changing: `set`, `delete`, `clear`. Every write is compare-and-set unless told not to.
 
-use std::{
-    io::{IsTerminal, Read, Write as _},
-    time::Duration,
-};
+use std::io::{IsTerminal, Read, Write as _};
 
 use multisession::store::{Expect, Outcome, Store, Write};
 
 use crate::{
+    cli::SetArgs,
     error::CliError,
     inspect::{Namespace, for_each_key},
     progress::Progress,
     target::Target,
     value::{Decoded, new_value, reformat},
 };
-
-/// What `set` was asked to do.
-pub struct SetArgs {
-    pub json: String,
-    pub revision: Option<u64>,
-    pub force: bool,
-    pub version: Option<u32>,
-    pub ttl: Option<Duration>,
-    pub no_ttl: bool,
-}
 
 /// Applies one write; `Ok(false)` on a failed precondition.
 async fn apply_one(store: &dyn Store, write: Write) -> Result<bool, CliError> {

@@ -164,6 +164,9 @@ pub async fn list(
     limit: Option<usize>,
     long: bool,
 ) -> Result<(), CliError> {
+    if limit == Some(0) {
+        return Ok(());
+    }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut failed = None;
     let count = for_each_key(target.dyn_store(), &ns.prefix, limit, |key, record| {

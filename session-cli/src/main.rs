@@ -70,23 +70,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Set {
             fragment,
             key,
-            json,
-            revision,
-            force,
-            version,
-            ttl,
-            no_ttl,
-        } => {
-            let args = edit::SetArgs {
-                json,
-                revision,
-                force,
-                version,
-                ttl,
-                no_ttl,
-            };
-            edit::set(&target, &Namespace::new(&fragment, bot), &key, args).await
-        }
+            args,
+        } => edit::set(&target, &Namespace::new(&fragment, bot), &key, args).await,
         Command::Delete {
             fragment,
             key,

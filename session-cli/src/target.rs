@@ -99,14 +99,21 @@ impl Target {
         let unreachable = |what: &str, e: StoreError| {
             CliError::store(format!("cannot open {what} store `{url}`: {e}"))
         };
+        // A read of a mistyped path must not create an empty store there.
+        let must_exist = |what: &str| match &location {
+            Location::Sqlite(path) | Location::Memory(path)
+                if access == Access::Existing && !path.exists() =>
+            {
+                Err(CliError::store(format!(
+                    "no {what} at {} (`{url}`)",
+                    path.display()
+                )))
+            }
+            _ => Ok(()),
+        };
         let backend = match &location {
             Location::Sqlite(path) => {
-                if access == Access::Existing && !path.exists() {
-                    return Err(CliError::store(format!(
-                        "no SQLite database at {} (`{url}`)",
-                        path.display()
-                    )));
-                }
+                must_exist("SQLite database")?;
                 let mut config =
                     SqliteConfig::new().busy_timeout(timeout.min(Duration::from_secs(4)));
                 if let Some(table) = &args.table {
@@ -119,12 +126,7 @@ impl Target {
                 )
             }
             Location::Memory(path) => {
-                if access == Access::Existing && !path.exists() {
-                    return Err(CliError::store(format!(
-                        "no memory-store snapshot at {} (`{url}`)",
-                        path.display()
-                    )));
-                }
+                must_exist("memory-store snapshot")?;
                 // Saved by the command when it changed something (and by the store when
                 // its last handle goes); the interval only matters to a long import.
                 let store = MemoryStore::options()

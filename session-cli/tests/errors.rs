@@ -75,15 +75,26 @@ fn unreachable_servers_fail_within_the_timeout() {
     }
 }
 
-#[test]
-fn undecodable_values_are_shown_raw_and_never_rewritten() {
+/// A fresh SQLite store holding `value` under `key` (written with the store API, as
+/// another program or an older codec might have).
+fn sqlite_holding(
+    key: &str,
+    value: &[u8],
+    ttl: Option<Duration>,
+) -> (tokio::runtime::Runtime, Backend) {
     let rt = runtime();
     let backend = Backend::sqlite();
-    let raw = b"\x93\x01\xa4pizza".to_vec(); // MessagePack, say: not JSON
     rt.block_on(async {
         let store = backend.open().await.unwrap();
-        store.as_dyn().write("pizza:7", &raw, None).await.unwrap();
+        store.as_dyn().write(key, value, ttl).await.unwrap();
     });
+    (rt, backend)
+}
+
+#[test]
+fn undecodable_values_are_shown_raw_and_never_rewritten() {
+    let raw = b"\x93\x01\xa4pizza".to_vec(); // MessagePack, say: not JSON
+    let (rt, backend) = sqlite_holding("pizza:7", &raw, None);
     let (stdout, _) = ok(backend.cli(&["get", "pizza", "7"]));
     assert!(stdout.contains("value (not JSON"), "{stdout}");
     assert!(stdout.contains("kwGkcGl6emE="), "{stdout}");
@@ -116,16 +127,7 @@ fn undecodable_values_are_shown_raw_and_never_rewritten() {
 
 #[test]
 fn set_refuses_what_it_cannot_know() {
-    let rt = runtime();
-    let backend = Backend::sqlite();
-    rt.block_on(async {
-        let store = backend.open().await.unwrap();
-        store
-            .as_dyn()
-            .write("pizza:1", b"{\"count\":1}", None)
-            .await
-            .unwrap();
-    });
+    let (rt, backend) = sqlite_holding("pizza:1", b"{\"count\":1}", None);
     // A fragment with nothing stored is most likely a typo.
     let (_, stderr, code) = run(backend.cli(&["set", "piza", "1", "{}"]));
     assert_eq!(code, 1);
@@ -151,17 +153,8 @@ fn set_refuses_what_it_cannot_know() {
 
 #[test]
 fn sweep_says_what_it_did() {
-    let rt = runtime();
-    let backend = Backend::sqlite();
-    rt.block_on(async {
-        let store = backend.open().await.unwrap();
-        store
-            .as_dyn()
-            .write("quiz:1", b"1", Some(Duration::from_millis(10)))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    });
+    let (rt, backend) = sqlite_holding("quiz:1", b"1", Some(Duration::from_millis(10)));
+    std::thread::sleep(Duration::from_millis(50));
     let (stdout, _) = ok(backend.cli(&["sweep"]));
     assert_eq!(stdout.trim(), "removed 1 expired values");
     if let Some(redis) = rt.block_on(Backend::redis()) {
