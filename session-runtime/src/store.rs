@@ -543,6 +543,42 @@ pub trait Store: Send + Sync + 'static {
         Ok(out)
     }
 
+    /// Reads `key` with its remaining time to live: the record, and how long until it
+    /// expires (`None`: never). `None` if the key holds no (unexpired) value.
+    ///
+    /// The TTL is what [`write`](Store::write) takes to store the value again with the
+    /// same expiry, so admin tools (the `multisession` command) can show and copy
+    /// sessions exactly. The record and its TTL come from one read: they belong together.
+    ///
+    /// Default: for a store without [`Capabilities::native_ttl`] (its values never
+    /// expire by themselves), [`read`](Store::read) with no TTL; for one with it,
+    /// [`StoreError::Unsupported`]. The stores that ship implement it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{store::Store, stores::MemoryStore};
+    /// use std::time::Duration;
+    ///
+    /// let store = MemoryStore::new();
+    /// store.write("quiz:1", b"{}", Some(Duration::from_secs(60))).await?;
+    /// store.write("pizza:1", b"2", None).await?;
+    /// let (record, ttl) = store.read_with_ttl("quiz:1").await?.unwrap();
+    /// assert_eq!(record.value, b"{}");
+    /// assert!(ttl.unwrap() <= Duration::from_secs(60));
+    /// assert_eq!(store.read_with_ttl("pizza:1").await?.unwrap().1, None); // never expires
+    /// assert!(store.read_with_ttl("pizza:2").await?.is_none());
+    /// # Ok(()) }
+    /// ```
+    async fn read_with_ttl(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Record, Option<Duration>)>, StoreError> {
+        if self.capabilities().native_ttl {
+            return Err(StoreError::Unsupported("read_with_ttl"));
+        }
+        Ok(self.read(key).await?.map(|record| (record, None)))
+    }
+
     /// Lists the live keys that start with `prefix` (plain text, never a pattern), a page of
     /// about `limit` entries at a time; pass the returned cursor to get the next page. Every
     /// key present for the whole listing is returned once; keys written meanwhile may or may
@@ -624,6 +660,12 @@ impl<T: Store + ?Sized> Store for Arc<T> {
     }
     async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Record>>, StoreError> {
         (**self).read_many(keys).await
+    }
+    async fn read_with_ttl(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Record, Option<Duration>)>, StoreError> {
+        (**self).read_with_ttl(key).await
     }
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
         (**self).apply(writes).await

@@ -242,6 +242,7 @@ macro_rules! conformance_tests {
             counting_counts_exactly_one_prefix,
             long_keys_work_like_short_ones,
             expired_values_read_as_missing,
+            reads_with_ttl_give_the_remaining_ttl,
             concurrent_creates_of_one_key_have_one_winner,
         );
     };
@@ -299,6 +300,12 @@ impl Store for Namespaced {
         let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         self.inner.as_dyn().read_many(&refs).await
+    }
+    async fn read_with_ttl(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Record, Option<Duration>)>, StoreError> {
+        self.inner.as_dyn().read_with_ttl(&self.key(key)).await
     }
     async fn write(
         &self,
@@ -1037,6 +1044,85 @@ pub mod cases {
             );
         }
         cleanup(store, &[short, cleared, long]).await;
+    }
+
+    /// `read_with_ttl` gives the same record as `read` and the time left of its TTL
+    /// (none for a value written without one, or on a store without expiry); nothing for
+    /// a missing or expired key. What it gives, written back, keeps the expiry.
+    pub async fn reads_with_ttl_give_the_remaining_ttl(store: &StoreRef, ns: &str) {
+        let store = store.as_dyn();
+        let native = store.capabilities().native_ttl;
+        let (timed, forever, short, copy) = (
+            format!("{ns}timed"),
+            format!("{ns}forever"),
+            format!("{ns}short"),
+            format!("{ns}copy"),
+        );
+        let hour = Duration::from_secs(3600);
+        store
+            .write(&timed, b"t", Some(hour))
+            .await
+            .expect("write with ttl");
+        store.write(&forever, b"f", None).await.expect("write");
+        store
+            .write(&short, b"s", Some(Duration::from_millis(150)))
+            .await
+            .expect("write with ttl");
+        let (record, ttl) = store
+            .read_with_ttl(&timed)
+            .await
+            .expect("read_with_ttl")
+            .expect("a value written with a TTL reads with its TTL");
+        assert_eq!(
+            Some(record.clone()),
+            store.read(&timed).await.expect("read")
+        );
+        if native {
+            let ttl = ttl.expect("a value written with a TTL has a remaining TTL");
+            assert!(
+                ttl <= hour && ttl > hour - Duration::from_secs(30),
+                "remaining TTL {ttl:?} of a one-hour TTL"
+            );
+            // Written back with what was read, the value keeps its expiry.
+            store
+                .write(&copy, &record.value, Some(ttl))
+                .await
+                .expect("copy");
+            let copied = store.read_with_ttl(&copy).await.expect("read copy");
+            let left = copied.and_then(|(_, ttl)| ttl).expect("the copy has a TTL");
+            assert!(
+                left <= ttl && left + Duration::from_secs(30) > ttl,
+                "copy TTL {left:?}"
+            );
+        } else {
+            assert_eq!(ttl, None, "a store without expiry reports a TTL");
+        }
+        let (record, ttl) = store
+            .read_with_ttl(&forever)
+            .await
+            .expect("read_with_ttl")
+            .expect("a value written without TTL reads");
+        assert_eq!(record.value, b"f");
+        assert_eq!(ttl, None, "a value written without TTL has a TTL");
+        assert!(
+            store
+                .read_with_ttl(&format!("{ns}missing"))
+                .await
+                .expect("read_with_ttl of a missing key")
+                .is_none()
+        );
+        if native {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert!(
+                store
+                    .read_with_ttl(&short)
+                    .await
+                    .expect("read_with_ttl")
+                    .is_none(),
+                "an expired value still reads with read_with_ttl"
+            );
+        }
+        cleanup(store, &[timed, forever, short, copy]).await;
     }
 
     /// Many tasks creating one absent key at once: exactly one wins, the others conflict

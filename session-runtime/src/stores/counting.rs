@@ -279,6 +279,15 @@ impl Store for CountingStore {
         self.inner.as_dyn().read_many(keys).await
     }
 
+    async fn read_with_ttl(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Record, Option<Duration>)>, StoreError> {
+        Self::add(&self.counters.reads, 1);
+        Self::add(&self.counters.read_calls, 1);
+        self.inner.as_dyn().read_with_ttl(key).await
+    }
+
     async fn list(
         &self,
         prefix: &str,

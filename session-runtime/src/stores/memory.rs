@@ -512,6 +512,18 @@ impl Store for MemoryStore {
         Ok(Self::get(&mut map, key, Instant::now()))
     }
 
+    async fn read_with_ttl(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Record, Option<Duration>)>, StoreError> {
+        let mut map = self.lock()?;
+        let now = Instant::now();
+        let ttl = map
+            .get(key)
+            .and_then(|e| e.expires_at.map(|at| at.saturating_duration_since(now)));
+        Ok(Self::get(&mut map, key, now).map(|record| (record, ttl)))
+    }
+
     async fn write(
         &self,
         key: &str,

@@ -302,6 +302,7 @@ impl fmt::Debug for PostgresStore {
 /// The statements, built once from the checked and quoted table name.
 struct Sql {
     read: String,
+    read_with_ttl: String,
     read_many: String,
     upsert: String,
     insert_absent: String,
@@ -327,6 +328,11 @@ impl Sql {
         );
         Sql {
             read: format!("SELECT value, revision FROM {table} WHERE key = $1 AND {LIVE}"),
+            read_with_ttl: format!(
+                "SELECT value, revision, \
+                 (extract(epoch FROM expires_at - now()) * 1000000)::bigint \
+                 FROM {table} WHERE key = $1 AND {LIVE}"
+            ),
             read_many: format!(
                 "SELECT key, value, revision FROM {table} WHERE key = ANY($1::bytea[]) AND {LIVE}"
             ),
@@ -1253,6 +1259,25 @@ impl Store for PostgresStore {
                 .map_err(|e| self.pg("read", e))?;
             row.map(|row| record(&row, 0, 1).and_then(|r| record_for(key, r)))
                 .transpose()
+        })
+    }
+
+    async fn read_with_ttl(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Record, Option<Duration>)>, StoreError> {
+        read_op!(self, |client| {
+            let statement = self.prepare(client, &self.inner.sql.read_with_ttl).await?;
+            let row = client
+                .query_opt(&statement, &[&key.as_bytes()])
+                .await
+                .map_err(|e| self.pg("read", e))?;
+            row.map(|row| {
+                let micros: Option<i64> = row.try_get(2).map_err(corrupt)?;
+                let ttl = micros.map(|m| Duration::from_micros(u64::try_from(m).unwrap_or(0)));
+                Ok((record(&row, 0, 1)?, ttl))
+            })
+            .transpose()
         })
     }
 

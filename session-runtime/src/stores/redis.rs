@@ -760,6 +760,29 @@ impl Store for RedisStore {
         self.hmget_many(&keys).await
     }
 
+    async fn read_with_ttl(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Record, Option<Duration>)>, StoreError> {
+        // `MULTI`/`EXEC`: the value and its TTL from one moment.
+        let data_key = self.data_key(key.as_bytes());
+        let mut conn = self.inner.conn.clone();
+        let ((value, revision), pttl): ((Option<Vec<u8>>, Option<String>), i64) = redis::pipe()
+            .atomic()
+            .cmd("HMGET")
+            .arg(&data_key)
+            .arg("v")
+            .arg("r")
+            .cmd("PTTL")
+            .arg(&data_key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.failure("read", e))?;
+        // PTTL: -1 for a key without expiry, -2 for a missing one.
+        let ttl = u64::try_from(pttl).ok().map(Duration::from_millis);
+        Ok(record(value, revision)?.map(|record| (record, ttl)))
+    }
+
     async fn write(
         &self,
         key: &str,

@@ -712,6 +712,31 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn read_with_ttl(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Record, Option<Duration>)>, StoreError> {
+        let key = key.to_owned();
+        self.with_conn(false, move |conn, inner, _| {
+            let sql = format!(
+                "SELECT value, revision, expires_at FROM \"{}\" WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                inner.table
+            );
+            let now = now_ms();
+            let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+            stmt.query_row(params![key.as_bytes(), now], |row| {
+                let record = Record::new(row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)? as u64);
+                let ttl = row.get::<_, Option<i64>>(2)?.map(|at| {
+                    Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
+                });
+                Ok((record, ttl))
+            })
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn write(
         &self,
         key: &str,
