@@ -851,6 +851,11 @@ pub mod cases {
                 key.len()
             );
         }
+        match store.read_with_ttl(&keys[3]).await {
+            Ok(Some((record, ttl))) => assert_eq!((record.value, ttl), (b"v3".to_vec(), None)),
+            Err(crate::store::StoreError::Unsupported(_)) => {}
+            other => panic!("read_with_ttl of a 64 kB key: {other:?}"),
+        }
         // Compare-and-set on a long key.
         let record = store.read(&keys[0]).await.unwrap().unwrap();
         let stale = Expect::Revision(record.revision);

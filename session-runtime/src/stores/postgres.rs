@@ -1268,14 +1268,15 @@ impl Store for PostgresStore {
     ) -> Result<Option<(Record, Option<Duration>)>, StoreError> {
         read_op!(self, |client| {
             let statement = self.prepare(client, &self.inner.sql.read_with_ttl).await?;
+            let stored = stored_key(key);
             let row = client
-                .query_opt(&statement, &[&key.as_bytes()])
+                .query_opt(&statement, &[&stored.as_bytes()])
                 .await
                 .map_err(|e| self.pg("read", e))?;
             row.map(|row| {
                 let micros: Option<i64> = row.try_get(2).map_err(corrupt)?;
                 let ttl = micros.map(|m| Duration::from_micros(u64::try_from(m).unwrap_or(0)));
-                Ok((record(&row, 0, 1)?, ttl))
+                Ok((record_for(key, record(&row, 0, 1)?)?, ttl))
             })
             .transpose()
         })
