@@ -241,6 +241,7 @@ macro_rules! conformance_tests {
             listing_pages_through_exactly_one_prefix,
             counting_counts_exactly_one_prefix,
             long_keys_work_like_short_ones,
+            compare_and_set_overwrites_set_the_ttl,
             expired_values_read_as_missing,
             reads_with_ttl_give_the_remaining_ttl,
             concurrent_creates_of_one_key_have_one_winner,
@@ -921,6 +922,57 @@ pub mod cases {
             store.delete(key).await.expect("delete");
             assert!(store.read(key).await.unwrap().is_none());
         }
+    }
+
+    /// A compare-and-set overwrite sets the TTL it is given, both ways (a TTL'd value
+    /// overwritten without one stays; one without a TTL overwritten with one expires), and
+    /// the value stays listed.
+    pub async fn compare_and_set_overwrites_set_the_ttl(store: &StoreRef, ns: &str) {
+        let store = store.as_dyn();
+        if !store.capabilities().conditional {
+            return;
+        }
+        let (fading, lasting) = (format!("{ns}ttl:fading"), format!("{ns}ttl:lasting"));
+        let put = |key: &str, value: &[u8], ttl, expect| Write::Put {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            ttl,
+            expect,
+        };
+        let short = Some(Duration::from_millis(150));
+        store.write(&lasting, b"1", short).await.expect("write");
+        store.write(&fading, b"1", None).await.expect("write");
+        for key in [&lasting, &fading] {
+            let record = store.read(key).await.unwrap().expect("present");
+            let ttl = if key == &lasting { None } else { short };
+            let done = store
+                .apply(&[put(key, b"2", ttl, Expect::Revision(record.revision))])
+                .await;
+            assert!(
+                matches!(done.as_slice(), [Ok(Outcome::Applied)]),
+                "{done:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let lasting_now = store.read(&lasting).await.unwrap();
+        assert_eq!(
+            lasting_now.map(|r| r.value),
+            Some(b"2".to_vec()),
+            "the TTL was dropped"
+        );
+        assert!(
+            store.read(&fading).await.unwrap().is_none(),
+            "the new TTL applies"
+        );
+        if store.capabilities().listing {
+            let page = store
+                .list(&format!("{ns}ttl:"), None, 10)
+                .await
+                .expect("list");
+            let keys: Vec<&str> = page.entries.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(keys, [lasting.as_str()]);
+        }
+        cleanup(store, &[fading, lasting]).await;
     }
 
     /// `count(prefix)` counts the live keys under the prefix, exactly: not other prefixes

@@ -32,7 +32,8 @@ use crate::store::{
 /// Checks every precondition, then applies every write; all of the batch or none of it.
 ///
 /// KEYS: counter, index, then one data key per write.
-/// ARGV: per write, six values: op (`P`/`D`), expect (`A` any, `N` absent, `R` revision),
+/// ARGV: per write, six values: op (`P` put, `U` put in place: a compare-and-set put of a
+/// key written once in the batch, `D` delete), expect (`A` any, `N` absent, `R` revision),
 /// the expected revision, the value, the TTL in ms (`0`: none), then the plain key
 /// (for the index). Returns 1 when applied, 0 on a failed precondition.
 ///
@@ -69,7 +70,8 @@ end
 for i = 1, n do
   local a = (i - 1) * 6
   local op, expect, ttl = ARGV[a + 1], ARGV[a + 2], ARGV[a + 5]
-  if (op ~= 'P' and op ~= 'D') or (expect ~= 'A' and expect ~= 'N' and expect ~= 'R')
+  if (op ~= 'P' and op ~= 'D' and op ~= 'U') or (expect ~= 'A' and expect ~= 'N' and expect ~= 'R')
+      or (op == 'U' and expect ~= 'R')
       or not string.find(ttl, '^%d+$') or tonumber(ttl) > 1e13 then
     return redis.error_reply('ERR malformed arguments of the write script')
   end
@@ -101,7 +103,15 @@ end
 for i = 1, n do
   local a = (i - 1) * 6
   local key = KEYS[i + 2]
-  if ARGV[a + 1] == 'P' then
+  if ARGV[a + 1] == 'U' then
+    local revision = write('INCR', KEYS[1])
+    write('HSET', key, 'v', ARGV[a + 4], 'r', revision)
+    if ARGV[a + 5] ~= '0' then
+      write('PEXPIRE', key, ARGV[a + 5])
+    else
+      write('PERSIST', key)
+    end
+  elseif ARGV[a + 1] == 'P' then
     local revision = write('INCR', KEYS[1])
     write('DEL', key)
     write('HSET', key, 'v', ARGV[a + 4], 'r', revision)
@@ -594,8 +604,25 @@ impl RedisStore {
         for write in writes {
             cmd.arg(self.data_key(write.key().as_bytes()));
         }
+        // Keys the batch writes more than once.
+        let mut seen = std::collections::HashSet::with_capacity(writes.len());
+        let repeated: std::collections::HashSet<&str> = writes
+            .iter()
+            .map(Write::key)
+            .filter(|key| !seen.insert(*key))
+            .collect();
         for write in writes {
+            // A compare-and-set put of a key the batch writes once updates the hash in
+            // place (`U`): the key exists (its revision was checked), so it is listed
+            // already and has no other fields; no `DEL`, no `ZADD`.
+            let once = || !repeated.contains(write.key());
             let (op, value, ttl): (&str, &[u8], u64) = match write {
+                Write::Put {
+                    value,
+                    ttl,
+                    expect: Expect::Revision(_),
+                    ..
+                } if once() => ("U", value, ttl_millis(*ttl)),
                 Write::Put { value, ttl, .. } => ("P", value, ttl_millis(*ttl)),
                 Write::Delete { .. } => ("D", b"", 0),
             };
