@@ -297,27 +297,31 @@ impl<T: Send + 'static> Cell<T> {
     async fn load(&self) -> Result<Box<Slot<T>>, Error> {
         let key = self.key()?;
         let held = self.hold(key).await?;
-        let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
-        let span = tracing::debug_span!(
-            "multisession.load",
-            fragment = self.name(),
-            store = %self.shared.store_name
-        );
-        let result = tracing::Instrument::instrument(
-            self.update.timed(self.shared.store.as_dyn().read(key)),
-            span,
-        )
-        .await
-        .map_err(|source| Error::Load {
-            fragment: self.name(),
-            key: key.to_owned(),
-            store: self.shared.store_name.clone(),
-            source,
-        })
-        .and_then(|record| {
-            let found = record.is_some();
-            self.state_from(key, record).map(|state| (state, found))
-        });
+        let traced = tracing::enabled!(tracing::Level::DEBUG);
+        let started = traced.then(std::time::Instant::now);
+        let read = self.update.timed(self.shared.store.as_dyn().read(key));
+        // Without a subscriber that wants it, no span and no wrapper around the read.
+        let result = if traced {
+            let span = tracing::debug_span!(
+                "multisession.load",
+                fragment = self.name(),
+                store = %self.shared.store_name
+            );
+            tracing::Instrument::instrument(read, span).await
+        } else {
+            read.await
+        };
+        let result = result
+            .map_err(|source| Error::Load {
+                fragment: self.name(),
+                key: key.to_owned(),
+                store: self.shared.store_name.clone(),
+                source,
+            })
+            .and_then(|record| {
+                let found = record.is_some();
+                self.state_from(key, record).map(|state| (state, found))
+            });
         let counters = &self.update.counters;
         Counters::add(&counters.reads, 1);
         let shown = self.update.config.shown_key(key);

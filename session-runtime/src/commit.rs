@@ -29,9 +29,15 @@ pub(crate) async fn commit_cells(
     attempt: u32,
 ) -> Result<(), CommitError> {
     let counters = update.counters.clone();
-    let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
-    let span = tracing::debug_span!("multisession.commit", attempt);
-    let result = tracing::Instrument::instrument(commit_inner(cells, update, attempt), span).await;
+    let traced = tracing::enabled!(tracing::Level::DEBUG);
+    let started = traced.then(std::time::Instant::now);
+    // Without a subscriber that wants it, no span and no wrapper around the commit.
+    let result = if traced {
+        let span = tracing::debug_span!("multisession.commit", attempt);
+        tracing::Instrument::instrument(commit_inner(cells, update, attempt), span).await
+    } else {
+        commit_inner(cells, update, attempt).await
+    };
     match &result {
         Ok(()) => tracing::debug!(
             elapsed_us = started.map_or(0, |s| s.elapsed().as_micros() as u64),
