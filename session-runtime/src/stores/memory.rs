@@ -3,13 +3,14 @@ use std::{
     io::{self, Read, Write as _},
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex, MutexGuard, Weak,
+        Arc, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use async_trait::async_trait;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::store::{Capabilities, Outcome, Page, Record, Store, StoreError, Write};
 
@@ -45,8 +46,8 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // The last handle is gone: save the snapshot one final time.
-        if let (Some(path), Ok(map)) = (&self.snapshot, self.map.get_mut())
-            && let Err(error) = write_snapshot(path, map.iter())
+        if let Some(path) = &self.snapshot
+            && let Err(error) = write_snapshot(path, self.map.get_mut().iter())
         {
             tracing::error!(path = %path.display(), %error, "could not save the memory store snapshot");
         }
@@ -227,6 +228,25 @@ struct Table {
     order: BTreeSet<Arc<str>>,
     /// How many entries have an expiry: with none, counting needs no liveness checks.
     expiring: usize,
+    /// Running counts of prefixes counted before, kept by every create and delete, so
+    /// counting one again costs nothing.
+    tallies: Vec<Tally>,
+}
+
+/// At most this many prefixes keep a running count (a bot counts a few fragments).
+const TALLIES: usize = 16;
+
+/// The running count of one prefix's keys.
+struct Tally {
+    prefix: Box<str>,
+    /// Keys under the prefix, live or expired-but-not-yet-dropped.
+    keys: u64,
+    /// Of those, the ones with an expiry (while there are any, a count checks each).
+    expiring: u64,
+    /// While the first count walks the prefix: how far it got (`Some(None)`: not
+    /// started). Creates and deletes up to there change the tally; beyond it, the walk
+    /// will see them. `None` once complete.
+    building: Option<Option<Arc<str>>>,
 }
 
 /// How many keys one listing or counting step walks while holding the lock: a step
@@ -239,12 +259,18 @@ impl Table {
     }
 
     fn insert(&mut self, key: &str, entry: Entry) {
-        self.expiring += usize::from(entry.expires_at.is_some());
+        let expires = entry.expires_at.is_some();
+        self.expiring += usize::from(expires);
         if let Some(current) = self.entries.get_mut(key) {
-            self.expiring -= usize::from(current.expires_at.is_some());
+            let expired = current.expires_at.is_some();
+            self.expiring -= usize::from(expired);
             *current = entry;
+            if expires != expired {
+                self.tally(key, 0, i64::from(expires) - i64::from(expired));
+            }
             return;
         }
+        self.tally(key, 1, i64::from(expires));
         let key: Arc<str> = Arc::from(key);
         self.order.insert(key.clone());
         self.entries.insert(key, entry);
@@ -253,8 +279,28 @@ impl Table {
     fn remove(&mut self, key: &str) -> Option<Entry> {
         let entry = self.entries.remove(key)?;
         self.order.remove(key);
-        self.expiring -= usize::from(entry.expires_at.is_some());
+        let expires = entry.expires_at.is_some();
+        self.expiring -= usize::from(expires);
+        self.tally(key, -1, -i64::from(expires));
         Some(entry)
+    }
+
+    /// Keeps the running counts of the prefixes of `key` (see [`Tally::building`]).
+    fn tally(&mut self, key: &str, keys: i64, expiring: i64) {
+        for tally in &mut self.tallies {
+            if !key.starts_with(&*tally.prefix) {
+                continue;
+            }
+            let counted = match &tally.building {
+                None => true,
+                Some(None) => false,
+                Some(Some(walked)) => key <= &**walked,
+            };
+            if counted {
+                tally.keys = tally.keys.saturating_add_signed(keys);
+                tally.expiring = tally.expiring.saturating_add_signed(expiring);
+            }
+        }
     }
 
     fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
@@ -360,9 +406,7 @@ impl MemoryStore {
         let mut removed = 0;
         let mut after: Option<Arc<str>> = None;
         loop {
-            let Ok(mut map) = self.lock() else {
-                return removed;
-            };
+            let mut map = self.inner.map.lock();
             if map.expiring == 0 {
                 return removed;
             }
@@ -378,6 +422,7 @@ impl MemoryStore {
                 map.remove(key);
             }
             removed += expired.len();
+            MutexGuard::unlock_fair(map);
             match last {
                 Some(key) => after = Some(key),
                 None => return removed,
@@ -454,10 +499,44 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Table>, StoreError> {
-        self.inner
-            .map
-            .lock()
-            .map_err(|_| StoreError::backend("memory store mutex poisoned"))
+        Ok(self.inner.map.lock())
+    }
+
+    /// Counts the live keys under `prefix` by walking them, in steps of `STEP` keys,
+    /// letting go of the lock in between; no key is looked at unless some values expire.
+    fn count_live(&self, prefix: &str, end: Option<&str>) -> Result<u64, StoreError> {
+        let now = Instant::now();
+        let mut total = 0u64;
+        let mut after: Option<Arc<str>> = None;
+        loop {
+            let map = self.lock()?;
+            let check = map.expiring > 0;
+            let mut last = None;
+            let mut walked = 0;
+            for key in map.keys_between(prefix, after.as_deref(), end) {
+                if walked == STEP {
+                    break;
+                }
+                walked += 1;
+                if end.is_none() && !prefix.is_empty() && !key.starts_with(prefix) {
+                    return Ok(total);
+                }
+                if !check || map.get(key).is_some_and(|e| e.live(now)) {
+                    total += 1;
+                }
+                last = Some(key);
+            }
+            let next = match last {
+                Some(key) if walked == STEP => Some(key.clone()),
+                _ => None,
+            };
+            // Hand the lock to a waiting update, if any, before the next step.
+            MutexGuard::unlock_fair(map);
+            match next {
+                Some(key) => after = Some(key),
+                None => return Ok(total),
+            }
+        }
     }
 
     fn next_revision(&self) -> u64 {
@@ -585,40 +664,67 @@ impl Store for MemoryStore {
         } else {
             None
         };
+        MutexGuard::unlock_fair(map);
         Ok(Page { entries, cursor })
     }
 
     async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
-        // In steps of `STEP` keys, letting go of the lock in between. Within the range
-        // of the prefix's keys, no key is looked at (only counted) unless some values
-        // expire.
-        let now = Instant::now();
         let end = prefix_end_str(prefix);
-        let mut total = 0u64;
-        let mut after: Option<Arc<str>> = None;
-        loop {
-            let map = self.lock()?;
-            let check = map.expiring > 0;
-            let mut last = None;
-            let mut walked = 0;
-            for key in map.keys_between(prefix, after.as_deref(), end.as_deref()) {
-                if walked == STEP {
+        // A prefix counted before has a running count: nothing to walk unless some of
+        // its values may have expired. The first count of a prefix builds that count.
+        let build = {
+            let mut map = self.lock()?;
+            match map.tallies.iter().find(|t| *t.prefix == *prefix) {
+                Some(t) if t.building.is_none() && t.expiring == 0 => return Ok(t.keys),
+                Some(_) => false,
+                None if map.tallies.len() < TALLIES => {
+                    map.tallies.push(Tally {
+                        prefix: prefix.into(),
+                        keys: 0,
+                        expiring: 0,
+                        building: Some(None),
+                    });
+                    true
+                }
+                None => false,
+            }
+        };
+        if build {
+            let mut after: Option<Arc<str>> = None;
+            loop {
+                let mut map = self.lock()?;
+                let (mut keys, mut expiring, mut walked) = (0u64, 0u64, 0usize);
+                let mut last = None;
+                for key in map.keys_between(prefix, after.as_deref(), end.as_deref()) {
+                    if walked == STEP
+                        || (end.is_none() && !prefix.is_empty() && !key.starts_with(prefix))
+                    {
+                        break;
+                    }
+                    walked += 1;
+                    keys += 1;
+                    expiring += u64::from(map.get(key).is_some_and(|e| e.expires_at.is_some()));
+                    last = Some(key.clone());
+                }
+                let done = walked < STEP;
+                let Some(tally) = map.tallies.iter_mut().find(|t| *t.prefix == *prefix) else {
+                    break;
+                };
+                tally.keys += keys;
+                tally.expiring += expiring;
+                if done {
+                    tally.building = None;
+                    if tally.expiring == 0 {
+                        return Ok(tally.keys);
+                    }
                     break;
                 }
-                walked += 1;
-                if end.is_none() && !prefix.is_empty() && !key.starts_with(prefix) {
-                    return Ok(total);
-                }
-                if !check || map.get(key).is_some_and(|e| e.live(now)) {
-                    total += 1;
-                }
-                last = Some(key);
-            }
-            match last {
-                Some(key) if walked == STEP => after = Some(key.clone()),
-                _ => return Ok(total),
+                tally.building = Some(last.clone());
+                after = last;
+                MutexGuard::unlock_fair(map);
             }
         }
+        self.count_live(prefix, end.as_deref())
     }
 
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
