@@ -193,12 +193,12 @@ async fn running_counts_stay_exact_under_concurrent_writes() {
                         ["c", "d"][(x >> 3) as usize % 2],
                         (x >> 8) % 30_000
                     );
-                    if x % 3 == 0 {
+                    if x.is_multiple_of(3) {
                         store.delete(&key).await.unwrap();
                     } else {
                         store.write(&key, b"w", None).await.unwrap();
                     }
-                    if x % 64 == 0 {
+                    if x.is_multiple_of(64) {
                         tokio::task::yield_now().await;
                     }
                 }
