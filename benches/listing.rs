@@ -5,7 +5,12 @@
 //! ```sh
 //! cargo bench --bench listing                      # 1 000 000 sessions
 //! BENCH_SESSIONS=100000 cargo bench --bench listing
+//! BENCH_STORE=sqlite cargo bench --bench listing   # or redis / postgres (--all-features)
 //! ```
+//!
+//! With `BENCH_STORE`, the same sessions go to that store (a temporary file, a key prefix
+//! or a table of the run's own, removed afterwards) and count, pages and update latency
+//! beside a listing are measured there.
 //!
 //! The baseline, measured in the same run on the same keys, is the previous release's
 //! listing algorithm: every key of a `HashMap` filtered by prefix and sorted, per page.
@@ -55,7 +60,208 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
-    runtime.block_on(run(sessions_n));
+    match std::env::var("BENCH_STORE").as_deref() {
+        Ok("memory") | Err(_) => runtime.block_on(run(sessions_n)),
+        Ok(kind) => runtime.block_on(run_on(kind, sessions_n)),
+    }
+}
+
+/// What removes a run's store afterwards.
+enum Leftover {
+    File(std::path::PathBuf),
+    #[cfg(feature = "redis")]
+    RedisKeys(String, Vec<String>),
+    #[cfg(feature = "postgres")]
+    Table(std::sync::Arc<multisession::stores::PostgresStore>, String),
+}
+
+/// The store `kind` for this run, and what to remove afterwards.
+async fn remote(kind: &str) -> (multisession::store::StoreRef, Leftover) {
+    use multisession::store::StoreRef;
+    let unique = multisession::testing::unique_namespace()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+    match kind {
+        "sqlite" => {
+            let path = std::env::temp_dir().join(format!("listing-{unique}.db"));
+            let store = multisession::stores::SqliteStore::open(&path)
+                .await
+                .expect("sqlite");
+            (StoreRef::new(store), Leftover::File(path))
+        }
+        #[cfg(feature = "redis")]
+        "redis" => {
+            let url = multisession::testing::stores::redis_url();
+            let prefix = format!("bench-{unique}:");
+            let config = multisession::stores::RedisConfig::new().key_prefix(prefix.clone());
+            let store = multisession::stores::RedisStore::connect_with(&url, config)
+                .await
+                .expect("redis");
+            // The store's own bookkeeping keys (revision counter, listing index).
+            let keys = vec![format!("{prefix}rev"), format!("{prefix}idx")];
+            (StoreRef::new(store), Leftover::RedisKeys(url, keys))
+        }
+        #[cfg(feature = "postgres")]
+        "postgres" => {
+            let url = multisession::testing::stores::postgres_url();
+            let table = format!("bench_{unique}");
+            let config = multisession::stores::PostgresConfig::new().table(&table);
+            let store = multisession::stores::PostgresStore::connect_with(&url, config)
+                .await
+                .expect("postgres");
+            let keep = std::sync::Arc::new(store.clone());
+            (StoreRef::new(store), Leftover::Table(keep, table))
+        }
+        other => {
+            panic!("BENCH_STORE={other}: memory, sqlite, redis or postgres (with its feature)")
+        }
+    }
+}
+
+async fn remove(leftover: Leftover) {
+    match leftover {
+        Leftover::File(path) => {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
+        #[cfg(feature = "redis")]
+        Leftover::RedisKeys(url, keys) => {
+            let client = redis::Client::open(url.as_str()).expect("redis url");
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("redis");
+            let _: () = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .expect("DEL");
+        }
+        #[cfg(feature = "postgres")]
+        Leftover::Table(store, table) => {
+            let client = store.pool().get().await.expect("a connection");
+            client
+                .batch_execute(&format!(
+                    "DROP TABLE \"{table}\"; DROP SEQUENCE IF EXISTS \"{table}_revision_seq\""
+                ))
+                .await
+                .expect("drop the table");
+        }
+    }
+}
+
+async fn run_on(kind: &str, n: usize) {
+    use multisession::store::{Expect, Write};
+    let (store, leftover) = remote(kind).await;
+    let value = b"10000000000000000".to_vec();
+    let keys: Vec<String> = (0..n)
+        .map(|i| format!("count:-{}", 100_000_000 + i))
+        .collect();
+    let started = Instant::now();
+    for chunk in keys.chunks(1000) {
+        let writes: Vec<Write> = chunk
+            .iter()
+            .map(|key| Write::Put {
+                key: key.clone(),
+                value: value.clone(),
+                ttl: None,
+                expect: Expect::Any,
+            })
+            .collect();
+        for result in store.as_dyn().apply(&writes).await {
+            result.expect("written");
+        }
+    }
+    println!(
+        "{kind}: {n} sessions written in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let sessions = Bot::builder().default_store(store.clone()).build();
+    let mut counts = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(sessions.count("count").await.unwrap() as usize, n);
+        counts.push(started.elapsed());
+    }
+    println!("{kind}: count(): median {} of 5", ms(median(counts)));
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1_000 {
+        let started = Instant::now();
+        let page = sessions
+            .list("count", cursor.as_deref(), 100)
+            .await
+            .unwrap();
+        pages.push(started.elapsed());
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let worst = pages.iter().max().copied().unwrap_or_default();
+    println!(
+        "{kind}: list(100): first {} pages, median {}, worst {}",
+        pages.len(),
+        ms(median(pages)),
+        ms(worst)
+    );
+    // Updates beside a listing that pages on.
+    let stop = Arc::new(AtomicBool::new(false));
+    let lister = {
+        let (sessions, stop) = (sessions.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut cursor: Option<String> = None;
+            while !stop.load(Ordering::Relaxed) {
+                let page = sessions
+                    .list("count", cursor.as_deref(), 100)
+                    .await
+                    .unwrap();
+                cursor = page.cursor;
+            }
+        })
+    };
+    let mut latencies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut i = 0u64;
+    while Instant::now() < deadline {
+        let ctx = ChatContext::new(-((100_000_000 + (i * 7919) % n as u64) as i64));
+        let started = Instant::now();
+        sessions
+            .run(&ctx, async |s| {
+                *s.count().await? += 1;
+                Ok::<_, multisession::Error>(())
+            })
+            .await
+            .unwrap();
+        latencies.push(started.elapsed());
+        i += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    lister.await.unwrap();
+    latencies.sort();
+    println!(
+        "{kind}: updates beside a listing: {} in 3 s, median {}, p99 {}, worst {}",
+        latencies.len(),
+        ms(latencies[latencies.len() / 2]),
+        ms(latencies[latencies.len() * 99 / 100]),
+        ms(*latencies.last().unwrap())
+    );
+    // Remove what the run wrote.
+    for chunk in keys.chunks(1000) {
+        let writes: Vec<Write> = chunk
+            .iter()
+            .map(|key| Write::Delete {
+                key: key.clone(),
+                expect: Expect::Any,
+            })
+            .collect();
+        for result in store.as_dyn().apply(&writes).await {
+            result.expect("deleted");
+        }
+    }
+    drop(sessions);
+    drop(store);
+    remove(leftover).await;
 }
 
 async fn run(n: usize) {
