@@ -46,6 +46,31 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Runs updates of the `n` stored chats one after another for `duration`; the time of each.
+async fn timed_updates(
+    sessions: &multisession::Sessions<Bot>,
+    n: usize,
+    duration: Duration,
+) -> Vec<Duration> {
+    let mut latencies = Vec::with_capacity(4_000_000);
+    let deadline = Instant::now() + duration;
+    let mut i = 0u64;
+    while Instant::now() < deadline {
+        let ctx = ChatContext::new(-((100_000_000 + (i * 7919) % n as u64) as i64));
+        let started = Instant::now();
+        sessions
+            .run(&ctx, async |s| {
+                *s.count().await? += 1;
+                Ok::<_, multisession::Error>(())
+            })
+            .await
+            .unwrap();
+        latencies.push(started.elapsed());
+        i += 1;
+    }
+    latencies
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
@@ -220,22 +245,7 @@ async fn run_on(kind: &str, n: usize) {
             }
         })
     };
-    let mut latencies = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut i = 0u64;
-    while Instant::now() < deadline {
-        let ctx = ChatContext::new(-((100_000_000 + (i * 7919) % n as u64) as i64));
-        let started = Instant::now();
-        sessions
-            .run(&ctx, async |s| {
-                *s.count().await? += 1;
-                Ok::<_, multisession::Error>(())
-            })
-            .await
-            .unwrap();
-        latencies.push(started.elapsed());
-        i += 1;
-    }
+    let mut latencies = timed_updates(&sessions, n, Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     lister.await.unwrap();
     latencies.sort();
@@ -366,22 +376,7 @@ async fn run(n: usize) {
             .await
             .unwrap();
     }
-    let mut latencies = Vec::with_capacity(4_000_000);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut i = 0u64;
-    while Instant::now() < deadline {
-        let ctx = ChatContext::new(-((100_000_000 + (i * 7919) % n as u64) as i64));
-        let started = Instant::now();
-        sessions
-            .run(&ctx, async |s| {
-                *s.count().await? += 1;
-                Ok::<_, multisession::Error>(())
-            })
-            .await
-            .unwrap();
-        latencies.push(started.elapsed());
-        i += 1;
-    }
+    let mut latencies = timed_updates(&sessions, n, Duration::from_secs(5)).await;
     stop.store(true, Ordering::Relaxed);
     let rounds = lister.await.unwrap();
     let (worst_at, _) = latencies

@@ -40,6 +40,13 @@ async fn fill(store: &StoreRef, ns: &str, expired: usize) {
     }
 }
 
+/// Removes an SQLite file and its journal files.
+fn remove_db(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
 /// Waits (bounded) until the sweeper deleted at least `rows`.
 async fn wait_for(sweeper: &Sweeper, rows: u64) -> SweepStats {
     let started = Instant::now();
@@ -156,9 +163,7 @@ async fn sqlite_sweeps_in_the_background() {
         rows,
     )
     .await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    remove_db(&path);
 }
 
 #[cfg(feature = "postgres")]
@@ -212,7 +217,5 @@ fn a_sweeper_needs_a_runtime() {
     let error = store.spawn_sweeper(Duration::from_secs(1)).unwrap_err();
     assert!(error.to_string().contains("tokio runtime"), "{error}");
     drop(store);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    remove_db(&path);
 }

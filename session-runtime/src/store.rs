@@ -596,16 +596,7 @@ pub trait Store: Send + Sync + 'static {
     /// How many live keys start with `prefix`. The default pages through
     /// [`list`](Store::list); stores that can count without reading values override it.
     async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
-        let mut total = 0u64;
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = self.list(prefix, cursor.as_deref(), 500).await?;
-            total += page.entries.len() as u64;
-            match page.cursor {
-                Some(next) => cursor = Some(next),
-                None => return Ok(total),
-            }
-        }
+        count_by_listing(self, prefix).await
     }
 
     /// Applies a batch of writes; one result per write, in order.
@@ -757,6 +748,37 @@ impl fmt::Debug for StoreRef {
 impl<S: Store> From<S> for StoreRef {
     fn from(store: S) -> Self {
         StoreRef::new(store)
+    }
+}
+
+/// How many live keys start with `prefix`, by paging through [`Store::list`]: what
+/// [`Store::count`] does for a store that cannot count otherwise (and what a store's own
+/// `count` can fall back to).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+/// use multisession::{store::{Store, count_by_listing}, stores::MemoryStore};
+///
+/// let store = MemoryStore::new();
+/// store.write("pizza:1", b"1", None).await?;
+/// store.write("pizza:2", b"1", None).await?;
+/// store.write("quiz:1", b"1", None).await?;
+/// assert_eq!(count_by_listing(&store, "pizza:").await?, 2);
+/// # Ok(()) }
+/// ```
+pub async fn count_by_listing<S: Store + ?Sized>(
+    store: &S,
+    prefix: &str,
+) -> Result<u64, StoreError> {
+    let mut total = 0u64;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store.list(prefix, cursor.as_deref(), 500).await?;
+        total += page.entries.len() as u64;
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(total),
+        }
     }
 }
 

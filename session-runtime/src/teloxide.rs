@@ -101,9 +101,10 @@ pub trait SessionHandlerExt<T, E>: Sized {
     ///   effects: where a message must be sent once even then, call
     ///   [`session.commit()`](Session::commit) in the endpoint before sending (the
     ///   commit after the endpoint then has nothing left to do; a failed commit is
-    ///   the endpoint's error, not re-run). With one process and teloxide's default
-    ///   dispatch (one update at a time per chat), re-runs happen only for a per-user
-    ///   fragment that two chats' updates change at the same moment.
+    ///   the endpoint's error, not re-run). In one process, updates of the same keys
+    ///   wait for each other instead of conflicting: a re-run there needs a cycle of
+    ///   waits (concurrent updates taking two shared keys in opposite orders, which the
+    ///   runtime learns to avoid); across processes, every conflicting write re-runs.
     ///
     /// Updates no endpoint handles pass on to the next branch, with nothing written
     /// (nothing is touched: the session is lazy). Needs `Sessions<S>` in the

@@ -322,20 +322,6 @@ impl Table {
         let end = end.map_or(Unbounded, Excluded);
         self.order.range::<str, _>((start, end))
     }
-
-    /// The keys after `after` (or from `from`), in order.
-    fn keys_from<'a>(
-        &'a self,
-        from: &'a str,
-        after: Option<&'a str>,
-    ) -> impl Iterator<Item = &'a Arc<str>> + 'a {
-        use std::ops::Bound::{Excluded, Included, Unbounded};
-        let start = match after {
-            Some(after) if after >= from => Excluded(after),
-            _ => Included(from),
-        };
-        self.order.range::<str, _>((start, Unbounded))
-    }
 }
 
 impl Entry {
@@ -412,7 +398,7 @@ impl MemoryStore {
             }
             let mut expired = Vec::new();
             let mut last = None;
-            for key in map.keys_from("", after.as_deref()).take(STEP) {
+            for key in map.keys_between("", after.as_deref(), None).take(STEP) {
                 if map.get(key).is_some_and(|e| !e.live(now)) {
                     expired.push(key.clone());
                 }
@@ -643,7 +629,7 @@ impl Store for MemoryStore {
         let mut entries: Vec<(String, Record)> = Vec::with_capacity(limit.min(1024));
         let mut last: Option<&Arc<str>> = None;
         let mut more = false;
-        for (walked, key) in map.keys_from(prefix, cursor).enumerate() {
+        for (walked, key) in map.keys_between(prefix, cursor, None).enumerate() {
             if !key.starts_with(prefix) {
                 break;
             }

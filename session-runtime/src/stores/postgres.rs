@@ -1379,16 +1379,7 @@ impl Store for PostgresStore {
     async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
         if prefix.len() > LONG_KEY - LONG_MARK.len() {
             // Beyond what the stored form of long keys keeps: count what a listing finds.
-            let mut total = 0u64;
-            let mut cursor: Option<String> = None;
-            loop {
-                let page = self.list(prefix, cursor.as_deref(), 500).await?;
-                total += page.entries.len() as u64;
-                match page.cursor {
-                    Some(next) => cursor = Some(next),
-                    None => return Ok(total),
-                }
-            }
+            return crate::store::count_by_listing(self, prefix).await;
         }
         let row = read_op!(self, |client| {
             let statement = self.prepare(client, &self.inner.sql.count).await?;
