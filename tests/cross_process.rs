@@ -8,7 +8,7 @@
 //! [`Worker`] is dropped.
 //!
 //! - S17/S29: 4 processes × 500 increments of one key, default `Config`: no increment
-//!   lost, no error (no `Conflict`), on SQLite, Redis and PostgreSQL.
+//!   lost, no error (no `Conflict`), on SQLite, Redis, a Redis Cluster and PostgreSQL.
 //! - S27: two fragments on two stores, incremented together by 4 processes: never half
 //!   applied.
 //! - S25: the same updates (explicit update ids) delivered to two processes at once change
@@ -93,6 +93,17 @@ fn redis_url() -> String {
     std::env::var("MULTISESSION_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+fn redis_cluster_urls() -> Vec<String> {
+    std::env::var("MULTISESSION_REDIS_CLUSTER_URLS")
+        .unwrap_or_else(|_| {
+            "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".into()
+        })
+        .split(',')
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
 fn postgres_url() -> String {
     std::env::var("MULTISESSION_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
@@ -121,6 +132,8 @@ enum Spec {
     Sqlite(String),
     /// Redis under a key prefix of its own.
     Redis(String),
+    /// A Redis Cluster (`RedisStore::connect_cluster`) under a key prefix of its own.
+    RedisCluster(String),
     /// A PostgreSQL table of its own.
     Postgres(String),
 }
@@ -135,6 +148,10 @@ impl Spec {
         Spec::Redis(format!("ms-xp:{}", unique_namespace()))
     }
 
+    fn redis_cluster() -> Spec {
+        Spec::RedisCluster(format!("ms-xp:{}", unique_namespace()))
+    }
+
     fn postgres() -> Spec {
         // At most 48 characters: `ms_xp_` + pid + nanos + n.
         let word = unique_word();
@@ -146,13 +163,16 @@ impl Spec {
         match self {
             Spec::Sqlite(_) => "sqlite",
             Spec::Redis(_) => "redis",
+            Spec::RedisCluster(_) => "redis-cluster",
             Spec::Postgres(_) => "postgres",
         }
     }
 
     fn encode(&self) -> String {
         match self {
-            Spec::Sqlite(v) | Spec::Redis(v) | Spec::Postgres(v) => format!("{}={v}", self.kind()),
+            Spec::Sqlite(v) | Spec::Redis(v) | Spec::RedisCluster(v) | Spec::Postgres(v) => {
+                format!("{}={v}", self.kind())
+            }
         }
     }
 
@@ -162,6 +182,7 @@ impl Spec {
         match kind {
             "sqlite" => Spec::Sqlite(value),
             "redis" => Spec::Redis(value),
+            "redis-cluster" => Spec::RedisCluster(value),
             "postgres" => Spec::Postgres(value),
             other => panic!("unknown store kind {other}"),
         }
@@ -184,6 +205,16 @@ impl Spec {
                 match multisession::stores::RedisStore::connect_with(&url, config).await {
                     Ok(store) => Some(StoreRef::new(store)),
                     Err(e) => service_unavailable("redis", &url, e),
+                }
+            }
+            #[cfg(feature = "redis")]
+            Spec::RedisCluster(prefix) => {
+                let urls = redis_cluster_urls();
+                let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+                let config = multisession::stores::RedisConfig::new().key_prefix(prefix.clone());
+                match multisession::stores::RedisStore::connect_cluster(&nodes, config).await {
+                    Ok(store) => Some(StoreRef::new(store)),
+                    Err(e) => service_unavailable("redis cluster", &urls.join(","), e),
                 }
             }
             #[cfg(feature = "postgres")]
@@ -224,6 +255,28 @@ impl Spec {
                     .unwrap_or_default();
                 for key in keys {
                     let _: Result<(), _> = redis::cmd("DEL").arg(key).query_async(&mut conn).await;
+                }
+            }),
+            // Every node named (masters and replicas alike: a replica refuses the
+            // deletes, its master's copy goes).
+            Spec::RedisCluster(prefix) => block_on(async {
+                for url in redis_cluster_urls() {
+                    let Ok(client) = redis::Client::open(url) else {
+                        continue;
+                    };
+                    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                        continue;
+                    };
+                    // `{tag}prefix...`; the prefix has no glob characters.
+                    let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+                        .arg(format!("{{*}}{prefix}*"))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    for key in keys {
+                        let _: Result<(), _> =
+                            redis::cmd("DEL").arg(key).query_async(&mut conn).await;
+                    }
                 }
             }),
             #[cfg(feature = "postgres")]
@@ -961,6 +1014,12 @@ fn s29_four_processes_500_increments_no_conflict_redis() {
     s29_hammer(Spec::redis());
 }
 
+#[cfg(feature = "redis")]
+#[test]
+fn s29_four_processes_500_increments_no_conflict_redis_cluster() {
+    s29_hammer(Spec::redis_cluster());
+}
+
 #[cfg(feature = "postgres")]
 #[test]
 fn s29_four_processes_500_increments_no_conflict_postgres() {
@@ -1034,6 +1093,12 @@ fn s27_two_stores(spec_a: Spec, spec_b: Spec) {
 #[test]
 fn s27_two_stores_never_half_applied_sqlite_redis() {
     s27_two_stores(Spec::sqlite(), Spec::redis());
+}
+
+#[cfg(all(feature = "sqlite", feature = "redis"))]
+#[test]
+fn s27_two_stores_never_half_applied_sqlite_redis_cluster() {
+    s27_two_stores(Spec::sqlite(), Spec::redis_cluster());
 }
 
 #[cfg(all(feature = "sqlite", feature = "postgres"))]

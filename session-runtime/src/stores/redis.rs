@@ -1,6 +1,7 @@
-//! Redis: sessions as small hashes, compare-and-set in Lua, native expiry.
+//! Redis: sessions as small hashes, compare-and-set in Lua, native expiry; a single server
+//! or a Redis Cluster.
 //!
-//! Layout under the configured key prefix `P` (default `multisession:`):
+//! Layout under the configured key prefix `P` (default `multisession:`), on a single server:
 //!
 //! | Redis key    | type    | holds                                                    |
 //! |--------------|---------|----------------------------------------------------------|
@@ -8,23 +9,27 @@
 //! | `P` `rev`    | string  | the revision counter (`INCR`): revisions never repeat    |
 //! | `P` `idx`    | sorted set | every session key (score 0), for ordered listing      |
 //!
-//! Every write goes through one Lua script, so a batch (checks, then writes, revisions,
-//! expiry and index) is atomic and takes one round trip. Keys and values are passed as
-//! binary-safe arguments; nothing is ever interpolated into a command or a pattern.
+//! On a cluster ([`RedisStore::connect_cluster`]) the same keys exist once per bucket, each
+//! starting with the bucket's hash tag (`{t}P s:key`, `{t}P rev`, `{t}P idx`): a session key
+//! belongs to one bucket (CRC16 of the key modulo the bucket count), so it lives in one slot,
+//! and the buckets' slots are spread evenly over all masters. There is no global key.
 //!
-//! The script touches keys of one prefix only, which a Redis Cluster would spread over
-//! slots: the store is for a standalone server (or a primary with replicas, or a proxy
-//! that keeps one prefix on one shard). Wrap the prefix in braces (`{bot}:`) to pin every
-//! key of a store to one cluster slot.
+//! Every write goes through one Lua script per bucket, so a batch (checks, then writes,
+//! revisions, expiry and index) is atomic within a bucket and takes one round trip. Keys and
+//! values are passed as binary-safe arguments; nothing is ever interpolated into a command
+//! or a pattern.
 
 use std::{fmt, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use futures_util::future::join_all;
 use redis::{
     Client, ErrorKind, RedisError, Script, ServerErrorKind,
     aio::{ConnectionManager, ConnectionManagerConfig},
+    cluster::ClusterClient,
 };
 
+use super::redis_cluster::{self, Bucket, Conn};
 use crate::store::{
     Capabilities, Expect, Outcome, Page, Record, Store, StoreError, Write, prefix_end,
 };
@@ -147,6 +152,29 @@ end
 return removed
 ";
 
+/// Counts the live sessions of a bucket's index in a range, one chunk per call, so a large
+/// index never blocks the server for long.
+///
+/// KEYS: the index. ARGV: min and max (`ZRANGEBYLEX` syntax), the start of the bucket's
+/// data keys (tag, prefix, `s:`), the chunk size. Returns the live count and, when the
+/// chunk was full, the last member read (the next call starts after it; `false`, a nil
+/// reply, otherwise). The data keys
+/// share the index's hash tag: one slot, also on a cluster.
+const COUNT_LUA: &str = r"
+local members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, tonumber(ARGV[4]))
+local live = 0
+for _, member in ipairs(members) do
+  live = live + redis.call('EXISTS', ARGV[3] .. member)
+end
+if #members == tonumber(ARGV[4]) then
+  return {live, members[#members]}
+end
+return {live, false}
+";
+
+/// How many index entries one call of the count script reads.
+const COUNT_CHUNK: usize = 5000;
+
 /// Options of a [`RedisStore`].
 ///
 /// ```
@@ -164,6 +192,8 @@ pub struct RedisConfig {
     connect_timeout: Duration,
     response_timeout: Duration,
     reconnect_attempts: usize,
+    cluster_buckets: usize,
+    wait_for_replicas: Option<(usize, Duration)>,
 }
 
 impl Default for RedisConfig {
@@ -173,9 +203,14 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(5),
             reconnect_attempts: 3,
+            cluster_buckets: DEFAULT_CLUSTER_BUCKETS,
+            wait_for_replicas: None,
         }
     }
 }
+
+/// How many buckets a cluster store spreads its sessions over by default.
+const DEFAULT_CLUSTER_BUCKETS: usize = 256;
 
 impl RedisConfig {
     /// The defaults: prefix `multisession:`, 5 s connect and response timeouts, 3
@@ -276,6 +311,59 @@ impl RedisConfig {
         self.reconnect_attempts = attempts;
         self
     }
+
+    /// On a cluster ([`RedisStore::connect_cluster`]): how many buckets the sessions are
+    /// spread over (1 ..= 16384; default 256). Each bucket is one hash slot holding its
+    /// sessions, its revision counter and its listing index; the buckets' slots are evenly
+    /// spaced, so every master of a cluster with up to a few dozen masters holds an even
+    /// share. A batch touching several buckets is split per bucket; a listing merges all of
+    /// them (more buckets: a wider spread, a slower listing).
+    ///
+    /// **Every process of a bot must use the same count, and it must not change while
+    /// sessions are stored**: a session key is found through its bucket. Ignored on a
+    /// single server.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::stores::{RedisConfig, RedisStore};
+    ///
+    /// let nodes = ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001", "redis://127.0.0.1:7002"];
+    /// let config = RedisConfig::new().key_prefix("pizza-bot:").cluster_buckets(1024);
+    /// let store = RedisStore::connect_cluster(&nodes, config).await?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster_buckets(mut self, buckets: usize) -> Self {
+        self.cluster_buckets = buckets;
+        self
+    }
+
+    /// Durability on failover: after each write, wait (Redis `WAIT`) until at least
+    /// `replicas` replicas of its master have it, for at most `timeout`. Redis replicates
+    /// asynchronously, so without this a write acknowledged by a master that crashes
+    /// before its replica received it is lost when the replica takes over.
+    ///
+    /// A write that fewer replicas confirmed in time has been applied on the master but
+    /// may not survive a failover: it fails with [`StoreError::Unknown`], which the
+    /// runtime reports as an unknown outcome (re-running the update is safe, rule S25).
+    /// `WAIT` is not a consensus protocol: a write confirmed by a replica that is not the
+    /// one promoted can still be lost; with one replica per master it is the one.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::stores::{RedisConfig, RedisStore};
+    /// use std::time::Duration;
+    ///
+    /// let nodes = ["redis://127.0.0.1:7000"];
+    /// let config = RedisConfig::new().wait_for_replicas(1, Duration::from_millis(500));
+    /// let store = RedisStore::connect_cluster(&nodes, config).await?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_for_replicas(mut self, replicas: usize, timeout: Duration) -> Self {
+        self.wait_for_replicas = (replicas > 0).then_some((replicas, timeout));
+        self
+    }
 }
 
 /// Sessions in Redis, on one multiplexed connection that reconnects by itself. Cheap to
@@ -350,19 +438,23 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: Vec<u8>,
-    counter: Vec<u8>,
-    index: Vec<u8>,
+    /// One without a tag on a single server; the cluster buckets otherwise.
+    buckets: Vec<Bucket>,
     apply: Script,
     prune: Script,
+    count: Script,
     response_timeout: Duration,
+    wait_for_replicas: Option<(usize, Duration)>,
 }
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("key_prefix", &String::from_utf8_lossy(&self.inner.prefix))
+            .field("cluster", &matches!(self.inner.conn, Conn::Cluster(_)))
+            .field("buckets", &self.inner.buckets.len())
             .finish_non_exhaustive()
     }
 }
@@ -518,24 +610,128 @@ impl RedisStore {
                 source,
             })
         })?;
+        Ok(Self::with_conn(Conn::Single(conn), config, false))
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes (`redis://host:port` each; the
+    /// others are discovered), with the sessions spread over all masters in
+    /// [`cluster_buckets`](RedisConfig::cluster_buckets) buckets. Fails (within the connect
+    /// timeout) if no node can be reached.
+    ///
+    /// What holds on a cluster:
+    ///
+    /// - a session key lives in one slot; different keys spread over all masters;
+    /// - a batch ([`Store::apply`]) is split per bucket: each part is atomic and
+    ///   compare-and-set, the parts are not atomic together (the store does not claim
+    ///   [`atomic_batch`](Capabilities::atomic_batch)). The runtime reports a commit of
+    ///   which some parts landed as partly written, and re-running the update completes it
+    ///   without applying a landed part twice (rule S25: each stored record remembers the
+    ///   updates that changed it);
+    /// - revisions come from one counter per bucket: they never repeat for a key, not
+    ///   even after a delete (a key never changes bucket), and no key is global;
+    /// - [`Store::list`] merges the buckets' indexes: in key order, each live key once;
+    /// - nothing is retried behind your back: a command sent to a master that just died
+    ///   fails (unknown outcome if it may have run), redirections (`MOVED`) refresh the
+    ///   slot map, and the next operation goes to the new master. After a failover the
+    ///   store recovers by itself; no need to rebuild it or the `Sessions`;
+    /// - Redis replicates asynchronously: see
+    ///   [`wait_for_replicas`](RedisConfig::wait_for_replicas) for writes that survive a
+    ///   failover.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use multisession::{ChatContext, MultiSession, stores::{RedisConfig, RedisStore}};
+    ///
+    /// #[derive(MultiSession)]
+    /// struct Bot {
+    ///     count: u32,
+    /// }
+    ///
+    /// let nodes = ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"];
+    /// let store = RedisStore::connect_cluster(&nodes, RedisConfig::new().key_prefix("counter-bot:")).await?;
+    /// let sessions = Bot::builder().default_store(store).build();
+    /// sessions
+    ///     .run(&ChatContext::new(42), async |s| {
+    ///         *s.count().await? += 1;
+    ///         Ok::<_, multisession::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A bucket count out of range is an error before any connection:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use multisession::stores::{RedisConfig, RedisStore};
+    ///
+    /// let config = RedisConfig::new().cluster_buckets(0);
+    /// let error = RedisStore::connect_cluster(&["redis://127.0.0.1:7000"], config).await.unwrap_err();
+    /// assert!(error.to_string().contains("cluster_buckets"), "{error}");
+    /// # }
+    /// ```
+    pub async fn connect_cluster(nodes: &[&str], config: RedisConfig) -> Result<Self, StoreError> {
+        if !(1..=usize::from(redis_cluster::SLOTS)).contains(&config.cluster_buckets) {
+            return Err(StoreError::backend(format!(
+                "redis cluster: cluster_buckets must be 1 ..= 16384, not {}",
+                config.cluster_buckets
+            )));
+        }
+        if nodes.is_empty() {
+            return Err(StoreError::backend("redis cluster: no node URL given"));
+        }
+        let client = ClusterClient::builder(nodes.iter().copied())
+            .connection_timeout(config.connect_timeout)
+            .response_timeout(config.response_timeout)
+            // No resends: a command resent after its connection dropped may run twice,
+            // and its second answer would hide the first (a landed write reported as a
+            // conflict). Redirections still refresh the slot map.
+            .retries(0)
+            .build()
+            .map_err(|source| {
+                StoreError::from_error(RedisFailure {
+                    context: "cluster nodes",
+                    source,
+                })
+            })?;
+        let budget = config.connect_timeout.saturating_mul(2);
+        let conn = tokio::time::timeout(budget, client.get_async_connection())
+            .await
+            .map_err(|_| StoreError::Timeout(budget))?
+            .map_err(|source| {
+                StoreError::from_error(RedisFailure {
+                    context: "cluster connect",
+                    source,
+                })
+            })?;
+        Ok(Self::with_conn(Conn::Cluster(conn), config, true))
+    }
+
+    fn with_conn(conn: Conn, config: RedisConfig, cluster: bool) -> Self {
         let prefix = config.key_prefix.into_bytes();
-        let with = |suffix: &[u8]| [prefix.as_slice(), suffix].concat();
-        Ok(RedisStore {
+        let buckets = redis_cluster::buckets(&prefix, cluster.then_some(config.cluster_buckets));
+        RedisStore {
             inner: Arc::new(Inner {
                 conn,
-                counter: with(b"rev"),
-                index: with(b"idx"),
+                buckets,
                 prefix,
                 apply: Script::new(APPLY_LUA),
                 prune: Script::new(PRUNE_LUA),
+                count: Script::new(COUNT_LUA),
                 response_timeout: config.response_timeout,
+                wait_for_replicas: config.wait_for_replicas,
             }),
-        })
+        }
+    }
+
+    /// The bucket of the session `key`.
+    fn bucket_of(&self, key: &[u8]) -> usize {
+        redis_cluster::bucket_of(key, self.inner.buckets.len())
     }
 
     /// The Redis key holding the session `key`.
     fn data_key(&self, key: &[u8]) -> Vec<u8> {
-        [self.inner.prefix.as_slice(), b"s:", key].concat()
+        self.inner.buckets[self.bucket_of(key)].data_key(&self.inner.prefix, key)
     }
 
     fn failure(&self, context: &'static str, source: RedisError) -> StoreError {
@@ -564,51 +760,79 @@ impl RedisStore {
         }
     }
 
-    /// Reads several keys in one pipelined round trip.
+    /// The positions of `keys` grouped by bucket, buckets in order of first appearance.
+    fn by_bucket<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Vec<(usize, Vec<usize>)> {
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.enumerate() {
+            let bucket = self.bucket_of(key);
+            match groups.iter_mut().find(|(b, _)| *b == bucket) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((bucket, vec![i])),
+            }
+        }
+        groups
+    }
+
+    /// Reads several keys: one pipeline per bucket (a cluster pipeline stays in one slot),
+    /// all sent at once, so one round trip on a single server.
     async fn hmget_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Record>>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.cmd("HMGET").arg(self.data_key(key)).arg("v").arg("r");
+        let groups = self.by_bucket(keys.iter().copied());
+        let reads = groups.iter().map(|(_, members)| async move {
+            let mut pipe = redis::pipe();
+            for &i in members {
+                pipe.cmd("HMGET")
+                    .arg(self.data_key(keys[i]))
+                    .arg("v")
+                    .arg("r");
+            }
+            let mut conn = self.inner.conn.clone();
+            let rows: Vec<(Option<Vec<u8>>, Option<String>)> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.failure("read", e))?;
+            if rows.len() != members.len() {
+                return Err(corrupt(format!(
+                    "{} replies to {} reads",
+                    rows.len(),
+                    members.len()
+                )));
+            }
+            Ok(rows)
+        });
+        let mut records = vec![None; keys.len()];
+        for ((_, members), rows) in groups.iter().zip(join_all(reads).await) {
+            for (&i, (value, revision)) in members.iter().zip(rows?) {
+                records[i] = record(value, revision)?;
+            }
         }
-        let mut conn = self.inner.conn.clone();
-        let rows: Vec<(Option<Vec<u8>>, Option<String>)> = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.failure("read", e))?;
-        if rows.len() != keys.len() {
-            return Err(corrupt(format!(
-                "{} replies to {} reads",
-                rows.len(),
-                keys.len()
-            )));
-        }
-        rows.into_iter().map(|(v, r)| record(v, r)).collect()
+        Ok(records)
     }
 
-    /// Runs the apply script on `writes`; `Ok(true)` if applied, `Ok(false)` on a
-    /// failed precondition. An error is [`StoreError::Unknown`] or
-    /// [`StoreError::Timeout`] when the write may have landed, a backend error when it
-    /// certainly did not.
-    async fn run_apply(&self, writes: &[Write]) -> Result<bool, StoreError> {
-        // `EVALSHA` by hand rather than `ScriptInvocation::invoke_async`, to know which
-        // step failed: a failure while loading the script (after a `NOSCRIPT` answer)
-        // is before anything could be written.
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.inner.apply.get_hash())
+    /// The apply script's command (`EVALSHA` with the hash, or `EVAL` with the source) on
+    /// the writes of one bucket.
+    fn apply_cmd(
+        &self,
+        eval: &str,
+        script: &str,
+        bucket: &Bucket,
+        writes: &[&Write],
+    ) -> redis::Cmd {
+        let mut cmd = redis::cmd(eval);
+        cmd.arg(script)
             .arg(writes.len() + 2)
-            .arg(&self.inner.counter)
-            .arg(&self.inner.index);
+            .arg(&bucket.counter)
+            .arg(&bucket.index);
         for write in writes {
-            cmd.arg(self.data_key(write.key().as_bytes()));
+            cmd.arg(bucket.data_key(&self.inner.prefix, write.key().as_bytes()));
         }
         // Keys the batch writes more than once.
         let mut seen = std::collections::HashSet::with_capacity(writes.len());
         let repeated: std::collections::HashSet<&str> = writes
             .iter()
-            .map(Write::key)
+            .map(|w| w.key())
             .filter(|key| !seen.insert(*key))
             .collect();
         for write in writes {
@@ -638,47 +862,103 @@ impl RedisStore {
                 .arg(ttl)
                 .arg(write.key().as_bytes());
         }
-        let mut conn = self.inner.conn.clone();
-        let applied: i64 = match cmd.query_async(&mut conn).await {
-            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                // The server answered that it does not know the script: nothing ran.
-                self.inner
-                    .apply
-                    .load_async(&mut conn)
-                    .await
-                    .map_err(|source| {
-                        StoreError::from_error(RedisFailure {
-                            context: "loading the write script",
-                            source,
-                        })
-                    })?;
-                cmd.query_async(&mut conn)
-                    .await
-                    .map_err(|e| self.write_failure(e))?
-            }
-            result => result.map_err(|e| self.write_failure(e))?,
-        };
-        match applied {
-            1 => Ok(true),
-            0 => Ok(false),
-            other => Err(StoreError::unknown(format!(
-                "redis write: the script answered {other}, neither 1 nor 0"
-            ))),
-        }
+        cmd
     }
 
-    /// Removes from the listing index the keys among `keys` whose session is gone.
-    async fn prune(&self, keys: &[Vec<u8>]) -> Result<u64, StoreError> {
+    /// Sends the apply command, followed by `WAIT` when the store waits for replicas (in
+    /// one pipeline, so on a cluster both go to the bucket's master). The script's answer,
+    /// and `WAIT`'s if sent.
+    async fn send_apply(
+        &self,
+        cmd: redis::Cmd,
+    ) -> Result<(i64, Option<Result<i64, RedisError>>), RedisError> {
+        let mut conn = self.inner.conn.clone();
+        let Some((replicas, timeout)) = self.inner.wait_for_replicas else {
+            return Ok((cmd.query_async(&mut conn).await?, None));
+        };
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd).cmd("WAIT").arg(replicas).arg(
+            u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
+        let mut results: Vec<Result<i64, RedisError>> =
+            pipe.ignore_errors().query_async(&mut conn).await?;
+        if results.len() != 2 {
+            return Err(RedisError::from((
+                ErrorKind::UnexpectedReturnType,
+                "the write and WAIT pipeline did not answer twice",
+            )));
+        }
+        let waited = results.pop().expect("two results");
+        let applied = results.pop().expect("two results")?;
+        Ok((applied, Some(waited)))
+    }
+
+    /// Runs the apply script on the writes of one bucket; `Ok(true)` if applied,
+    /// `Ok(false)` on a failed precondition. An error is [`StoreError::Unknown`] or
+    /// [`StoreError::Timeout`] when the write may have landed, a backend error when it
+    /// certainly did not.
+    async fn run_apply(&self, bucket: &Bucket, writes: &[&Write]) -> Result<bool, StoreError> {
+        let hash = self.inner.apply.get_hash();
+        let sent = match self
+            .send_apply(self.apply_cmd("EVALSHA", hash, bucket, writes))
+            .await
+        {
+            // The server does not know the script (it restarted, or a failover promoted
+            // a replica that never ran it): nothing ran. `EVAL` sends the source along,
+            // which also caches it there.
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.send_apply(self.apply_cmd("EVAL", APPLY_LUA, bucket, writes))
+                    .await
+            }
+            sent => sent,
+        };
+        let (applied, waited) = sent.map_err(|e| self.write_failure(e))?;
+        let applied = match applied {
+            1 => true,
+            0 => false,
+            other => {
+                return Err(StoreError::unknown(format!(
+                    "redis write: the script answered {other}, neither 1 nor 0"
+                )));
+            }
+        };
+        if let (true, Some(waited), Some((replicas, timeout))) =
+            (applied, waited, self.inner.wait_for_replicas)
+        {
+            match waited {
+                Ok(acked) if usize::try_from(acked).is_ok_and(|a| a >= replicas) => {}
+                Ok(acked) => {
+                    return Err(StoreError::unknown(format!(
+                        "redis write: applied on the master, but {acked} of {replicas} \
+                         replicas confirmed it within {timeout:?}: it may be lost on failover"
+                    )));
+                }
+                Err(error) => {
+                    return Err(StoreError::unknown(format!(
+                        "redis write: applied on the master, but WAIT for {replicas} \
+                         replicas failed ({error}): it may be lost on failover"
+                    )));
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Removes from the listing index of `bucket` the keys among `keys` (all of that
+    /// bucket) whose session is gone.
+    async fn prune(&self, bucket: &Bucket, keys: &[&[u8]]) -> Result<u64, StoreError> {
         if keys.is_empty() {
             return Ok(0);
         }
         let mut invocation = self.inner.prune.prepare_invoke();
-        invocation.key(&self.inner.index);
+        invocation.key(&bucket.index);
         for key in keys {
-            invocation.key(self.data_key(key));
+            invocation.key(bucket.data_key(&self.inner.prefix, key));
         }
         for key in keys {
-            invocation.arg(key.as_slice());
+            invocation.arg(*key);
         }
         let mut conn = self.inner.conn.clone();
         invocation
@@ -687,9 +967,25 @@ impl RedisStore {
             .map_err(|e| self.failure("prune index", e))
     }
 
-    /// One page of index entries from `start` (exclusive if `after`) below `end`.
+    /// Prunes `keys` (of any buckets), each bucket's part at once.
+    async fn prune_all(&self, keys: &[&[u8]]) -> Result<u64, StoreError> {
+        let groups = self.by_bucket(keys.iter().copied());
+        let prunes = groups.iter().map(|(bucket, members)| {
+            let keys: Vec<&[u8]> = members.iter().map(|&i| keys[i]).collect();
+            async move { self.prune(&self.inner.buckets[*bucket], &keys).await }
+        });
+        let mut removed = 0;
+        for result in join_all(prunes).await {
+            removed += result?;
+        }
+        Ok(removed)
+    }
+
+    /// One page of a bucket's index entries from `start` (exclusive if `after`) below
+    /// `end`.
     async fn index_page(
         &self,
+        bucket: &Bucket,
         start: &[u8],
         after: bool,
         end: Option<&[u8]>,
@@ -702,7 +998,7 @@ impl RedisStore {
         };
         let mut conn = self.inner.conn.clone();
         redis::cmd("ZRANGEBYLEX")
-            .arg(&self.inner.index)
+            .arg(&bucket.index)
             .arg(min)
             .arg(max)
             .arg("LIMIT")
@@ -711,6 +1007,64 @@ impl RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(|e| self.failure("list", e))
+    }
+
+    /// Up to `limit` index entries from `start` (exclusive if `after`) below `end`, in key
+    /// order, merged over every bucket.
+    ///
+    /// Each round reads a few entries from every bucket at once. Every entry up to the
+    /// smallest last entry of a bucket that answered in full (the bound) is then known,
+    /// so those are emitted in order; the next round starts after the bound. With one
+    /// bucket this is one `ZRANGEBYLEX` of `limit`.
+    async fn merged_index_page(
+        &self,
+        start: &[u8],
+        after: bool,
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let buckets = &self.inner.buckets;
+        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(limit);
+        let (mut start, mut after) = (start.to_vec(), after);
+        while keys.len() < limit {
+            let need = limit - keys.len();
+            // Keys spread evenly over buckets: twice an even share each and a few, so the
+            // bound lands past `need` keys in one round nearly always.
+            let each = if buckets.len() == 1 {
+                need
+            } else {
+                2 * need.div_ceil(buckets.len()) + 8
+            };
+            let pages = join_all(
+                buckets
+                    .iter()
+                    .map(|bucket| self.index_page(bucket, &start, after, end, each)),
+            )
+            .await;
+            let mut round = Vec::new();
+            let mut bound: Option<Vec<u8>> = None;
+            for page in pages {
+                let page = page?;
+                if page.len() >= each {
+                    let last = page.last().expect("a full page").clone();
+                    if bound.as_ref().is_none_or(|b| last < *b) {
+                        bound = Some(last);
+                    }
+                }
+                round.extend(page);
+            }
+            if let Some(bound) = &bound {
+                round.retain(|key| key <= bound);
+            }
+            round.sort_unstable();
+            round.truncate(need);
+            keys.extend(round);
+            match bound {
+                Some(bound) => (start, after) = (bound, true),
+                None => break,
+            }
+        }
+        Ok(keys)
     }
 
     /// Drops the listing-index entries of sessions that expired; returns how many. Reads
@@ -740,18 +1094,82 @@ impl RedisStore {
     /// ```
     pub async fn sweep_expired(&self) -> Result<u64, StoreError> {
         let mut removed = 0;
-        let mut start: Vec<u8> = Vec::new();
-        let mut after = false;
-        loop {
-            let page = self.index_page(&start, after, None, 500).await?;
-            removed += self.prune(&page).await?;
-            match page.last() {
-                Some(last) if page.len() == 500 => {
-                    start = last.clone();
-                    after = true;
+        for bucket in &self.inner.buckets {
+            let mut start: Vec<u8> = Vec::new();
+            let mut after = false;
+            loop {
+                let page = self.index_page(bucket, &start, after, None, 500).await?;
+                let keys: Vec<&[u8]> = page.iter().map(Vec::as_slice).collect();
+                removed += self.prune(bucket, &keys).await?;
+                match page.last() {
+                    Some(last) if page.len() == 500 => {
+                        start = last.clone();
+                        after = true;
+                    }
+                    _ => break,
                 }
-                _ => return Ok(removed),
             }
+        }
+        Ok(removed)
+    }
+
+    /// The live sessions under `prefix` in one bucket, a chunk per script call.
+    async fn count_bucket(&self, bucket: &Bucket, prefix: &[u8]) -> Result<u64, StoreError> {
+        let max = match prefix_end(prefix) {
+            Some(end) => [b"(".as_slice(), &end].concat(),
+            None => b"+".to_vec(),
+        };
+        let data_start = bucket.data_key(&self.inner.prefix, b"");
+        let mut min = [b"[".as_slice(), prefix].concat();
+        let mut total = 0u64;
+        loop {
+            let mut invocation = self.inner.count.prepare_invoke();
+            invocation
+                .key(&bucket.index)
+                .arg(&min)
+                .arg(&max)
+                .arg(&data_start)
+                .arg(COUNT_CHUNK);
+            let mut conn = self.inner.conn.clone();
+            let reply: (u64, Option<Vec<u8>>) = invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| self.failure("count", e))?;
+            total += reply.0;
+            match reply.1 {
+                Some(last) => min = [b"(".as_slice(), &last].concat(),
+                None => return Ok(total),
+            }
+        }
+    }
+
+    /// Applies the writes of one bucket, mapping the outcome to every write.
+    async fn apply_bucket(
+        &self,
+        bucket: &Bucket,
+        writes: &[&Write],
+    ) -> Vec<Result<Outcome, StoreError>> {
+        match self.run_apply(bucket, writes).await {
+            Ok(applied) => {
+                let outcome = if applied {
+                    Outcome::Applied
+                } else {
+                    Outcome::Conflict
+                };
+                writes.iter().map(|_| Ok(outcome)).collect()
+            }
+            Err(error) => writes.iter().map(|_| Err(error.replicate())).collect(),
+        }
+    }
+
+    /// One unconditional write or delete.
+    async fn apply_one(&self, write: Write, what: &str) -> Result<(), StoreError> {
+        let bucket = &self.inner.buckets[self.bucket_of(write.key().as_bytes())];
+        match self.run_apply(bucket, &[&write]).await? {
+            true => Ok(()),
+            false => Err(corrupt(format!(
+                "an unconditional {what} reported a conflict"
+            ))),
         }
     }
 }
@@ -763,7 +1181,11 @@ impl Store for RedisStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::FULL
+        Capabilities {
+            // A batch over several buckets is split per bucket (see `connect_cluster`).
+            atomic_batch: self.inner.buckets.len() == 1,
+            ..Capabilities::FULL
+        }
     }
 
     fn instance(&self) -> usize {
@@ -822,10 +1244,7 @@ impl Store for RedisStore {
             ttl,
             expect: Expect::Any,
         };
-        match self.run_apply(std::slice::from_ref(&write)).await? {
-            true => Ok(()),
-            false => Err(corrupt("an unconditional write reported a conflict")),
-        }
+        self.apply_one(write, "write").await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -833,27 +1252,48 @@ impl Store for RedisStore {
             key: key.to_owned(),
             expect: Expect::Any,
         };
-        match self.run_apply(std::slice::from_ref(&write)).await? {
-            true => Ok(()),
-            false => Err(corrupt("an unconditional delete reported a conflict")),
-        }
+        self.apply_one(write, "delete").await
     }
 
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
         if writes.is_empty() {
             return Vec::new();
         }
-        match self.run_apply(writes).await {
-            Ok(applied) => {
-                let outcome = if applied {
-                    Outcome::Applied
-                } else {
-                    Outcome::Conflict
-                };
-                writes.iter().map(|_| Ok(outcome)).collect()
-            }
-            Err(error) => writes.iter().map(|_| Err(error.replicate())).collect(),
+        let buckets = &self.inner.buckets;
+        if buckets.len() == 1 {
+            let writes: Vec<&Write> = writes.iter().collect();
+            return self.apply_bucket(&buckets[0], &writes).await;
         }
+        // One script per bucket, all at once; each part atomic on its own.
+        let groups = self.by_bucket(writes.iter().map(|w| w.key().as_bytes()));
+        let parts = groups.iter().map(|(bucket, members)| {
+            let part: Vec<&Write> = members.iter().map(|&i| &writes[i]).collect();
+            async move { self.apply_bucket(&buckets[*bucket], &part).await }
+        });
+        let mut results: Vec<Option<Result<Outcome, StoreError>>> =
+            std::iter::repeat_with(|| None).take(writes.len()).collect();
+        for ((_, members), outcomes) in groups.iter().zip(join_all(parts).await) {
+            for (&i, outcome) in members.iter().zip(outcomes) {
+                results[i] = Some(outcome);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(corrupt("a write of the batch got no outcome"))))
+            .collect()
+    }
+
+    /// Counts in the server: each bucket's index entries under `prefix` whose session
+    /// still exists, in chunks of 5000 per script call, every bucket at once.
+    async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
+        let counts = join_all(
+            self.inner
+                .buckets
+                .iter()
+                .map(|bucket| self.count_bucket(bucket, prefix.as_bytes())),
+        )
+        .await;
+        counts.into_iter().sum()
     }
 
     async fn list(
@@ -869,7 +1309,9 @@ impl Store for RedisStore {
             _ => (prefix, false),
         };
         let end = prefix_end(prefix);
-        let keys = self.index_page(start, after, end.as_deref(), limit).await?;
+        let keys = self
+            .merged_index_page(start, after, end.as_deref(), limit)
+            .await?;
         let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
         let records = self.hmget_many(&refs).await?;
         let mut entries = Vec::with_capacity(keys.len());
@@ -886,7 +1328,8 @@ impl Store for RedisStore {
         }
         // Expired sessions leave their index entry behind; drop it while we are here.
         // A failure to do so does not fail the listing.
-        if let Err(error) = self.prune(&gone).await {
+        let gone: Vec<&[u8]> = gone.iter().map(Vec::as_slice).collect();
+        if let Err(error) = self.prune_all(&gone).await {
             tracing::debug!(%error, "redis: could not prune expired index entries");
         }
         let cursor = match keys.last() {
