@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo bench --bench listing                      # 1 000 000 sessions
 //! BENCH_SESSIONS=100000 cargo bench --bench listing
-//! BENCH_STORE=sqlite cargo bench --bench listing   # or redis / postgres (--all-features)
+//! BENCH_STORE=sqlite cargo bench --bench listing   # or redis / redis-cluster / postgres (--all-features)
 //! ```
 //!
 //! With `BENCH_STORE`, the same sessions go to that store (a temporary file, a key prefix
@@ -96,6 +96,9 @@ enum Leftover {
     File(std::path::PathBuf),
     #[cfg(feature = "redis")]
     RedisKeys(String, Vec<String>),
+    /// Node URLs of a cluster and the key prefix (`{tag}prefix...` on every master).
+    #[cfg(feature = "redis")]
+    ClusterKeys(Vec<String>, String),
     #[cfg(feature = "postgres")]
     Table(std::sync::Arc<multisession::stores::PostgresStore>, String),
 }
@@ -125,6 +128,23 @@ async fn remote(kind: &str) -> (multisession::store::StoreRef, Leftover) {
             let keys = vec![format!("{prefix}rev"), format!("{prefix}idx")];
             (StoreRef::new(store), Leftover::RedisKeys(url, keys))
         }
+        #[cfg(feature = "redis")]
+        "redis-cluster" => {
+            let urls: Vec<String> = std::env::var("MULTISESSION_REDIS_CLUSTER_URLS")
+                .unwrap_or_else(|_| {
+                    "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".into()
+                })
+                .split(',')
+                .map(|u| u.trim().to_owned())
+                .collect();
+            let prefix = format!("bench-{unique}:");
+            let config = multisession::stores::RedisConfig::new().key_prefix(prefix.clone());
+            let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+            let store = multisession::stores::RedisStore::connect_cluster(&nodes, config)
+                .await
+                .expect("redis cluster");
+            (StoreRef::new(store), Leftover::ClusterKeys(urls, prefix))
+        }
         #[cfg(feature = "postgres")]
         "postgres" => {
             let url = multisession::testing::stores::postgres_url();
@@ -137,7 +157,9 @@ async fn remote(kind: &str) -> (multisession::store::StoreRef, Leftover) {
             (StoreRef::new(store), Leftover::Table(keep, table))
         }
         other => {
-            panic!("BENCH_STORE={other}: memory, sqlite, redis or postgres (with its feature)")
+            panic!(
+                "BENCH_STORE={other}: memory, sqlite, redis, redis-cluster or postgres (with its feature)"
+            )
         }
     }
 }
@@ -161,6 +183,29 @@ async fn remove(leftover: Leftover) {
                 .query_async(&mut conn)
                 .await
                 .expect("DEL");
+        }
+        #[cfg(feature = "redis")]
+        Leftover::ClusterKeys(urls, prefix) => {
+            // Each master named: its buckets' counters and indexes (and anything left).
+            for url in urls {
+                let client = redis::Client::open(url.as_str()).expect("redis url");
+                let mut conn = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("a cluster node");
+                let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+                    .arg(format!("{{*}}{prefix}*"))
+                    .query_async(&mut conn)
+                    .await
+                    .expect("KEYS");
+                for key in keys {
+                    let _: () = redis::cmd("DEL")
+                        .arg(key)
+                        .query_async(&mut conn)
+                        .await
+                        .expect("DEL");
+                }
+            }
         }
         #[cfg(feature = "postgres")]
         Leftover::Table(store, table) => {

@@ -7,3 +7,8 @@ pub use multisession_runtime::*;
 
 #[doc = include_str!("../docs/guide.md")]
 pub mod guide {}
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[doc = include_str!("../docs/scaling.md")]
+pub mod scaling {}

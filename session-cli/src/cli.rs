@@ -13,6 +13,8 @@ use clap::{Args, Parser, Subcommand};
 Stores:
   sqlite://bot.db              a SQLite file (sqlite:///abs/path/bot.db for an absolute path)
   redis://127.0.0.1:6379/0     a Redis server (with --redis-prefix if the bot set one)
+  redis+cluster://h:7000,h:7001  a Redis Cluster (the bot's RedisStore::connect_cluster,
+                               default 256 buckets), through any of its nodes
   postgres://user@host/db      a PostgreSQL database (with --table if the bot set one)
   memory:sessions.snapshot     a memory store's snapshot file (stop the bot first)
 

@@ -17,11 +17,14 @@ use crate::{cli::StoreArgs, error::CliError};
 pub enum Location {
     Sqlite(PathBuf),
     Redis(String),
+    /// The `redis://HOST:PORT` URLs of some nodes of a Redis Cluster.
+    RedisCluster(Vec<String>),
     Postgres(String),
     Memory(PathBuf),
 }
 
 const FORMS: &str = "use sqlite://PATH, redis://HOST[:PORT][/DB], \
+                     redis+cluster://HOST:PORT[,HOST:PORT...], \
                      postgres://USER@HOST[:PORT]/DB or memory:PATH";
 
 impl Location {
@@ -51,7 +54,21 @@ impl Location {
                 }
                 Ok(Location::Postgres(url.to_owned()))
             }
-            "redis+cluster" => Err(bad("Redis Cluster is not supported yet")),
+            "redis+cluster" => {
+                let nodes = rest
+                    .strip_prefix("//")
+                    .ok_or_else(|| bad("expected redis+cluster://"))?;
+                let nodes: Vec<String> = nodes
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(|n| format!("redis://{n}"))
+                    .collect();
+                if nodes.is_empty() {
+                    return Err(bad("no cluster node"));
+                }
+                Ok(Location::RedisCluster(nodes))
+            }
             other => Err(bad(&format!("unknown scheme `{other}`"))),
         }
     }
@@ -93,8 +110,11 @@ impl Target {
                 "--table applies to sqlite:// and postgres:// stores",
             ));
         }
-        if args.redis_prefix.is_some() && !matches!(location, Location::Redis(_)) {
-            return Err(CliError::usage("--redis-prefix applies to redis:// stores"));
+        let is_redis = matches!(location, Location::Redis(_) | Location::RedisCluster(_));
+        if args.redis_prefix.is_some() && !is_redis {
+            return Err(CliError::usage(
+                "--redis-prefix applies to redis:// and redis+cluster:// stores",
+            ));
         }
         let unreachable = |what: &str, e: StoreError| {
             CliError::store(format!("cannot open {what} store `{url}`: {e}"))
@@ -146,6 +166,20 @@ impl Target {
                     RedisStore::connect_with(redis, config)
                         .await
                         .map_err(|e| unreachable("redis", e))?,
+                )
+            }
+            Location::RedisCluster(nodes) => {
+                let mut config = RedisConfig::new()
+                    .connect_timeout(timeout)
+                    .reconnect_attempts(1);
+                if let Some(prefix) = &args.redis_prefix {
+                    config = config.key_prefix(prefix);
+                }
+                let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+                Backend::Redis(
+                    RedisStore::connect_cluster(&nodes, config)
+                        .await
+                        .map_err(|e| unreachable("redis cluster", e))?,
                 )
             }
             Location::Postgres(pg) => {
@@ -238,6 +272,13 @@ mod tests {
             Location::parse("redis://127.0.0.1:6379/2"),
             Ok(Location::Redis(_))
         ));
+        assert_eq!(
+            Location::parse("redis+cluster://127.0.0.1:7000,127.0.0.1:7001").unwrap(),
+            Location::RedisCluster(vec![
+                "redis://127.0.0.1:7000".into(),
+                "redis://127.0.0.1:7001".into()
+            ])
+        );
         assert!(matches!(
             Location::parse("postgresql://postgres@localhost/test"),
             Ok(Location::Postgres(_))
@@ -248,6 +289,8 @@ mod tests {
             "sqlite://",
             "postgres:x",
             "sqlite::memory:",
+            "redis+cluster://",
+            "redis+cluster:x",
         ] {
             let error = Location::parse(bad).unwrap_err().to_string();
             assert!(error.contains("bad store URL"), "{bad}: {error}");

@@ -276,6 +276,14 @@ fn redis() {
 }
 
 #[test]
+fn redis_cluster() {
+    let Some(backend) = runtime().block_on(Backend::redis_cluster()) else {
+        return;
+    };
+    inspect_and_edit(backend);
+}
+
+#[test]
 fn postgres() {
     let Some(backend) = runtime().block_on(Backend::postgres()) else {
         return;

@@ -55,8 +55,19 @@ pub struct Bot {
 pub enum Backend {
     Memory(PathBuf),
     Sqlite(PathBuf),
-    Redis { url: String, prefix: String },
-    Postgres { url: String, table: String },
+    Redis {
+        url: String,
+        prefix: String,
+    },
+    /// Node URLs (`redis://host:port`) of a Redis Cluster.
+    RedisCluster {
+        urls: Vec<String>,
+        prefix: String,
+    },
+    Postgres {
+        url: String,
+        table: String,
+    },
 }
 
 fn unique() -> String {
@@ -94,6 +105,26 @@ impl Backend {
         }
     }
 
+    /// The shared test cluster (`MULTISESSION_REDIS_CLUSTER_URLS`, default 7000..7002).
+    pub async fn redis_cluster() -> Option<Self> {
+        let urls: Vec<String> = std::env::var("MULTISESSION_REDIS_CLUSTER_URLS")
+            .unwrap_or_else(|_| {
+                "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".into()
+            })
+            .split(',')
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        let backend = Backend::RedisCluster {
+            urls: urls.clone(),
+            prefix: unique_namespace(),
+        };
+        match backend.open().await {
+            Ok(_) => Some(backend),
+            Err(e) => service_unavailable("redis cluster", &urls.join(","), e),
+        }
+    }
+
     pub async fn postgres() -> Option<Self> {
         let url = stores::postgres_url();
         let backend = Backend::Postgres {
@@ -111,6 +142,7 @@ impl Backend {
             Backend::Memory(_) => "memory",
             Backend::Sqlite(_) => "sqlite",
             Backend::Redis { .. } => "redis",
+            Backend::RedisCluster { .. } => "redis-cluster",
             Backend::Postgres { .. } => "postgres",
         }
     }
@@ -132,6 +164,14 @@ impl Backend {
                     .await
                     .map_err(e)?,
             ),
+            Backend::RedisCluster { urls, prefix } => {
+                let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+                StoreRef::new(
+                    RedisStore::connect_cluster(&nodes, RedisConfig::new().key_prefix(prefix))
+                        .await
+                        .map_err(e)?,
+                )
+            }
             Backend::Postgres { url, table } => StoreRef::new(
                 PostgresStore::connect_with(url, PostgresConfig::new().table(table))
                     .await
@@ -148,6 +188,17 @@ impl Backend {
             Backend::Sqlite(path) => args.push(format!("sqlite://{}", path.display())),
             Backend::Redis { url, prefix } => {
                 args.extend([url.clone(), "--redis-prefix".into(), prefix.clone()])
+            }
+            Backend::RedisCluster { urls, prefix } => {
+                let nodes: Vec<&str> = urls
+                    .iter()
+                    .map(|u| u.strip_prefix("redis://").unwrap_or(u))
+                    .collect();
+                args.extend([
+                    format!("redis+cluster://{}", nodes.join(",")),
+                    "--redis-prefix".into(),
+                    prefix.clone(),
+                ])
             }
             Backend::Postgres { url, table } => {
                 args.extend([url.clone(), "--table".into(), table.clone()])
@@ -199,6 +250,26 @@ impl Backend {
                     .arg(format!("{prefix}rev"))
                     .query_async(&mut conn)
                     .await;
+            }
+            Backend::RedisCluster { urls, prefix } => {
+                for url in urls {
+                    let Ok(client) = redis::Client::open(url.as_str()) else {
+                        continue;
+                    };
+                    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                        continue;
+                    };
+                    // `{tag}prefix...`; test prefixes have no glob characters.
+                    let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+                        .arg(format!("{{*}}{prefix}*"))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    for key in keys {
+                        let _: Result<(), _> =
+                            redis::cmd("DEL").arg(key).query_async(&mut conn).await;
+                    }
+                }
             }
             Backend::Postgres { url, table } => {
                 let Ok(store) =

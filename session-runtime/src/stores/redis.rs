@@ -231,8 +231,11 @@ impl RedisConfig {
     /// The prefix of every Redis key the store uses, so several bots (or tests) can share
     /// one database. Any bytes; two stores with the same prefix share their sessions.
     ///
-    /// On a Redis Cluster, wrap the prefix in braces (a hash tag) so every key of the store
-    /// lands in one slot: a batch's script touches several of them at once.
+    /// On a Redis Cluster, use [`RedisStore::connect_cluster`], which spreads the store's
+    /// keys over every master by itself (any prefix works there, braces included). A
+    /// store opened with [`connect_with`](RedisStore::connect_with) on a cluster node
+    /// needs all its keys in one slot: wrap the prefix in braces (a hash tag), which puts
+    /// the whole store on one master.
     ///
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
