@@ -622,6 +622,37 @@ pub trait Store: Send + Sync + 'static {
         }
         out
     }
+
+    /// [`apply`](Store::apply), and for each applied put the revision it was stored at,
+    /// when the store knows it (`None` otherwise, and for deletes and conflicts). A cache
+    /// in front of the store ([`CachedStore`](crate::stores::CachedStore)) keeps what it
+    /// wrote only when it learns the revision: the next compare-and-set needs it.
+    ///
+    /// The default is [`apply`](Store::apply) with no revisions; the memory and Redis
+    /// stores return them.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::{store::{Expect, Outcome, Store, Write}, stores::MemoryStore};
+    ///
+    /// let store = MemoryStore::new();
+    /// let put = Write::Put { key: "count:1".into(), value: b"1".to_vec(), ttl: None, expect: Expect::Absent };
+    /// let results = store.apply_with_revisions(&[put]).await;
+    /// let (outcome, revision) = results.into_iter().next().unwrap()?;
+    /// assert_eq!(outcome, Outcome::Applied);
+    /// assert_eq!(revision, Some(store.read("count:1").await?.unwrap().revision));
+    /// # Ok(()) }
+    /// ```
+    async fn apply_with_revisions(
+        &self,
+        writes: &[Write],
+    ) -> Vec<Result<(Outcome, Option<u64>), StoreError>> {
+        self.apply(writes)
+            .await
+            .into_iter()
+            .map(|result| result.map(|outcome| (outcome, None)))
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -660,6 +691,12 @@ impl<T: Store + ?Sized> Store for Arc<T> {
     }
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
         (**self).apply(writes).await
+    }
+    async fn apply_with_revisions(
+        &self,
+        writes: &[Write],
+    ) -> Vec<Result<(Outcome, Option<u64>), StoreError>> {
+        (**self).apply_with_revisions(writes).await
     }
     async fn list(
         &self,

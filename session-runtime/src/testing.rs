@@ -245,6 +245,7 @@ macro_rules! conformance_tests {
             expired_values_read_as_missing,
             reads_with_ttl_give_the_remaining_ttl,
             concurrent_creates_of_one_key_have_one_winner,
+            applied_revisions_are_the_stored_ones,
         );
     };
 }
@@ -284,6 +285,30 @@ impl Namespaced {
             }
         }
     }
+
+    /// `writes` with every key under the namespace.
+    fn keyed(&self, writes: &[Write]) -> Vec<Write> {
+        writes
+            .iter()
+            .map(|w| match w {
+                Write::Put {
+                    key,
+                    value,
+                    ttl,
+                    expect,
+                } => Write::Put {
+                    key: self.key(key),
+                    value: value.clone(),
+                    ttl: *ttl,
+                    expect: *expect,
+                },
+                Write::Delete { key, expect } => Write::Delete {
+                    key: self.key(key),
+                    expect: *expect,
+                },
+            })
+            .collect()
+    }
 }
 
 #[async_trait::async_trait]
@@ -320,27 +345,16 @@ impl Store for Namespaced {
         self.inner.as_dyn().delete(&self.key(key)).await
     }
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
-        let writes: Vec<Write> = writes
-            .iter()
-            .map(|w| match w {
-                Write::Put {
-                    key,
-                    value,
-                    ttl,
-                    expect,
-                } => Write::Put {
-                    key: self.key(key),
-                    value: value.clone(),
-                    ttl: *ttl,
-                    expect: *expect,
-                },
-                Write::Delete { key, expect } => Write::Delete {
-                    key: self.key(key),
-                    expect: *expect,
-                },
-            })
-            .collect();
-        self.inner.as_dyn().apply(&writes).await
+        self.inner.as_dyn().apply(&self.keyed(writes)).await
+    }
+    async fn apply_with_revisions(
+        &self,
+        writes: &[Write],
+    ) -> Vec<Result<(Outcome, Option<u64>), StoreError>> {
+        self.inner
+            .as_dyn()
+            .apply_with_revisions(&self.keyed(writes))
+            .await
     }
     async fn list(
         &self,
@@ -1188,6 +1202,58 @@ pub mod cases {
             );
         }
         cleanup(store, &[timed, forever, short, copy]).await;
+    }
+
+    /// [`Store::apply_with_revisions`] says the revision each applied put was stored at,
+    /// or nothing: never a wrong one (a cache would compare-and-set on it).
+    pub async fn applied_revisions_are_the_stored_ones(store: &StoreRef, ns: &str) {
+        let store = store.as_dyn();
+        let (a, b) = (format!("{ns}rev:a"), format!("{ns}rev:b"));
+        let batch = [
+            put(&a, b"1", Expect::Absent),
+            put(&b, b"2", Expect::Any),
+            Write::Delete {
+                key: format!("{ns}rev:missing"),
+                expect: Expect::Any,
+            },
+        ];
+        let results = store.apply_with_revisions(&batch).await;
+        assert_eq!(results.len(), 3);
+        for (key, result) in [&a, &b].into_iter().zip(&results) {
+            let (outcome, revision) = result.as_ref().expect("apply");
+            assert_eq!(*outcome, Outcome::Applied);
+            if let Some(revision) = revision {
+                let stored = store.read(key).await.expect("read").expect("stored");
+                assert_eq!(stored.revision, *revision, "{key}");
+            }
+        }
+        assert!(
+            matches!(results[2], Ok((Outcome::Applied, None))),
+            "{:?}",
+            results[2]
+        );
+        // A compare-and-set on the returned revision succeeds (when there is one).
+        if let Ok((_, Some(revision))) = &results[0] {
+            let next = store
+                .apply_with_revisions(&[put(&a, b"3", Expect::Revision(*revision))])
+                .await;
+            let (outcome, newer) = next.into_iter().next().unwrap().expect("apply");
+            assert_eq!(outcome, Outcome::Applied);
+            if let Some(newer) = newer {
+                assert_ne!(newer, *revision);
+                assert_eq!(store.read(&a).await.unwrap().unwrap().revision, newer);
+            }
+        }
+        // A conflict gives no revision.
+        let conflict = store
+            .apply_with_revisions(&[put(&a, b"4", Expect::Absent)])
+            .await;
+        assert!(
+            matches!(conflict[..], [Ok((Outcome::Conflict, None))])
+                || !store.capabilities().conditional,
+            "{conflict:?}"
+        );
+        cleanup(store, &[a, b]).await;
     }
 
     /// Many tasks creating one absent key at once: exactly one wins, the others conflict

@@ -306,6 +306,17 @@ impl Store for CountingStore {
     }
 
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
+        self.apply_with_revisions(writes)
+            .await
+            .into_iter()
+            .map(|result| result.map(|(outcome, _)| outcome))
+            .collect()
+    }
+
+    async fn apply_with_revisions(
+        &self,
+        writes: &[Write],
+    ) -> Vec<Result<(Outcome, Option<u64>), StoreError>> {
         let deletes = writes
             .iter()
             .filter(|w| matches!(w, Write::Delete { .. }))
@@ -313,10 +324,10 @@ impl Store for CountingStore {
         Self::add(&self.counters.writes, writes.len() - deletes);
         Self::add(&self.counters.deletes, deletes);
         Self::add(&self.counters.write_calls, 1);
-        let results = self.inner.as_dyn().apply(writes).await;
+        let results = self.inner.as_dyn().apply_with_revisions(writes).await;
         let conflicts = results
             .iter()
-            .filter(|r| matches!(r, Ok(Outcome::Conflict)))
+            .filter(|r| matches!(r, Ok((Outcome::Conflict, _))))
             .count();
         Self::add(&self.counters.conflicts, conflicts);
         results

@@ -548,13 +548,65 @@ impl MemoryStore {
         map.get(key).filter(|e| e.live(now)).map(|e| e.revision)
     }
 
-    fn put(&self, map: &mut Table, key: &str, value: &[u8], ttl: Option<Duration>, now: Instant) {
+    /// Stores `value` under `key`; the revision it got.
+    fn put(
+        &self,
+        map: &mut Table,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        now: Instant,
+    ) -> u64 {
+        let revision = self.next_revision();
         let entry = Entry {
             value: value.into(),
-            revision: self.next_revision(),
+            revision,
             expires_at: ttl.or(self.inner.default_ttl).map(|ttl| now + ttl),
         };
         map.insert(key, entry);
+        revision
+    }
+
+    /// [`Store::apply`], with the revision of each put when applied.
+    fn apply_inner(&self, writes: &[Write]) -> Vec<Result<(Outcome, Option<u64>), StoreError>> {
+        let mut map = match self.lock() {
+            Ok(map) => map,
+            Err(_) => {
+                return writes
+                    .iter()
+                    .map(|_| Err(StoreError::backend("memory store mutex poisoned")))
+                    .collect();
+            }
+        };
+        let now = Instant::now();
+        // All or nothing: check every precondition first.
+        let all_met = writes.iter().all(|w| {
+            w.expect()
+                .is_met_by(Self::current_revision(&map, w.key(), now))
+        });
+        if !all_met {
+            return writes
+                .iter()
+                .map(|_| Ok((Outcome::Conflict, None)))
+                .collect();
+        }
+        writes
+            .iter()
+            .map(|write| {
+                Ok(match write {
+                    Write::Put {
+                        key, value, ttl, ..
+                    } => {
+                        let revision = self.put(&mut map, key, value, *ttl, now);
+                        (Outcome::Applied, Some(revision))
+                    }
+                    Write::Delete { key, .. } => {
+                        map.remove(key);
+                        (Outcome::Applied, None)
+                    }
+                })
+            })
+            .collect()
     }
 }
 
@@ -596,7 +648,7 @@ impl Store for MemoryStore {
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
         let mut map = self.lock()?;
-        self.put(&mut map, key, value, ttl, Instant::now());
+        let _ = self.put(&mut map, key, value, ttl, Instant::now());
         Ok(())
     }
 
@@ -714,35 +766,23 @@ impl Store for MemoryStore {
     }
 
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
-        let mut map = match self.lock() {
-            Ok(map) => map,
-            Err(_) => {
-                return writes
-                    .iter()
-                    .map(|_| Err(StoreError::backend("memory store mutex poisoned")))
-                    .collect();
-            }
-        };
-        let now = Instant::now();
-        // All or nothing: check every precondition first.
-        let all_met = writes.iter().all(|w| {
-            w.expect()
-                .is_met_by(Self::current_revision(&map, w.key(), now))
-        });
-        if !all_met {
-            return writes.iter().map(|_| Ok(Outcome::Conflict)).collect();
-        }
-        for write in writes {
-            match write {
-                Write::Put {
-                    key, value, ttl, ..
-                } => self.put(&mut map, key, value, *ttl, now),
-                Write::Delete { key, .. } => {
-                    map.remove(key);
-                }
-            }
-        }
-        writes.iter().map(|_| Ok(Outcome::Applied)).collect()
+        self.apply_inner(writes)
+            .into_iter()
+            .map(|result| result.map(|(outcome, _)| outcome))
+            .collect()
+    }
+
+    async fn apply_with_revisions(
+        &self,
+        writes: &[Write],
+    ) -> Vec<Result<(Outcome, Option<u64>), StoreError>> {
+        // With a default TTL, a value expires on a schedule the writer does not name:
+        // no revision, so no cache keeps it past its expiry.
+        let known = self.inner.default_ttl.is_none();
+        self.apply_inner(writes)
+            .into_iter()
+            .map(|result| result.map(|(outcome, revision)| (outcome, revision.filter(|_| known))))
+            .collect()
     }
 }
 

@@ -29,6 +29,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "cache")]
+mod cache;
 mod counting;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -42,6 +44,9 @@ mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sweeper;
 
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+pub use cache::{CacheStats, CachedStore};
 pub use counting::{CountingStore, Counts};
 pub use memory::{MemoryOptions, MemoryStore};
 #[cfg(feature = "postgres")]

@@ -40,7 +40,8 @@ use crate::store::{
 /// ARGV: per write, six values: op (`P` put, `U` put in place: a compare-and-set put of a
 /// key written once in the batch, `D` delete), expect (`A` any, `N` absent, `R` revision),
 /// the expected revision, the value, the TTL in ms (`0`: none), then the plain key
-/// (for the index). Returns 1 when applied, 0 on a failed precondition.
+/// (for the index). Returns, when applied, an array: 1, then per write the revision it
+/// stored (0 for a delete); 0 on a failed precondition.
 ///
 /// Redis does not roll a script back: an error after its first write leaves the writes
 /// before it in place. So the first loop checks everything a write could fail on (the
@@ -105,11 +106,13 @@ local function write(...)
   wrote = true
   return reply
 end
+local revisions = {1}
 for i = 1, n do
   local a = (i - 1) * 6
   local key = KEYS[i + 2]
   if ARGV[a + 1] == 'U' then
     local revision = write('INCR', KEYS[1])
+    revisions[i + 1] = revision
     write('HSET', key, 'v', ARGV[a + 4], 'r', revision)
     if ARGV[a + 5] ~= '0' then
       write('PEXPIRE', key, ARGV[a + 5])
@@ -118,16 +121,18 @@ for i = 1, n do
     end
   elseif ARGV[a + 1] == 'P' then
     local revision = write('INCR', KEYS[1])
+    revisions[i + 1] = revision
     write('DEL', key)
     write('HSET', key, 'v', ARGV[a + 4], 'r', revision)
     if ARGV[a + 5] ~= '0' then write('PEXPIRE', key, ARGV[a + 5]) end
     write('ZADD', KEYS[2], 0, ARGV[a + 6])
   else
+    revisions[i + 1] = 0
     write('DEL', key)
     write('ZREM', KEYS[2], ARGV[a + 6])
   end
 end
-return 1
+return revisions
 ";
 
 /// The error code the apply script gives a write that failed after others of its batch
@@ -526,6 +531,27 @@ fn certainly_not_written(error: &RedisError) -> bool {
     )
 }
 
+/// The apply script's answer for `n` writes: their revisions if applied, `None` on a
+/// failed precondition. Anything else: the script ran, so its outcome is unknown.
+fn parse_apply_reply(reply: redis::Value, n: usize) -> Result<Option<Vec<u64>>, StoreError> {
+    use redis::Value;
+    let unknown =
+        |what: String| StoreError::unknown(format!("redis write: the script answered {what}"));
+    match reply {
+        Value::Int(0) => Ok(None),
+        Value::Array(items) if items.len() == n + 1 && items[0] == Value::Int(1) => items[1..]
+            .iter()
+            .map(|item| match item {
+                Value::Int(revision) => u64::try_from(*revision)
+                    .map_err(|_| unknown(format!("a negative revision {revision}"))),
+                other => Err(unknown(format!("{other:?} where a revision belongs"))),
+            })
+            .collect::<Result<Vec<u64>, _>>()
+            .map(Some),
+        other => Err(unknown(format!("{other:?}, not 0 or 1 and {n} revisions"))),
+    }
+}
+
 /// What `HMGET key v r` returned, as a record.
 fn record(value: Option<Vec<u8>>, revision: Option<String>) -> Result<Option<Record>, StoreError> {
     match (value, revision) {
@@ -874,7 +900,7 @@ impl RedisStore {
     async fn send_apply(
         &self,
         cmd: redis::Cmd,
-    ) -> Result<(i64, Option<Result<i64, RedisError>>), RedisError> {
+    ) -> Result<(redis::Value, Option<Result<i64, RedisError>>), RedisError> {
         let mut conn = self.inner.conn.clone();
         let Some((replicas, timeout)) = self.inner.wait_for_replicas else {
             return Ok((cmd.query_async(&mut conn).await?, None));
@@ -885,7 +911,7 @@ impl RedisStore {
                 .unwrap_or(u64::MAX)
                 .max(1),
         );
-        let mut results: Vec<Result<i64, RedisError>> =
+        let mut results: Vec<Result<redis::Value, RedisError>> =
             pipe.ignore_errors().query_async(&mut conn).await?;
         if results.len() != 2 {
             return Err(RedisError::from((
@@ -893,16 +919,23 @@ impl RedisStore {
                 "the write and WAIT pipeline did not answer twice",
             )));
         }
-        let waited = results.pop().expect("two results");
+        let waited = results
+            .pop()
+            .expect("two results")
+            .and_then(|v| redis::from_redis_value::<i64>(v).map_err(RedisError::from));
         let applied = results.pop().expect("two results")?;
         Ok((applied, Some(waited)))
     }
 
-    /// Runs the apply script on the writes of one bucket; `Ok(true)` if applied,
-    /// `Ok(false)` on a failed precondition. An error is [`StoreError::Unknown`] or
+    /// Runs the apply script on the writes of one bucket; the revision of each write
+    /// (0 for a delete) if applied, `None` on a failed precondition. An error is [`StoreError::Unknown`] or
     /// [`StoreError::Timeout`] when the write may have landed, a backend error when it
     /// certainly did not.
-    async fn run_apply(&self, bucket: &Bucket, writes: &[&Write]) -> Result<bool, StoreError> {
+    async fn run_apply(
+        &self,
+        bucket: &Bucket,
+        writes: &[&Write],
+    ) -> Result<Option<Vec<u64>>, StoreError> {
         let hash = self.inner.apply.get_hash();
         let sent = match self
             .send_apply(self.apply_cmd("EVALSHA", hash, bucket, writes))
@@ -917,18 +950,10 @@ impl RedisStore {
             }
             sent => sent,
         };
-        let (applied, waited) = sent.map_err(|e| self.write_failure(e))?;
-        let applied = match applied {
-            1 => true,
-            0 => false,
-            other => {
-                return Err(StoreError::unknown(format!(
-                    "redis write: the script answered {other}, neither 1 nor 0"
-                )));
-            }
-        };
-        if let (true, Some(waited), Some((replicas, timeout))) =
-            (applied, waited, self.inner.wait_for_replicas)
+        let (reply, waited) = sent.map_err(|e| self.write_failure(e))?;
+        let revisions = parse_apply_reply(reply, writes.len())?;
+        if let (Some(_), Some(waited), Some((replicas, timeout))) =
+            (&revisions, waited, self.inner.wait_for_replicas)
         {
             match waited {
                 Ok(acked) if usize::try_from(acked).is_ok_and(|a| a >= replicas) => {}
@@ -946,7 +971,7 @@ impl RedisStore {
                 }
             }
         }
-        Ok(applied)
+        Ok(revisions)
     }
 
     /// Removes from the listing index of `bucket` the keys among `keys` (all of that
@@ -1146,31 +1171,66 @@ impl RedisStore {
         }
     }
 
-    /// Applies the writes of one bucket, mapping the outcome to every write.
+    /// Applies the writes of one bucket: the outcome of every write, with the revision of
+    /// each applied put.
     async fn apply_bucket(
         &self,
         bucket: &Bucket,
         writes: &[&Write],
-    ) -> Vec<Result<Outcome, StoreError>> {
+    ) -> Vec<Result<(Outcome, Option<u64>), StoreError>> {
         match self.run_apply(bucket, writes).await {
-            Ok(applied) => {
-                let outcome = if applied {
-                    Outcome::Applied
-                } else {
-                    Outcome::Conflict
-                };
-                writes.iter().map(|_| Ok(outcome)).collect()
-            }
+            Ok(Some(revisions)) => writes
+                .iter()
+                .zip(revisions)
+                .map(|(write, revision)| {
+                    let put = matches!(write, Write::Put { .. });
+                    Ok((Outcome::Applied, put.then_some(revision)))
+                })
+                .collect(),
+            Ok(None) => writes
+                .iter()
+                .map(|_| Ok((Outcome::Conflict, None)))
+                .collect(),
             Err(error) => writes.iter().map(|_| Err(error.replicate())).collect(),
         }
+    }
+
+    /// Every write's outcome and revision, each bucket's part at once.
+    async fn apply_all(&self, writes: &[Write]) -> Vec<Result<(Outcome, Option<u64>), StoreError>> {
+        if writes.is_empty() {
+            return Vec::new();
+        }
+        let buckets = &self.inner.buckets;
+        if buckets.len() == 1 {
+            let writes: Vec<&Write> = writes.iter().collect();
+            return self.apply_bucket(&buckets[0], &writes).await;
+        }
+        // One script per bucket, all at once; each part atomic on its own.
+        let groups = self.by_bucket(writes.iter().map(|w| w.key().as_bytes()));
+        let parts = groups.iter().map(|(bucket, members)| {
+            let part: Vec<&Write> = members.iter().map(|&i| &writes[i]).collect();
+            async move { self.apply_bucket(&buckets[*bucket], &part).await }
+        });
+        type Revised = Result<(Outcome, Option<u64>), StoreError>;
+        let mut results: Vec<Option<Revised>> =
+            std::iter::repeat_with(|| None).take(writes.len()).collect();
+        for ((_, members), outcomes) in groups.iter().zip(join_all(parts).await) {
+            for (&i, outcome) in members.iter().zip(outcomes) {
+                results[i] = Some(outcome);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(corrupt("a write of the batch got no outcome"))))
+            .collect()
     }
 
     /// One unconditional write or delete.
     async fn apply_one(&self, write: Write, what: &str) -> Result<(), StoreError> {
         let bucket = &self.inner.buckets[self.bucket_of(write.key().as_bytes())];
         match self.run_apply(bucket, &[&write]).await? {
-            true => Ok(()),
-            false => Err(corrupt(format!(
+            Some(_) => Ok(()),
+            None => Err(corrupt(format!(
                 "an unconditional {what} reported a conflict"
             ))),
         }
@@ -1259,31 +1319,18 @@ impl Store for RedisStore {
     }
 
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
-        if writes.is_empty() {
-            return Vec::new();
-        }
-        let buckets = &self.inner.buckets;
-        if buckets.len() == 1 {
-            let writes: Vec<&Write> = writes.iter().collect();
-            return self.apply_bucket(&buckets[0], &writes).await;
-        }
-        // One script per bucket, all at once; each part atomic on its own.
-        let groups = self.by_bucket(writes.iter().map(|w| w.key().as_bytes()));
-        let parts = groups.iter().map(|(bucket, members)| {
-            let part: Vec<&Write> = members.iter().map(|&i| &writes[i]).collect();
-            async move { self.apply_bucket(&buckets[*bucket], &part).await }
-        });
-        let mut results: Vec<Option<Result<Outcome, StoreError>>> =
-            std::iter::repeat_with(|| None).take(writes.len()).collect();
-        for ((_, members), outcomes) in groups.iter().zip(join_all(parts).await) {
-            for (&i, outcome) in members.iter().zip(outcomes) {
-                results[i] = Some(outcome);
-            }
-        }
-        results
+        self.apply_all(writes)
+            .await
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(corrupt("a write of the batch got no outcome"))))
+            .map(|result| result.map(|(outcome, _)| outcome))
             .collect()
+    }
+
+    async fn apply_with_revisions(
+        &self,
+        writes: &[Write],
+    ) -> Vec<Result<(Outcome, Option<u64>), StoreError>> {
+        self.apply_all(writes).await
     }
 
     /// Counts in the server: each bucket's index entries under `prefix` whose session

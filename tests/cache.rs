@@ -1,0 +1,227 @@
+//! `CachedStore`: the conformance suite through the cache (memory, Redis, a Redis Cluster),
+//! round trips saved, and two "processes" (two caches over one store) that never lose an
+//! update and see each other's writes within the staleness bound.
+//!
+//! The Redis cases need a server (`MULTISESSION_REDIS_URL`) and the cluster ones a cluster
+//! (`MULTISESSION_REDIS_CLUSTER_URLS`); without them they skip visibly, or fail under
+//! `MULTISESSION_REQUIRE_SERVICES=1`.
+#![cfg(feature = "cache")]
+
+use std::time::Duration;
+
+use multisession::{
+    ChatContext, Error, MultiSession,
+    store::{Store, StoreRef},
+    stores::{CachedStore, CountingStore, MemoryStore},
+};
+
+mod memory {
+    use super::*;
+
+    async fn make() -> Option<StoreRef> {
+        Some(StoreRef::new(CachedStore::new(MemoryStore::new(), 10_000)))
+    }
+
+    multisession::conformance_tests!(make);
+}
+
+mod memory_unbounded {
+    use super::*;
+
+    async fn make() -> Option<StoreRef> {
+        Some(StoreRef::new(
+            CachedStore::new(MemoryStore::new(), 10_000).max_staleness(None),
+        ))
+    }
+
+    multisession::conformance_tests!(make);
+}
+
+#[cfg(feature = "redis")]
+mod redis {
+    use super::*;
+    use multisession::stores::{RedisConfig, RedisStore};
+
+    async fn make() -> Option<StoreRef> {
+        let url = multisession::testing::stores::redis_url();
+        let config = RedisConfig::new().key_prefix("multisession-test:");
+        match RedisStore::connect_with(&url, config).await {
+            Ok(store) => Some(StoreRef::new(CachedStore::new(store, 10_000))),
+            Err(e) => multisession::testing::service_unavailable("redis", &url, e),
+        }
+    }
+
+    multisession::conformance_tests!(make);
+}
+
+#[cfg(feature = "redis")]
+mod redis_cluster {
+    use super::*;
+    use multisession::stores::{RedisConfig, RedisStore};
+
+    async fn make() -> Option<StoreRef> {
+        let urls: Vec<String> = std::env::var("MULTISESSION_REDIS_CLUSTER_URLS")
+            .unwrap_or_else(|_| {
+                "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".into()
+            })
+            .split(',')
+            .map(|u| u.trim().to_owned())
+            .collect();
+        let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+        let config = RedisConfig::new().key_prefix("multisession-cluster-test:");
+        match RedisStore::connect_cluster(&nodes, config).await {
+            Ok(store) => Some(StoreRef::new(CachedStore::new(store, 10_000))),
+            Err(e) => {
+                multisession::testing::service_unavailable("redis cluster", &urls.join(","), e)
+            }
+        }
+    }
+
+    multisession::conformance_tests!(make);
+}
+
+#[derive(MultiSession)]
+struct Bot {
+    count: u64,
+    #[session(key = multisession::keys::user)]
+    seen: u64,
+}
+
+async fn bump(sessions: &multisession::Sessions<Bot>, chat: i64, user: i64) -> Result<(), Error> {
+    sessions
+        .run(&ChatContext::new(chat).with_user(user), async |s| {
+            *s.count().await? += 1;
+            *s.seen().await? += 1;
+            Ok::<_, Error>(())
+        })
+        .await
+}
+
+#[tokio::test]
+async fn repeated_updates_of_a_key_read_it_once() {
+    let remote = CountingStore::new(MemoryStore::new());
+    let cached = CachedStore::new(remote.clone(), 1000).max_staleness(None);
+    let sessions = Bot::builder().default_store(cached.clone()).build();
+    for _ in 0..10 {
+        bump(&sessions, 1, 7).await.expect("update");
+    }
+    let counts = remote.counts();
+    // Two fragments: each read once (the first update), written every time.
+    assert_eq!(counts.reads, 2, "{counts:?}");
+    assert_eq!(counts.writes, 20, "{counts:?}");
+    assert_eq!(cached.stats().hits, 18);
+    let state = sessions
+        .load(&ChatContext::new(1).with_user(7))
+        .await
+        .expect("load");
+    assert_eq!((state.count, state.seen), (10, 10));
+}
+
+/// Two processes, each with its own cache over one store, share the per-user fragment:
+/// every stale entry costs a conflict and a re-run, never an increment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_caches_over_one_store_lose_no_update() {
+    let shared = MemoryStore::new();
+    let a = CachedStore::new(shared.clone(), 1000).max_staleness(None);
+    let b = CachedStore::new(shared.clone(), 1000).max_staleness(None);
+    let process_a = Bot::builder().default_store(a.clone()).build();
+    let process_b = Bot::builder().default_store(b.clone()).build();
+    const N: u64 = 300;
+    let run = |sessions: multisession::Sessions<Bot>, chat: i64| async move {
+        for _ in 0..N {
+            // The same user writes from chats handled by both processes.
+            bump(&sessions, chat, 99).await.expect("update");
+        }
+    };
+    let (ra, rb) = tokio::join!(
+        tokio::spawn(run(process_a.clone(), 1)),
+        tokio::spawn(run(process_b.clone(), 2))
+    );
+    ra.expect("a");
+    rb.expect("b");
+    let direct = Bot::builder().default_store(shared).build();
+    // A loaded session holds its keys until dropped: one at a time.
+    let (one, seen) = {
+        let one = direct
+            .load(&ChatContext::new(1).with_user(99))
+            .await
+            .unwrap();
+        (one.count, one.seen)
+    };
+    let two = direct
+        .load(&ChatContext::new(2).with_user(99))
+        .await
+        .unwrap()
+        .count;
+    assert_eq!((one, two), (N, N));
+    assert_eq!(
+        seen,
+        2 * N,
+        "per-user increments were lost between the two caches"
+    );
+    let stale = a.stats().evicted_on_conflict + b.stats().evicted_on_conflict;
+    println!(
+        "two caches, {N} updates each on a shared user: stale entries met {stale}, hits a={} b={}",
+        a.stats().hits,
+        b.stats().hits
+    );
+    assert!(stale > 0, "the caches never met each other's writes");
+}
+
+/// A read-only access sees another process's write once the staleness bound has passed.
+#[tokio::test]
+async fn read_only_staleness_is_bounded() {
+    let shared = MemoryStore::new();
+    let bound = Duration::from_millis(100);
+    let reader = CachedStore::new(shared.clone(), 100).max_staleness(Some(bound));
+    shared.write("count:1", b"1", None).await.unwrap();
+    assert_eq!(reader.read("count:1").await.unwrap().unwrap().value, b"1");
+    shared.write("count:1", b"2", None).await.unwrap();
+    // Within the bound the cache may answer with the old value...
+    let early = reader.read("count:1").await.unwrap().unwrap().value;
+    assert!(early == b"1" || early == b"2");
+    tokio::time::sleep(bound + Duration::from_millis(20)).await;
+    // ...past it, never.
+    assert_eq!(reader.read("count:1").await.unwrap().unwrap().value, b"2");
+    // Without a bound the old value stays until a write through this cache.
+    let unbounded = CachedStore::new(shared.clone(), 100).max_staleness(None);
+    assert_eq!(
+        unbounded.read("count:1").await.unwrap().unwrap().value,
+        b"2"
+    );
+    shared.write("count:1", b"3", None).await.unwrap();
+    assert_eq!(
+        unbounded.read("count:1").await.unwrap().unwrap().value,
+        b"2"
+    );
+}
+
+#[tokio::test]
+async fn expired_values_are_never_served_from_the_cache() {
+    let store = MemoryStore::new();
+    let cached = CachedStore::new(store.clone(), 100).max_staleness(None);
+    let put = multisession::store::Write::Put {
+        key: "quiz:1".into(),
+        value: b"q".to_vec(),
+        ttl: Some(Duration::from_millis(50)),
+        expect: multisession::store::Expect::Absent,
+    };
+    cached
+        .apply(&[put])
+        .await
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(cached.read("quiz:1").await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(cached.read("quiz:1").await.unwrap().is_none());
+    // Learnt by a read, with its TTL.
+    store
+        .write("quiz:2", b"q", Some(Duration::from_millis(50)))
+        .await
+        .unwrap();
+    assert!(cached.read("quiz:2").await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(cached.read("quiz:2").await.unwrap().is_none());
+}
