@@ -1,4 +1,5 @@
-//! `CachedStore`: the conformance suite through the cache (memory, Redis, a Redis Cluster),
+//! `CachedStore`: the conformance suite through the cache (memory, Redis, a Redis Cluster,
+//! PostgreSQL),
 //! round trips saved, and two "processes" (two caches over one store) that never lose an
 //! update and see each other's writes within the staleness bound.
 //!
@@ -74,6 +75,24 @@ mod redis_cluster {
             Err(e) => {
                 multisession::testing::service_unavailable("redis cluster", &urls.join(","), e)
             }
+        }
+    }
+
+    multisession::conformance_tests!(make);
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use multisession::stores::{PostgresConfig, PostgresStore};
+
+    /// One table for every run (each case uses its own keys and removes them).
+    async fn make() -> Option<StoreRef> {
+        let url = multisession::testing::stores::postgres_url();
+        let config = PostgresConfig::new().table("multisession_cache_conformance");
+        match PostgresStore::connect_with(&url, config).await {
+            Ok(store) => Some(StoreRef::new(CachedStore::new(store, 10_000))),
+            Err(e) => multisession::testing::service_unavailable("postgresql", &url, e),
         }
     }
 

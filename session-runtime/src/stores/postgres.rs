@@ -326,6 +326,8 @@ impl Sql {
              ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, \
              revision = EXCLUDED.revision, expires_at = EXCLUDED.expires_at"
         );
+        // Puts say the revision they stored (for `Store::apply_with_revisions`).
+        const RETURNING: &str = " RETURNING revision";
         Sql {
             read: format!("SELECT value, revision FROM {table} WHERE key = $1 AND {LIVE}"),
             read_with_ttl: format!(
@@ -337,12 +339,12 @@ impl Sql {
                 "SELECT key, value, revision FROM {table} WHERE key = ANY($1::bytea[]) AND {LIVE}"
             ),
             insert_absent: format!(
-                "{insert} WHERE cur.expires_at IS NOT NULL AND cur.expires_at <= now()"
+                "{insert} WHERE cur.expires_at IS NOT NULL AND cur.expires_at <= now(){RETURNING}"
             ),
-            upsert: insert,
+            upsert: format!("{insert}{RETURNING}"),
             update_if: format!(
                 "UPDATE {table} SET value = $2, revision = {revision}, expires_at = {expires} \
-                 WHERE key = $1 AND revision = $4 AND {LIVE}"
+                 WHERE key = $1 AND revision = $4 AND {LIVE}{RETURNING}"
             ),
             delete: format!("DELETE FROM {table} WHERE key = $1"),
             delete_if: format!("DELETE FROM {table} WHERE key = $1 AND revision = $2 AND {LIVE}"),
@@ -657,36 +659,42 @@ impl Step<'_> {
         }
     }
 
-    /// Runs the statement; `Ok(true)` if its precondition held.
+    /// Runs the statement; `Ok(None)` if its precondition failed, else the revision a
+    /// put stored (`Some(None)` for deletes and checks).
     async fn run(
         &self,
         client: &tokio_postgres::Client,
         statement: &Statement,
         key: &[u8],
-    ) -> Result<bool, tokio_postgres::Error> {
+    ) -> Result<Option<Option<i64>>, tokio_postgres::Error> {
+        let stored = |row: Option<tokio_postgres::Row>| match row {
+            Some(row) => row.try_get::<_, i64>(0).map(|r| Some(Some(r))),
+            None => Ok(None),
+        };
+        let met = |held: bool| if held { Some(None) } else { None };
         match self {
             Step::Upsert(value, ttl) => client
-                .execute(statement, &[&key, value, ttl])
+                .query_opt(statement, &[&key, value, ttl])
                 .await
-                .map(|_| true),
+                .and_then(stored),
             Step::InsertAbsent(value, ttl) => client
-                .execute(statement, &[&key, value, ttl])
+                .query_opt(statement, &[&key, value, ttl])
                 .await
-                .map(|n| n == 1),
+                .and_then(stored),
             Step::UpdateIf(value, ttl, revision) => client
-                .execute(statement, &[&key, value, ttl, revision])
+                .query_opt(statement, &[&key, value, ttl, revision])
                 .await
-                .map(|n| n == 1),
-            Step::Delete => client.execute(statement, &[&key]).await.map(|_| true),
+                .and_then(stored),
+            Step::Delete => client.execute(statement, &[&key]).await.map(|_| Some(None)),
             Step::DeleteIf(revision) => client
                 .execute(statement, &[&key, revision])
                 .await
-                .map(|n| n == 1),
+                .map(|n| met(n == 1)),
             Step::CheckAbsent => client
                 .query_one(statement, &[&key])
                 .await
                 .and_then(|row| row.try_get::<_, bool>(0))
-                .map(|exists| !exists),
+                .map(|exists| met(!exists)),
         }
     }
 }
@@ -1083,9 +1091,42 @@ impl PostgresStore {
     }
 
     async fn apply_batch(&self, writes: &[Write]) -> Result<Outcome, StoreError> {
-        let writes = stored_writes(writes);
-        let Some(steps) = plan(&writes) else {
-            return Ok(Outcome::Conflict);
+        self.apply_batch_revised(writes)
+            .await
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// The batch's outcome and, when applied, the revision each put stored (`None` for
+    /// deletes, and for a put a later write of the same key replaced).
+    async fn apply_batch_revised(
+        &self,
+        writes: &[Write],
+    ) -> Result<(Outcome, Vec<Option<u64>>), StoreError> {
+        let stored = stored_writes(writes);
+        let Some(steps) = plan(&stored) else {
+            return Ok((Outcome::Conflict, vec![None; writes.len()]));
+        };
+        let revisions_of = |by_step: &[Option<i64>]| -> Vec<Option<u64>> {
+            let by_key: std::collections::HashMap<&str, Option<i64>> = steps
+                .iter()
+                .map(|(key, _)| *key)
+                .zip(by_step.iter().copied())
+                .collect();
+            stored
+                .iter()
+                .enumerate()
+                .map(|(i, write)| {
+                    let last = !stored[i + 1..].iter().any(|w| w.key() == write.key());
+                    match write {
+                        Write::Put { .. } if last => by_key
+                            .get(write.key())
+                            .copied()
+                            .flatten()
+                            .and_then(|r| u64::try_from(r).ok()),
+                        _ => None,
+                    }
+                })
+                .collect()
         };
         // Without a connection nothing was sent.
         let mut conn = self.conn().await.map_err(|error| match error {
@@ -1124,11 +1165,11 @@ impl PostgresStore {
                     // One statement, its own transaction: it commits as it runs (a bare
                     // check of absence writes nothing).
                     let writes = !matches!(steps.as_slice(), [(_, Step::CheckAbsent)]);
-                    let met = run_all.await.pop().unwrap_or(Ok(false));
+                    let met = run_all.await.pop().unwrap_or(Ok(None));
                     return match met {
-                        Ok(true) => Ok(Outcome::Applied),
-                        Ok(false) => Ok(Outcome::Conflict),
-                        Err(e) if is_conflict(&e) => Ok(Outcome::Conflict),
+                        Ok(Some(revision)) => Ok((Outcome::Applied, vec![revision])),
+                        Ok(None) => Ok((Outcome::Conflict, Vec::new())),
+                        Err(e) if is_conflict(&e) => Ok((Outcome::Conflict, Vec::new())),
                         Err(e) if writes => Err(self.maybe_committed("apply", e)),
                         Err(e) => Err(self.pg("apply", e)),
                     };
@@ -1157,9 +1198,11 @@ impl PostgresStore {
                 }
                 let mut all_met = true;
                 let mut errors: Vec<tokio_postgres::Error> = Vec::new();
+                let mut revisions = Vec::with_capacity(results.len());
                 for result in results {
                     match result {
-                        Ok(met) => all_met &= met,
+                        Ok(Some(revision)) => revisions.push(revision),
+                        Ok(None) => all_met = false,
                         Err(e) => errors.push(e),
                     }
                 }
@@ -1177,9 +1220,9 @@ impl PostgresStore {
                         tx_open.store(false, Ordering::Relaxed);
                     }
                     return match (failure, rolled_back) {
-                        (Some(e), _) if is_conflict(&e) => Ok(Outcome::Conflict),
+                        (Some(e), _) if is_conflict(&e) => Ok((Outcome::Conflict, Vec::new())),
                         (Some(e), _) => Err(self.pg("apply", e)),
-                        (None, Ok(())) => Ok(Outcome::Conflict),
+                        (None, Ok(())) => Ok((Outcome::Conflict, Vec::new())),
                         (None, Err(e)) => Err(StoreError::from_error(PgError {
                             context: "rollback",
                             source: e,
@@ -1190,9 +1233,9 @@ impl PostgresStore {
                 // An error answer to COMMIT ends the transaction too.
                 tx_open.store(false, Ordering::Relaxed);
                 match committed {
-                    Ok(()) => Ok(Outcome::Applied),
+                    Ok(()) => Ok((Outcome::Applied, revisions)),
                     // Raised before the commit record: rolled back, retried as a conflict.
-                    Err(e) if is_conflict(&e) => Ok(Outcome::Conflict),
+                    Err(e) if is_conflict(&e) => Ok((Outcome::Conflict, Vec::new())),
                     Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) => {
                         Err(StoreError::Timeout(self.inner.statement_timeout))
                     }
@@ -1217,7 +1260,9 @@ impl PostgresStore {
                      nothing was sent"
                 )))
             }
-            result => result,
+            Ok((Outcome::Applied, by_step)) => Ok((Outcome::Applied, revisions_of(&by_step))),
+            Ok((outcome, _)) => Ok((outcome, vec![None; writes.len()])),
+            Err(error) => Err(error),
         }
     }
 }
@@ -1395,11 +1440,27 @@ impl Store for PostgresStore {
     }
 
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
+        self.apply_with_revisions(writes)
+            .await
+            .into_iter()
+            .map(|result| result.map(|(outcome, _)| outcome))
+            .collect()
+    }
+
+    async fn apply_with_revisions(
+        &self,
+        writes: &[Write],
+    ) -> Vec<Result<(Outcome, Option<u64>), StoreError>> {
         if writes.is_empty() {
             return Vec::new();
         }
-        match self.apply_batch(writes).await {
-            Ok(outcome) => writes.iter().map(|_| Ok(outcome)).collect(),
+        match self.apply_batch_revised(writes).await {
+            Ok((outcome, revisions)) => revisions
+                .into_iter()
+                .chain(std::iter::repeat(None))
+                .take(writes.len())
+                .map(|revision| Ok((outcome, revision)))
+                .collect(),
             Err(error) => {
                 let mut out: Vec<_> = writes[1..].iter().map(|_| Err(error.replicate())).collect();
                 out.insert(0, Err(error));
