@@ -8,7 +8,7 @@ pub use multisession_runtime::*;
 #[doc = include_str!("../docs/guide.md")]
 pub mod guide {}
 
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[cfg(all(feature = "redis", feature = "cache"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "redis", feature = "cache"))))]
 #[doc = include_str!("../docs/scaling.md")]
 pub mod scaling {}
