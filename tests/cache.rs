@@ -55,6 +55,30 @@ mod redis {
     multisession::conformance_tests!(make);
 }
 
+/// The same through a cache that Redis invalidates (client tracking).
+#[cfg(feature = "redis")]
+mod redis_tracked {
+    use super::*;
+    use multisession::stores::{RedisConfig, RedisStore};
+
+    async fn make() -> Option<StoreRef> {
+        let url = multisession::testing::stores::redis_url();
+        let config = RedisConfig::new()
+            .key_prefix("multisession-test:")
+            .client_tracking(true);
+        match RedisStore::connect_with(&url, config).await {
+            Ok(store) => {
+                let cached = CachedStore::new(store.clone(), 10_000);
+                store.track_for(&cached).await.expect("client tracking");
+                Some(StoreRef::new(cached))
+            }
+            Err(e) => multisession::testing::service_unavailable("redis", &url, e),
+        }
+    }
+
+    multisession::conformance_tests!(make);
+}
+
 #[cfg(feature = "redis")]
 mod redis_cluster {
     use super::*;
@@ -243,4 +267,96 @@ async fn expired_values_are_never_served_from_the_cache() {
     assert!(cached.read("quiz:2").await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(80)).await;
     assert!(cached.read("quiz:2").await.unwrap().is_none());
+}
+
+/// Redis client-side caching: another client's write reaches the cache as an
+/// invalidation (measured), this store's own writes stay cached.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_invalidations_reach_the_cache_and_own_writes_stay_cached() {
+    use multisession::store::{Expect, Write};
+    use multisession::stores::{RedisConfig, RedisStore};
+    let url = multisession::testing::stores::redis_url();
+    let prefix = format!("ms-track:{}:", multisession::testing::unique_namespace());
+    let config = || {
+        RedisConfig::new()
+            .key_prefix(prefix.clone())
+            .client_tracking(true)
+    };
+    let (mine, other) = match (
+        RedisStore::connect_with(&url, config()).await,
+        RedisStore::connect_with(&url, config()).await,
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            return multisession::testing::service_unavailable("redis", &url, e).unwrap_or(());
+        }
+    };
+    let cached = CachedStore::new(mine.clone(), 100).max_staleness(None);
+    mine.track_for(&cached).await.expect("track");
+    let key = "count:1";
+    other.write(key, b"1", None).await.unwrap();
+    assert_eq!(cached.read(key).await.unwrap().unwrap().value, b"1");
+    // Another process writes: the cache (no staleness bound) learns it by invalidation.
+    other.write(key, b"2", None).await.unwrap();
+    let written = std::time::Instant::now();
+    let delay = loop {
+        if cached.read(key).await.unwrap().unwrap().value == b"2" {
+            break written.elapsed();
+        }
+        assert!(
+            written.elapsed() < Duration::from_secs(5),
+            "no invalidation within 5 s"
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    };
+    println!("redis invalidation reached the cache after {delay:?}");
+    assert!(cached.stats().invalidations >= 1);
+    // Our own write is not announced back (NOLOOP): it stays cached.
+    let revision = cached.read(key).await.unwrap().unwrap().revision;
+    let put = Write::Put {
+        key: key.into(),
+        value: b"3".to_vec(),
+        ttl: None,
+        expect: Expect::Revision(revision),
+    };
+    let before = cached.stats();
+    cached
+        .apply(&[put])
+        .await
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    println!("before own write {before:?}, after {:?}", cached.stats());
+    let misses = cached.stats().misses;
+    assert_eq!(cached.read(key).await.unwrap().unwrap().value, b"3");
+    assert_eq!(
+        cached.stats().misses,
+        misses,
+        "our own write was invalidated"
+    );
+    // A cache on a store without tracking is refused, not silently untracked.
+    let plain = RedisStore::connect_with(&url, RedisConfig::new().key_prefix(prefix.clone()))
+        .await
+        .unwrap();
+    assert!(
+        plain
+            .track_for(&CachedStore::new(plain.clone(), 10))
+            .await
+            .is_err()
+    );
+    other.delete(key).await.unwrap();
+    let mut conn = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("DEL")
+        .arg(format!("{prefix}rev"))
+        .arg(format!("{prefix}idx"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
 }

@@ -109,9 +109,9 @@ wait_node() {
 
 start() {
     local dir=$1 base=$2 port pid i
-    need_tools
     check_port "$base"
     check_port $((base + 5))
+    need_tools
     if [ -e "$dir" ] && [ -n "$(ls -A "$dir" 2>/dev/null)" ]; then
         code=2 die "DIR exists and is not empty: $dir"
     fi

@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -26,7 +26,7 @@ struct Entry {
 /// use multisession::stores::CacheStats;
 ///
 /// let stats = CacheStats::default();
-/// assert_eq!((stats.hits, stats.misses, stats.evicted_on_conflict), (0, 0, 0));
+/// assert_eq!((stats.hits, stats.misses, stats.evicted_on_conflict, stats.invalidations), (0, 0, 0, 0));
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -38,6 +38,8 @@ pub struct CacheStats {
     /// Entries dropped because a compare-and-set on them failed: the cache was stale
     /// (another process wrote the key), and the update re-ran on the fresh value.
     pub evicted_on_conflict: u64,
+    /// Invalidations received through an [`Invalidator`] (one per key, or per flush).
+    pub invalidations: u64,
 }
 
 /// A bounded cache in front of a store (the tower-sessions `CachingSessionStore` idea,
@@ -61,7 +63,8 @@ pub struct CacheStats {
 /// - Listing, counting and [`Store::read_with_ttl`] always go to the store.
 ///
 /// The cache is per process: other processes' writes are noticed through conflicts and
-/// the staleness bound, not pushed (no invalidation messages yet).
+/// the staleness bound, and sooner when the store pushes invalidations through an
+/// [`Invalidator`] ([`RedisStore::track_for`](crate::stores::RedisStore::track_for)).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
@@ -97,6 +100,93 @@ struct Inner {
     hits: AtomicU64,
     misses: AtomicU64,
     evicted_on_conflict: AtomicU64,
+    /// Bumped by every invalidation: a read or write under way when it changes does not
+    /// fill the cache (its answer may predate the change the invalidation announced).
+    epoch: AtomicU64,
+    invalidations: AtomicU64,
+}
+
+/// How a store tells a [`CachedStore`] that keys changed elsewhere (another process wrote
+/// them), so their entries go at once instead of after the staleness bound. Cheap to
+/// clone; holds the cache weakly (a dropped cache ignores invalidations).
+///
+/// [`RedisStore::track_for`](crate::stores::RedisStore::track_for) feeds one from Redis'
+/// client-side-caching invalidations; anything else that learns of changes can call it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+/// use multisession::{store::Store, stores::{CachedStore, MemoryStore}};
+///
+/// let shared = MemoryStore::new();
+/// let cached = CachedStore::new(shared.clone(), 100).max_staleness(None);
+/// let invalidator = cached.invalidator();
+/// shared.write("count:1", b"1", None).await?;
+/// cached.read("count:1").await?; // cached
+/// shared.write("count:1", b"2", None).await?; // "another process"
+/// invalidator.invalidate("count:1");
+/// assert_eq!(cached.read("count:1").await?.unwrap().value, b"2");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Invalidator {
+    cache: Weak<Inner>,
+}
+
+impl std::fmt::Debug for Invalidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invalidator")
+            .field("live", &self.is_live())
+            .finish()
+    }
+}
+
+impl Invalidator {
+    /// Drops `key` (a store key, as the cache's callers use it) from the cache.
+    ///
+    /// ```
+    /// use multisession::stores::{CachedStore, MemoryStore};
+    ///
+    /// let cached = CachedStore::new(MemoryStore::new(), 10);
+    /// cached.invalidator().invalidate("count:1"); // not cached: nothing happens
+    /// ```
+    pub fn invalidate(&self, key: &str) {
+        if let Some(cache) = self.cache.upgrade() {
+            cache.epoch.fetch_add(1, Ordering::SeqCst);
+            cache.invalidations.fetch_add(1, Ordering::Relaxed);
+            cache.cache.remove(key);
+        }
+    }
+
+    /// Drops everything (the store lost track: a reconnect, a flush).
+    ///
+    /// ```
+    /// use multisession::stores::{CachedStore, MemoryStore};
+    ///
+    /// let cached = CachedStore::new(MemoryStore::new(), 10);
+    /// cached.invalidator().invalidate_all();
+    /// ```
+    pub fn invalidate_all(&self) {
+        if let Some(cache) = self.cache.upgrade() {
+            cache.epoch.fetch_add(1, Ordering::SeqCst);
+            cache.invalidations.fetch_add(1, Ordering::Relaxed);
+            cache.cache.clear();
+        }
+    }
+
+    /// Whether the cache still exists.
+    ///
+    /// ```
+    /// use multisession::stores::{CachedStore, MemoryStore};
+    ///
+    /// let cached = CachedStore::new(MemoryStore::new(), 10);
+    /// let invalidator = cached.invalidator();
+    /// assert!(invalidator.is_live());
+    /// drop(cached);
+    /// assert!(!invalidator.is_live());
+    /// ```
+    pub fn is_live(&self) -> bool {
+        self.cache.strong_count() > 0
+    }
 }
 
 impl std::fmt::Debug for CachedStore {
@@ -135,6 +225,8 @@ impl CachedStore {
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 evicted_on_conflict: AtomicU64::new(0),
+                epoch: AtomicU64::new(0),
+                invalidations: AtomicU64::new(0),
             }),
         }
     }
@@ -151,9 +243,35 @@ impl CachedStore {
     /// let cached = CachedStore::new(MemoryStore::new(), 10_000).max_staleness(Some(Duration::from_millis(200)));
     /// # let _ = cached;
     /// ```
-    pub fn max_staleness(self, bound: Option<Duration>) -> Self {
-        let capacity = usize::try_from(self.inner.cache.capacity()).unwrap_or(usize::MAX);
-        Self::build(self.inner.store.clone(), capacity, bound)
+    pub fn max_staleness(mut self, bound: Option<Duration>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => {
+                inner.max_staleness = bound;
+                self
+            }
+            // Shared already (a clone, an invalidator): a new cache with the new bound.
+            None => {
+                let capacity = usize::try_from(self.inner.cache.capacity()).unwrap_or(usize::MAX);
+                Self::build(self.inner.store.clone(), capacity, bound)
+            }
+        }
+    }
+
+    /// A handle through which a store (or anything that learns of changes) drops
+    /// entries another process made stale. See [`Invalidator`].
+    ///
+    /// ```
+    /// use multisession::stores::{CachedStore, MemoryStore};
+    ///
+    /// let cached = CachedStore::new(MemoryStore::new(), 10);
+    /// let invalidator = cached.invalidator();
+    /// invalidator.invalidate("count:1");
+    /// assert_eq!(cached.stats().invalidations, 1);
+    /// ```
+    pub fn invalidator(&self) -> Invalidator {
+        Invalidator {
+            cache: Arc::downgrade(&self.inner),
+        }
     }
 
     /// What the cache served so far.
@@ -173,6 +291,7 @@ impl CachedStore {
             hits: self.inner.hits.load(Ordering::Relaxed),
             misses: self.inner.misses.load(Ordering::Relaxed),
             evicted_on_conflict: self.inner.evicted_on_conflict.load(Ordering::Relaxed),
+            invalidations: self.inner.invalidations.load(Ordering::Relaxed),
         }
     }
 
@@ -213,7 +332,18 @@ impl CachedStore {
 
     /// Remembers what a read found, unless the cache already holds a newer revision
     /// (a write of this process that landed while the read was under way).
-    fn learn(&self, key: &str, record: Option<Record>, learnt: Instant, expires: Option<Instant>) {
+    fn learn(
+        &self,
+        key: &str,
+        record: Option<Record>,
+        learnt: Instant,
+        expires: Option<Instant>,
+        epoch: u64,
+    ) {
+        if self.inner.epoch.load(Ordering::SeqCst) != epoch {
+            // An invalidation came while the read was under way: it may predate it.
+            return;
+        }
         let newer_held = record.as_ref().is_some_and(|found| {
             self.inner.cache.peek(key).is_some_and(|held| {
                 held.record
@@ -265,6 +395,7 @@ impl Store for CachedStore {
             return Ok(record);
         }
         self.count_hits(0, 1);
+        let epoch = self.inner.epoch.load(Ordering::SeqCst);
         let store = self.inner.store.as_dyn();
         // With expiry in the store, learn when the value expires, so the cache never
         // answers with an expired one.
@@ -272,7 +403,7 @@ impl Store for CachedStore {
             match store.read_with_ttl(key).await {
                 Ok(found) => {
                     let (record, ttl) = found.map_or((None, None), |(r, ttl)| (Some(r), ttl));
-                    self.learn(key, record.clone(), now, ttl.map(|ttl| now + ttl));
+                    self.learn(key, record.clone(), now, ttl.map(|ttl| now + ttl), epoch);
                     return Ok(record);
                 }
                 Err(StoreError::Unsupported(_)) => {}
@@ -280,7 +411,7 @@ impl Store for CachedStore {
             }
         }
         let record = store.read(key).await?;
-        self.learn(key, record.clone(), now, None);
+        self.learn(key, record.clone(), now, None, epoch);
         Ok(record)
     }
 
@@ -297,6 +428,7 @@ impl Store for CachedStore {
         self.count_hits((keys.len() - missing.len()) as u64, missing.len() as u64);
         if !missing.is_empty() {
             let native_ttl = self.inner.store.as_dyn().capabilities().native_ttl;
+            let epoch = self.inner.epoch.load(Ordering::SeqCst);
             let fetched = self.inner.store.as_dyn().read_many(&missing).await?;
             let mut fetched = missing.iter().zip(fetched);
             for slot in out.iter_mut().filter(|slot| slot.is_none()) {
@@ -307,7 +439,7 @@ impl Store for CachedStore {
                 // only absence is remembered (a cached value must never outlive its
                 // expiry); what this process writes is cached with its TTL either way.
                 if !native_ttl || record.is_none() {
-                    self.learn(key, record.clone(), now, None);
+                    self.learn(key, record.clone(), now, None, epoch);
                 }
                 *slot = Some(record);
             }
@@ -353,12 +485,18 @@ impl Store for CachedStore {
         &self,
         writes: &[Write],
     ) -> Vec<Result<(Outcome, Option<u64>), StoreError>> {
+        let epoch = self.inner.epoch.load(Ordering::SeqCst);
         let results = self.inner.store.as_dyn().apply_with_revisions(writes).await;
         let now = Instant::now();
+        // An invalidation during the write: another process may have written one of
+        // these keys after it; keep none of them.
+        let unchanged = self.inner.epoch.load(Ordering::SeqCst) == epoch;
         for (write, result) in writes.iter().zip(&results) {
             let key = write.key();
             match (write, result) {
-                (Write::Put { value, ttl, .. }, Ok((Outcome::Applied, Some(revision)))) => {
+                (Write::Put { value, ttl, .. }, Ok((Outcome::Applied, Some(revision))))
+                    if unchanged =>
+                {
                     self.inner.cache.insert(
                         key.to_owned(),
                         Arc::new(Entry {
@@ -369,14 +507,16 @@ impl Store for CachedStore {
                     )
                 }
                 // A delete that landed: the key is absent now.
-                (Write::Delete { .. }, Ok((Outcome::Applied, _))) => self.inner.cache.insert(
-                    key.to_owned(),
-                    Arc::new(Entry {
-                        record: None,
-                        learnt: now,
-                        expires: None,
-                    }),
-                ),
+                (Write::Delete { .. }, Ok((Outcome::Applied, _))) if unchanged => {
+                    self.inner.cache.insert(
+                        key.to_owned(),
+                        Arc::new(Entry {
+                            record: None,
+                            learnt: now,
+                            expires: None,
+                        }),
+                    )
+                }
                 (_, Ok((Outcome::Conflict, _))) => {
                     self.inner
                         .evicted_on_conflict

@@ -46,7 +46,7 @@ mod sweeper;
 
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
-pub use cache::{CacheStats, CachedStore};
+pub use cache::{CacheStats, CachedStore, Invalidator};
 pub use counting::{CountingStore, Counts};
 pub use memory::{MemoryOptions, MemoryStore};
 #[cfg(feature = "postgres")]

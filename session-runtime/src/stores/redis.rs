@@ -199,6 +199,7 @@ pub struct RedisConfig {
     reconnect_attempts: usize,
     cluster_buckets: usize,
     wait_for_replicas: Option<(usize, Duration)>,
+    client_tracking: bool,
 }
 
 impl Default for RedisConfig {
@@ -210,6 +211,7 @@ impl Default for RedisConfig {
             reconnect_attempts: 3,
             cluster_buckets: DEFAULT_CLUSTER_BUCKETS,
             wait_for_replicas: None,
+            client_tracking: false,
         }
     }
 }
@@ -372,6 +374,26 @@ impl RedisConfig {
         self.wait_for_replicas = (replicas > 0).then_some((replicas, timeout));
         self
     }
+
+    /// Speak RESP3 and accept Redis' client-side-caching invalidations, so a
+    /// [`CachedStore`](crate::stores::CachedStore) in front of this store can be told at
+    /// once when another process writes a key it holds
+    /// ([`RedisStore::track_for`]). Needs Redis 6 or newer; single servers only (not
+    /// [`connect_cluster`](RedisStore::connect_cluster)). Default: off.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::stores::{RedisConfig, RedisStore};
+    ///
+    /// let config = RedisConfig::new().client_tracking(true);
+    /// let store = RedisStore::connect_with("redis://127.0.0.1:6379", config).await?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
+    pub fn client_tracking(mut self, on: bool) -> Self {
+        self.client_tracking = on;
+        self
+    }
 }
 
 /// Sessions in Redis, on one multiplexed connection that reconnects by itself. Cheap to
@@ -455,6 +477,79 @@ struct Inner {
     count: Script,
     response_timeout: Duration,
     wait_for_replicas: Option<(usize, Duration)>,
+    /// With [`RedisConfig::client_tracking`]: where invalidations go.
+    tracking: Option<Arc<Tracking>>,
+}
+
+/// Client-side-caching state of a store with [`RedisConfig::client_tracking`].
+struct Tracking {
+    /// The cache told of other processes' writes (see [`RedisStore::track_for`]).
+    #[cfg(feature = "cache")]
+    target: std::sync::Mutex<Option<crate::stores::Invalidator>>,
+    /// The store, to turn tracking on again after a reconnect.
+    store: std::sync::OnceLock<std::sync::Weak<Inner>>,
+    /// This store's own writes whose invalidation has not come back yet, per session
+    /// key: a count and when the last was sent. Redis announces writes made inside a
+    /// script to their own client too (`NOLOOP` does not cover scripts), so each write
+    /// expects one echo, which is not passed on. A write that certainly did not land
+    /// expects none. An echo older than [`ECHO_WINDOW`] is no longer expected.
+    echoes: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (u32, std::time::Instant)>>,
+    /// Tracking is on (`track_for` succeeded): only then do writes expect echoes.
+    active: std::sync::atomic::AtomicBool,
+}
+
+/// How long an invalidation of a key this store wrote counts as that write's echo.
+const ECHO_WINDOW: Duration = Duration::from_secs(2);
+
+impl Tracking {
+    /// Expects (`+1`) or no longer expects (`-1`) an echo for each of `keys`.
+    fn expect_echoes<'k>(&self, keys: impl Iterator<Item = &'k [u8]>, more: bool) {
+        if !self.active.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut echoes) = self.echoes.lock() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        // Echoes that never came (tracking was off for a while): forget them.
+        if more && echoes.len() >= 4096 {
+            echoes.retain(|_, (_, sent)| now.duration_since(*sent) < ECHO_WINDOW);
+        }
+        for key in keys {
+            if more {
+                let entry = echoes.entry(key.to_vec()).or_insert((0, now));
+                *entry = (entry.0 + 1, now);
+            } else if let Some(entry) = echoes.get_mut(key) {
+                entry.0 = entry.0.saturating_sub(1);
+                if entry.0 == 0 {
+                    echoes.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Whether an invalidation of `key` is the echo of this store's own write (then it
+    /// is consumed).
+    #[cfg(feature = "cache")]
+    fn is_echo(&self, key: &[u8]) -> bool {
+        let Ok(mut echoes) = self.echoes.lock() else {
+            return false;
+        };
+        match echoes.get_mut(key) {
+            Some((count, sent)) if *count > 0 && sent.elapsed() < ECHO_WINDOW => {
+                *count -= 1;
+                if *count == 0 {
+                    echoes.remove(key);
+                }
+                true
+            }
+            Some(_) => {
+                echoes.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
 }
 
 impl fmt::Debug for RedisStore {
@@ -552,6 +647,69 @@ fn parse_apply_reply(reply: redis::Value, n: usize) -> Result<Option<Vec<u64>>, 
     }
 }
 
+/// Forwards Redis' invalidation pushes to the tracked cache: each invalidated Redis key
+/// under `data_prefix` as its session key; a flush, a disconnect or anything unreadable as
+/// "drop everything". After a disconnect, turns tracking on again.
+async fn follow_invalidations(
+    mut pushes: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+    tracking: Arc<Tracking>,
+    data_prefix: Vec<u8>,
+) {
+    while let Some(push) = pushes.recv().await {
+        #[cfg(feature = "cache")]
+        {
+            let target = tracking.target.lock().ok().and_then(|t| t.clone());
+            let Some(target) = target else { continue };
+            match push.kind {
+                redis::PushKind::Invalidate => match push.data.first() {
+                    Some(redis::Value::Array(keys)) => {
+                        for key in keys {
+                            let bytes = match key {
+                                redis::Value::BulkString(bytes) => bytes.as_slice(),
+                                redis::Value::SimpleString(text) => text.as_bytes(),
+                                _ => {
+                                    target.invalidate_all();
+                                    continue;
+                                }
+                            };
+                            match bytes
+                                .strip_prefix(data_prefix.as_slice())
+                                .map(std::str::from_utf8)
+                            {
+                                Some(Ok(key)) if tracking.is_echo(key.as_bytes()) => {}
+                                Some(Ok(key)) => target.invalidate(key),
+                                // Not a session key of this store: nothing cached under it.
+                                Some(Err(_)) | None => {}
+                            }
+                        }
+                    }
+                    // `FLUSHALL` / `FLUSHDB` (a null) or an unknown shape.
+                    _ => target.invalidate_all(),
+                },
+                redis::PushKind::Disconnection => {
+                    target.invalidate_all();
+                    let store = tracking.store.get().and_then(std::sync::Weak::upgrade);
+                    if let Some(inner) = store {
+                        let store = RedisStore { inner };
+                        // Until this succeeds, writes elsewhere are noticed through
+                        // conflicts and the staleness bound; try a few times.
+                        for attempt in 0..10u32 {
+                            if store.enable_tracking().await.is_ok() {
+                                target.invalidate_all();
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(100 << attempt.min(5))).await;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        #[cfg(not(feature = "cache"))]
+        let _ = (&push, &tracking, &data_prefix);
+    }
+}
+
 /// What `HMGET key v r` returned, as a record.
 fn record(value: Option<Vec<u8>>, revision: Option<String>) -> Result<Option<Record>, StoreError> {
     match (value, revision) {
@@ -614,17 +772,43 @@ impl RedisStore {
     /// # Ok(()) }
     /// ```
     pub async fn connect_with(url: &str, config: RedisConfig) -> Result<Self, StoreError> {
-        let client = Client::open(url).map_err(|source| {
+        let bad_url = |source| {
             StoreError::from_error(RedisFailure {
                 context: "url",
                 source,
             })
-        })?;
-        let manager_config = ConnectionManagerConfig::new()
+        };
+        let mut manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout))
             .set_number_of_retries(config.reconnect_attempts)
             .set_max_delay(Duration::from_secs(2));
+        let (client, tracking) = if config.client_tracking {
+            use redis::IntoConnectionInfo;
+            let info = url.into_connection_info().map_err(bad_url)?;
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(redis::ProtocolVersion::RESP3);
+            let client = Client::open(info.set_redis_settings(settings)).map_err(bad_url)?;
+            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+            manager_config = manager_config.set_push_sender(sender);
+            let tracking = Arc::new(Tracking {
+                #[cfg(feature = "cache")]
+                target: std::sync::Mutex::new(None),
+                store: std::sync::OnceLock::new(),
+                echoes: std::sync::Mutex::new(std::collections::HashMap::new()),
+                active: std::sync::atomic::AtomicBool::new(false),
+            });
+            tokio::spawn(follow_invalidations(
+                receiver,
+                tracking.clone(),
+                [config.key_prefix.as_bytes(), b"s:"].concat(),
+            ));
+            (client, Some(tracking))
+        } else {
+            (Client::open(url).map_err(bad_url)?, None)
+        };
         // The manager retries a first connect too; the whole of it is bounded here.
         let budget = config.connect_timeout.saturating_mul(2);
         let conn = tokio::time::timeout(
@@ -639,7 +823,11 @@ impl RedisStore {
                 source,
             })
         })?;
-        Ok(Self::with_conn(Conn::Single(conn), config, false))
+        let store = Self::with_conn(Conn::Single(conn), config, false, tracking);
+        if let Some(tracking) = &store.inner.tracking {
+            let _ = tracking.store.set(Arc::downgrade(&store.inner));
+        }
+        Ok(store)
     }
 
     /// Connects to a Redis Cluster through any of its nodes (`redis://host:port` each; the
@@ -733,10 +921,15 @@ impl RedisStore {
                     source,
                 })
             })?;
-        Ok(Self::with_conn(Conn::Cluster(conn), config, true))
+        Ok(Self::with_conn(Conn::Cluster(conn), config, true, None))
     }
 
-    fn with_conn(conn: Conn, config: RedisConfig, cluster: bool) -> Self {
+    fn with_conn(
+        conn: Conn,
+        config: RedisConfig,
+        cluster: bool,
+        tracking: Option<Arc<Tracking>>,
+    ) -> Self {
         let prefix = config.key_prefix.into_bytes();
         let buckets = redis_cluster::buckets(&prefix, cluster.then_some(config.cluster_buckets));
         RedisStore {
@@ -749,8 +942,72 @@ impl RedisStore {
                 count: Script::new(COUNT_LUA),
                 response_timeout: config.response_timeout,
                 wait_for_replicas: config.wait_for_replicas,
+                tracking,
             }),
         }
+    }
+
+    /// Tells `cache` (a [`CachedStore`](crate::stores::CachedStore) in front of this
+    /// store) about every session key another client writes, as soon as Redis announces
+    /// it: client-side caching in broadcast mode (`CLIENT TRACKING ON BCAST PREFIX ...`).
+    /// This store's own writes stay cached: Redis announces writes made by a script to
+    /// their own client as well (`NOLOOP` does not cover scripts), so the store expects one
+    /// echo per write it sent and does not pass it on. Needs
+    /// [`RedisConfig::client_tracking`]. One cache per store: a second call replaces the
+    /// first.
+    ///
+    /// After a reconnect the cache is emptied and tracking turned on again (Redis forgets
+    /// it with the connection); until then other writes are noticed through conflicts and
+    /// the cache's staleness bound, as without tracking. A cache with
+    /// `max_staleness(None)` then relies on invalidations alone for read-only accesses.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::stores::{CachedStore, RedisConfig, RedisStore};
+    /// use std::time::Duration;
+    ///
+    /// let config = RedisConfig::new().key_prefix("pizza-bot:").client_tracking(true);
+    /// let redis = RedisStore::connect_with("redis://127.0.0.1:6379", config).await?;
+    /// let cached = CachedStore::new(redis.clone(), 100_000).max_staleness(Some(Duration::from_secs(5)));
+    /// redis.track_for(&cached).await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+    pub async fn track_for(&self, cache: &crate::stores::CachedStore) -> Result<(), StoreError> {
+        let Some(tracking) = &self.inner.tracking else {
+            return Err(StoreError::backend(
+                "redis: track_for needs RedisConfig::client_tracking(true) (and a single server)",
+            ));
+        };
+        *tracking
+            .target
+            .lock()
+            .map_err(|_| StoreError::backend("redis: tracking state poisoned"))? =
+            Some(cache.invalidator());
+        self.enable_tracking().await?;
+        tracking
+            .active
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Anything cached before tracking was on may be stale already.
+        cache.invalidator().invalidate_all();
+        Ok(())
+    }
+
+    /// `CLIENT TRACKING ON BCAST PREFIX <prefix>s: NOLOOP` on the current connection.
+    #[cfg(feature = "cache")]
+    async fn enable_tracking(&self) -> Result<(), StoreError> {
+        let mut conn = self.inner.conn.clone();
+        redis::cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .arg("BCAST")
+            .arg("PREFIX")
+            .arg([self.inner.prefix.as_slice(), b"s:"].concat())
+            .arg("NOLOOP")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| self.failure("client tracking", e))
     }
 
     /// The bucket of the session `key`.
@@ -932,6 +1189,32 @@ impl RedisStore {
     /// [`StoreError::Timeout`] when the write may have landed, a backend error when it
     /// certainly did not.
     async fn run_apply(
+        &self,
+        bucket: &Bucket,
+        writes: &[&Write],
+    ) -> Result<Option<Vec<u64>>, StoreError> {
+        let tracking = self.inner.tracking.as_deref();
+        let keys = || writes.iter().map(|w| w.key().as_bytes());
+        if let Some(tracking) = tracking {
+            tracking.expect_echoes(keys(), true);
+        }
+        let result = self.run_apply_untracked(bucket, writes).await;
+        if let Some(tracking) = tracking {
+            // No echo comes for a batch that certainly did not land.
+            let landed_maybe = match &result {
+                Ok(Some(_)) => true,
+                Ok(None) => false,
+                Err(error) => error.outcome_unknown(),
+            };
+            if !landed_maybe {
+                tracking.expect_echoes(keys(), false);
+            }
+        }
+        result
+    }
+
+    /// [`run_apply`](Self::run_apply) without the tracking bookkeeping.
+    async fn run_apply_untracked(
         &self,
         bucket: &Bucket,
         writes: &[&Write],
