@@ -123,6 +123,30 @@ mod postgres {
     multisession::conformance_tests!(make);
 }
 
+/// The same through a cache that PostgreSQL notifies (`LISTEN/NOTIFY`).
+#[cfg(feature = "postgres")]
+mod postgres_tracked {
+    use super::*;
+    use multisession::stores::{PostgresConfig, PostgresStore};
+
+    async fn make() -> Option<StoreRef> {
+        let url = multisession::testing::stores::postgres_url();
+        let config = PostgresConfig::new()
+            .table("multisession_cache_notify_conformance")
+            .notify_changes(true);
+        match PostgresStore::connect_with(&url, config).await {
+            Ok(store) => {
+                let cached = CachedStore::new(store.clone(), 10_000);
+                store.track_for(&cached).await.expect("listen");
+                Some(StoreRef::new(cached))
+            }
+            Err(e) => multisession::testing::service_unavailable("postgresql", &url, e),
+        }
+    }
+
+    multisession::conformance_tests!(make);
+}
+
 #[derive(MultiSession)]
 struct Bot {
     count: u64,
@@ -359,4 +383,109 @@ async fn redis_invalidations_reach_the_cache_and_own_writes_stay_cached() {
         .query_async(&mut conn)
         .await
         .unwrap();
+}
+
+/// PostgreSQL `LISTEN/NOTIFY`: another session's change reaches the cache (measured),
+/// this store's own writes stay cached.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_notifications_reach_the_cache_and_own_writes_stay_cached() {
+    use multisession::store::{Expect, Write};
+    use multisession::stores::{PostgresConfig, PostgresStore};
+    let url = multisession::testing::stores::postgres_url();
+    let table: String = format!(
+        "ms_notify_{}",
+        multisession::testing::unique_namespace()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    )
+    .chars()
+    .take(40)
+    .collect();
+    let mine = match PostgresStore::connect_with(
+        &url,
+        PostgresConfig::new().table(&table).notify_changes(true),
+    )
+    .await
+    {
+        Ok(store) => store,
+        Err(e) => {
+            return multisession::testing::service_unavailable("postgresql", &url, e).unwrap_or(());
+        }
+    };
+    // The other process does not ask for notifications: the trigger announces its writes.
+    let other = PostgresStore::connect_with(&url, PostgresConfig::new().table(&table))
+        .await
+        .expect("second connection");
+    let cached = CachedStore::new(mine.clone(), 100).max_staleness(None);
+    mine.track_for(&cached).await.expect("listen");
+    let key = "count:1";
+    other.write(key, b"1", None).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // The first write's notification may come after the first read: wait until stable.
+    loop {
+        if cached
+            .read(key)
+            .await
+            .unwrap()
+            .is_some_and(|r| r.value == b"1")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first value never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    other.write(key, b"2", None).await.unwrap();
+    let written = std::time::Instant::now();
+    let delay = loop {
+        if cached.read(key).await.unwrap().unwrap().value == b"2" {
+            break written.elapsed();
+        }
+        assert!(
+            written.elapsed() < Duration::from_secs(5),
+            "no notification within 5 s"
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    };
+    println!("postgres notification reached the cache after {delay:?}");
+    // Own writes are not announced back to the cache.
+    let revision = cached.read(key).await.unwrap().unwrap().revision;
+    let put = Write::Put {
+        key: key.into(),
+        value: b"3".to_vec(),
+        ttl: None,
+        expect: Expect::Revision(revision),
+    };
+    cached
+        .apply(&[put])
+        .await
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let misses = cached.stats().misses;
+    assert_eq!(cached.read(key).await.unwrap().unwrap().value, b"3");
+    assert_eq!(
+        cached.stats().misses,
+        misses,
+        "our own write was invalidated"
+    );
+    assert!(
+        other
+            .track_for(&CachedStore::new(other.clone(), 10))
+            .await
+            .is_err()
+    );
+    drop(cached);
+    let client = mine.pool().get().await.expect("a connection");
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS \"{table}\"; DROP SEQUENCE IF EXISTS \"{table}_revision_seq\"; \
+             DROP FUNCTION IF EXISTS \"{table}_notify\"();"
+        ))
+        .await
+        .expect("drop the table");
 }

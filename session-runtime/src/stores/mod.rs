@@ -35,6 +35,8 @@ mod counting;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(all(feature = "postgres", feature = "cache"))]
+mod postgres_notify;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]

@@ -72,6 +72,8 @@ pub struct PostgresConfig {
     pool_size: usize,
     connect_timeout: Duration,
     statement_timeout: Duration,
+    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
+    notify_changes: bool,
 }
 
 impl Default for PostgresConfig {
@@ -81,6 +83,7 @@ impl Default for PostgresConfig {
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
+            notify_changes: false,
         }
     }
 }
@@ -202,6 +205,31 @@ impl PostgresConfig {
         self.statement_timeout = timeout;
         self
     }
+
+    /// Announce every change of the table (a trigger calling `pg_notify`), so a
+    /// [`CachedStore`](crate::stores::CachedStore) in front of the store can be told at
+    /// once when another process writes a key it holds ([`PostgresStore::track_for`]).
+    /// The trigger is created (or replaced) at connect and stays with the table: once one
+    /// process created it, every writer's changes are announced. Needs PostgreSQL 14 or
+    /// newer (`CREATE OR REPLACE TRIGGER`) and the right to create functions and
+    /// triggers. Default: off.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::stores::{CachedStore, PostgresConfig, PostgresStore};
+    ///
+    /// let config = PostgresConfig::new().notify_changes(true);
+    /// let store = PostgresStore::connect_with("postgres://postgres@127.0.0.1/test", config).await?;
+    /// let cached = CachedStore::new(store.clone(), 100_000);
+    /// store.track_for(&cached).await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+    pub fn notify_changes(mut self, on: bool) -> Self {
+        self.notify_changes = on;
+        self
+    }
 }
 
 /// Sessions in a PostgreSQL table, through a pool of async connections. Cheap to clone;
@@ -288,6 +316,17 @@ struct Inner {
     sql: Sql,
     connect_timeout: Duration,
     statement_timeout: Duration,
+    /// With [`PostgresConfig::notify_changes`]: the channel, how to open the listening
+    /// connection, and this store's own sessions (whose changes are not passed on).
+    #[cfg(feature = "cache")]
+    notify: Option<Notify>,
+}
+
+#[cfg(feature = "cache")]
+struct Notify {
+    channel: super::postgres_notify::Channel,
+    config: tokio_postgres::Config,
+    own: super::postgres_notify::OwnSessions,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -379,6 +418,12 @@ struct Names {
     sequence: String,
     /// `"table_expires_idx"` (an index lives in its table's schema).
     index: String,
+    /// `"schema"."table_notify"`: the change-notification trigger function.
+    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
+    notify_function: String,
+    /// `"table_notify"`: its trigger.
+    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
+    notify_trigger: String,
 }
 
 fn valid_identifier(name: &str) -> bool {
@@ -407,6 +452,8 @@ fn table_names(name: &str) -> Option<Names> {
         table: qualify(table),
         sequence: qualify(&format!("{table}_revision_seq")),
         index: format!("\"{table}_expires_idx\""),
+        notify_function: qualify(&format!("{table}_notify")),
+        notify_trigger: format!("\"{table}_notify\""),
     })
 }
 
@@ -834,6 +881,8 @@ impl PostgresStore {
             None => format!("-c statement_timeout={millis}"),
         };
         pg.options(&options);
+        #[cfg(feature = "cache")]
+        let listen_config = pg.clone();
         let manager = Manager::from_config(
             pg,
             NoTls,
@@ -841,10 +890,33 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size)
-            .build()
-            .map_err(StoreError::backend)?;
+        let builder = Pool::builder(manager).max_size(config.pool_size);
+        #[cfg(feature = "cache")]
+        let own: super::postgres_notify::OwnSessions = Arc::default();
+        #[cfg(feature = "cache")]
+        let builder = if config.notify_changes {
+            // Remember each pooled session's backend id: its changes are this store's own.
+            let own = own.clone();
+            builder.post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
+                let own = own.clone();
+                Box::pin(async move {
+                    let row = client
+                        .query_one("SELECT pg_backend_pid()", &[])
+                        .await
+                        .map_err(deadpool_postgres::HookError::Backend)?;
+                    let pid: i32 = row
+                        .try_get(0)
+                        .map_err(deadpool_postgres::HookError::Backend)?;
+                    if let Ok(mut own) = own.lock() {
+                        own.insert(pid);
+                    }
+                    Ok(())
+                })
+            }))
+        } else {
+            builder
+        };
+        let pool = builder.build().map_err(StoreError::backend)?;
         let sequence_literal = format!("'{}'", names.sequence);
         let store = PostgresStore {
             inner: Arc::new(Inner {
@@ -853,9 +925,23 @@ impl PostgresStore {
                 sql: Sql::new(&names.table, &sequence_literal),
                 connect_timeout: config.connect_timeout,
                 statement_timeout: config.statement_timeout,
+                #[cfg(feature = "cache")]
+                notify: config.notify_changes.then(|| Notify {
+                    channel: super::postgres_notify::Channel::new(
+                        &names.table,
+                        names.notify_function.clone(),
+                        names.notify_trigger.clone(),
+                    ),
+                    config: listen_config,
+                    own,
+                }),
             }),
         };
         store.create_table(&names).await?;
+        #[cfg(feature = "cache")]
+        if let Some(notify) = &store.inner.notify {
+            store.create_trigger(&names.table, notify).await?;
+        }
         Ok(store)
     }
 
@@ -942,6 +1028,70 @@ impl PostgresStore {
             .await;
         self.release(&mut conn, &result, false);
         result
+    }
+
+    /// Creates (or replaces) the change-notification trigger, on a connection of its own.
+    #[cfg(feature = "cache")]
+    async fn create_trigger(&self, table: &str, notify: &Notify) -> Result<(), StoreError> {
+        let connect =
+            tokio::time::timeout(self.inner.connect_timeout, notify.config.connect(NoTls));
+        let (client, connection) = connect
+            .await
+            .map_err(|_| StoreError::Timeout(self.inner.connect_timeout))?
+            .map_err(|e| self.pg("connecting to create the notify trigger", e))?;
+        let driver = tokio::spawn(connection);
+        let result = client
+            .batch_execute(&notify.channel.ddl(table, DDL_LOCK_CLASS))
+            .await
+            .map_err(|e| self.pg("creating the notify trigger", e));
+        drop(client);
+        let _ = driver.await;
+        result
+    }
+
+    /// Tells `cache` (a [`CachedStore`](crate::stores::CachedStore) in front of this
+    /// store) about every key another session changes, as PostgreSQL announces it
+    /// (`LISTEN` on the table's channel, fed by the trigger of
+    /// [`PostgresConfig::notify_changes`]). This store's own changes are not passed on
+    /// (the cache has them). Returns once listening; a lost listening connection empties
+    /// the cache and reconnects. Notifications arrive when the writing transaction
+    /// commits.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::store::StoreError> {
+    /// use multisession::stores::{CachedStore, PostgresConfig, PostgresStore};
+    ///
+    /// let config = PostgresConfig::new().notify_changes(true);
+    /// let store = PostgresStore::connect_with("postgres://postgres@127.0.0.1/test", config).await?;
+    /// let cached = CachedStore::new(store.clone(), 100_000).max_staleness(None);
+    /// store.track_for(&cached).await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+    pub async fn track_for(&self, cache: &crate::stores::CachedStore) -> Result<(), StoreError> {
+        let Some(notify) = &self.inner.notify else {
+            return Err(StoreError::backend(
+                "postgres: track_for needs PostgresConfig::notify_changes(true)",
+            ));
+        };
+        let (ready, listening) = tokio::sync::oneshot::channel();
+        tokio::spawn(super::postgres_notify::listen(
+            notify.config.clone(),
+            notify.channel.name.clone(),
+            notify.own.clone(),
+            cache.invalidator(),
+            ready,
+            LONG_MARK,
+        ));
+        match tokio::time::timeout(self.inner.connect_timeout.saturating_mul(2), listening).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(why))) => Err(StoreError::backend(why)),
+            Ok(Err(_)) => Err(StoreError::backend("postgres: the listener stopped")),
+            Err(_) => Err(StoreError::Timeout(
+                self.inner.connect_timeout.saturating_mul(2),
+            )),
+        }
     }
 
     async fn create_table(&self, names: &Names) -> Result<(), StoreError> {
