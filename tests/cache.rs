@@ -316,6 +316,7 @@ async fn redis_invalidations_reach_the_cache_and_own_writes_stay_cached() {
             return multisession::testing::service_unavailable("redis", &url, e).unwrap_or(());
         }
     };
+    let _cleanup = RedisKeys(url.clone(), prefix.clone());
     let cached = CachedStore::new(mine.clone(), 100).max_staleness(None);
     mine.track_for(&cached).await.expect("track");
     let key = "count:1";
@@ -371,18 +372,35 @@ async fn redis_invalidations_reach_the_cache_and_own_writes_stay_cached() {
             .await
             .is_err()
     );
-    other.delete(key).await.unwrap();
-    let mut conn = ::redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let _: () = ::redis::cmd("DEL")
-        .arg(format!("{prefix}rev"))
-        .arg(format!("{prefix}idx"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+}
+
+/// Removes a test's Redis keys (`{prefix}s:count:1`, the counter and the index) when
+/// dropped, also when the test fails.
+#[cfg(feature = "redis")]
+struct RedisKeys(String, String);
+
+#[cfg(feature = "redis")]
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        let (url, prefix) = (self.0.clone(), self.1.clone());
+        let _ = std::thread::spawn(move || {
+            multisession::testing::block_on(async move {
+                let Ok(client) = ::redis::Client::open(url.as_str()) else {
+                    return;
+                };
+                let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                    return;
+                };
+                let _: Result<(), _> = ::redis::cmd("DEL")
+                    .arg(format!("{prefix}s:count:1"))
+                    .arg(format!("{prefix}rev"))
+                    .arg(format!("{prefix}idx"))
+                    .query_async(&mut conn)
+                    .await;
+            })
+        })
+        .join();
+    }
 }
 
 /// PostgreSQL `LISTEN/NOTIFY`: another session's change reaches the cache (measured),
@@ -416,6 +434,7 @@ async fn postgres_notifications_reach_the_cache_and_own_writes_stay_cached() {
     let other = PostgresStore::connect_with(&url, PostgresConfig::new().table(&table))
         .await
         .expect("second connection");
+    let _cleanup = PgTable(mine.clone(), table.clone());
     let cached = CachedStore::new(mine.clone(), 100).max_staleness(None);
     mine.track_for(&cached).await.expect("listen");
     let key = "count:1";
@@ -480,12 +499,30 @@ async fn postgres_notifications_reach_the_cache_and_own_writes_stay_cached() {
             .is_err()
     );
     drop(cached);
-    let client = mine.pool().get().await.expect("a connection");
-    client
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS \"{table}\"; DROP SEQUENCE IF EXISTS \"{table}_revision_seq\"; \
-             DROP FUNCTION IF EXISTS \"{table}_notify\"();"
-        ))
-        .await
-        .expect("drop the table");
+}
+
+/// Drops a test's table, sequence and notify function when dropped (also on failure).
+#[cfg(feature = "postgres")]
+struct PgTable(multisession::stores::PostgresStore, String);
+
+#[cfg(feature = "postgres")]
+impl Drop for PgTable {
+    fn drop(&mut self) {
+        let (store, table) = (self.0.clone(), self.1.clone());
+        let _ = std::thread::spawn(move || {
+            multisession::testing::block_on(async move {
+                let Ok(client) = store.pool().get().await else {
+                    return;
+                };
+                let _ = client
+                    .batch_execute(&format!(
+                        "DROP TABLE IF EXISTS \"{table}\"; \
+                         DROP SEQUENCE IF EXISTS \"{table}_revision_seq\"; \
+                         DROP FUNCTION IF EXISTS \"{table}_notify\"();"
+                    ))
+                    .await;
+            })
+        })
+        .join();
+    }
 }
