@@ -130,13 +130,7 @@ async fn remote(kind: &str) -> (multisession::store::StoreRef, Leftover) {
         }
         #[cfg(feature = "redis")]
         "redis-cluster" => {
-            let urls: Vec<String> = std::env::var("MULTISESSION_REDIS_CLUSTER_URLS")
-                .unwrap_or_else(|_| {
-                    "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".into()
-                })
-                .split(',')
-                .map(|u| u.trim().to_owned())
-                .collect();
+            let urls: Vec<String> = multisession::testing::stores::redis_cluster_urls();
             let prefix = format!("bench-{unique}:");
             let config = multisession::stores::RedisConfig::new().key_prefix(prefix.clone());
             let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();

@@ -38,18 +38,32 @@ mod memory_unbounded {
     multisession::conformance_tests!(make);
 }
 
+/// A cache over the shared test Redis, told of other clients' writes if `tracked`.
+#[cfg(feature = "redis")]
+async fn redis_cached(tracked: bool) -> Option<StoreRef> {
+    use multisession::stores::{RedisConfig, RedisStore};
+    let url = multisession::testing::stores::redis_url();
+    let config = RedisConfig::new()
+        .key_prefix("multisession-test:")
+        .client_tracking(tracked);
+    match RedisStore::connect_with(&url, config).await {
+        Ok(store) => {
+            let cached = CachedStore::new(store.clone(), 10_000);
+            if tracked {
+                store.track_for(&cached).await.expect("client tracking");
+            }
+            Some(StoreRef::new(cached))
+        }
+        Err(e) => multisession::testing::service_unavailable("redis", &url, e),
+    }
+}
+
 #[cfg(feature = "redis")]
 mod redis {
     use super::*;
-    use multisession::stores::{RedisConfig, RedisStore};
 
     async fn make() -> Option<StoreRef> {
-        let url = multisession::testing::stores::redis_url();
-        let config = RedisConfig::new().key_prefix("multisession-test:");
-        match RedisStore::connect_with(&url, config).await {
-            Ok(store) => Some(StoreRef::new(CachedStore::new(store, 10_000))),
-            Err(e) => multisession::testing::service_unavailable("redis", &url, e),
-        }
+        redis_cached(false).await
     }
 
     multisession::conformance_tests!(make);
@@ -59,21 +73,9 @@ mod redis {
 #[cfg(feature = "redis")]
 mod redis_tracked {
     use super::*;
-    use multisession::stores::{RedisConfig, RedisStore};
 
     async fn make() -> Option<StoreRef> {
-        let url = multisession::testing::stores::redis_url();
-        let config = RedisConfig::new()
-            .key_prefix("multisession-test:")
-            .client_tracking(true);
-        match RedisStore::connect_with(&url, config).await {
-            Ok(store) => {
-                let cached = CachedStore::new(store.clone(), 10_000);
-                store.track_for(&cached).await.expect("client tracking");
-                Some(StoreRef::new(cached))
-            }
-            Err(e) => multisession::testing::service_unavailable("redis", &url, e),
-        }
+        redis_cached(true).await
     }
 
     multisession::conformance_tests!(make);
@@ -85,13 +87,7 @@ mod redis_cluster {
     use multisession::stores::{RedisConfig, RedisStore};
 
     async fn make() -> Option<StoreRef> {
-        let urls: Vec<String> = std::env::var("MULTISESSION_REDIS_CLUSTER_URLS")
-            .unwrap_or_else(|_| {
-                "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".into()
-            })
-            .split(',')
-            .map(|u| u.trim().to_owned())
-            .collect();
+        let urls: Vec<String> = multisession::testing::stores::redis_cluster_urls();
         let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
         let config = RedisConfig::new().key_prefix("multisession-cluster-test:");
         match RedisStore::connect_cluster(&nodes, config).await {
@@ -105,19 +101,37 @@ mod redis_cluster {
     multisession::conformance_tests!(make);
 }
 
+/// A cache over a PostgreSQL table of its own for every run (each case uses its own keys
+/// and removes them), notified of other sessions' changes if `tracked`.
+#[cfg(feature = "postgres")]
+async fn postgres_cached(tracked: bool) -> Option<StoreRef> {
+    use multisession::stores::{PostgresConfig, PostgresStore};
+    let url = multisession::testing::stores::postgres_url();
+    let config = if tracked {
+        PostgresConfig::new()
+            .table("multisession_cache_notify_conformance")
+            .notify_changes(true)
+    } else {
+        PostgresConfig::new().table("multisession_cache_conformance")
+    };
+    match PostgresStore::connect_with(&url, config).await {
+        Ok(store) => {
+            let cached = CachedStore::new(store.clone(), 10_000);
+            if tracked {
+                store.track_for(&cached).await.expect("listen");
+            }
+            Some(StoreRef::new(cached))
+        }
+        Err(e) => multisession::testing::service_unavailable("postgresql", &url, e),
+    }
+}
+
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
-    use multisession::stores::{PostgresConfig, PostgresStore};
 
-    /// One table for every run (each case uses its own keys and removes them).
     async fn make() -> Option<StoreRef> {
-        let url = multisession::testing::stores::postgres_url();
-        let config = PostgresConfig::new().table("multisession_cache_conformance");
-        match PostgresStore::connect_with(&url, config).await {
-            Ok(store) => Some(StoreRef::new(CachedStore::new(store, 10_000))),
-            Err(e) => multisession::testing::service_unavailable("postgresql", &url, e),
-        }
+        postgres_cached(false).await
     }
 
     multisession::conformance_tests!(make);
@@ -127,21 +141,9 @@ mod postgres {
 #[cfg(feature = "postgres")]
 mod postgres_tracked {
     use super::*;
-    use multisession::stores::{PostgresConfig, PostgresStore};
 
     async fn make() -> Option<StoreRef> {
-        let url = multisession::testing::stores::postgres_url();
-        let config = PostgresConfig::new()
-            .table("multisession_cache_notify_conformance")
-            .notify_changes(true);
-        match PostgresStore::connect_with(&url, config).await {
-            Ok(store) => {
-                let cached = CachedStore::new(store.clone(), 10_000);
-                store.track_for(&cached).await.expect("listen");
-                Some(StoreRef::new(cached))
-            }
-            Err(e) => multisession::testing::service_unavailable("postgresql", &url, e),
-        }
+        postgres_cached(true).await
     }
 
     multisession::conformance_tests!(make);

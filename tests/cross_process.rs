@@ -94,14 +94,7 @@ fn redis_url() -> String {
 }
 
 fn redis_cluster_urls() -> Vec<String> {
-    std::env::var("MULTISESSION_REDIS_CLUSTER_URLS")
-        .unwrap_or_else(|_| {
-            "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".into()
-        })
-        .split(',')
-        .map(|u| u.trim().to_owned())
-        .filter(|u| !u.is_empty())
-        .collect()
+    multisession::testing::stores::redis_cluster_urls()
 }
 
 fn postgres_url() -> String {

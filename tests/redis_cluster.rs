@@ -25,19 +25,8 @@ use multisession::{
     ChatContext, Config, Error, MultiSession, OnConflict,
     store::{Expect, Store, StoreRef, Write},
     stores::{RedisConfig, RedisStore},
-    testing::{service_unavailable, unique_namespace},
+    testing::{service_unavailable, stores::redis_cluster_urls, unique_namespace},
 };
-
-fn cluster_urls() -> Vec<String> {
-    std::env::var("MULTISESSION_REDIS_CLUSTER_URLS")
-        .unwrap_or_else(|_| {
-            "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".into()
-        })
-        .split(',')
-        .map(|u| u.trim().to_owned())
-        .filter(|u| !u.is_empty())
-        .collect()
-}
 
 async fn connect(urls: &[String], config: RedisConfig) -> Option<RedisStore> {
     let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
@@ -49,7 +38,7 @@ async fn connect(urls: &[String], config: RedisConfig) -> Option<RedisStore> {
 }
 
 async fn cluster_store(prefix: &str) -> Option<RedisStore> {
-    connect(&cluster_urls(), RedisConfig::new().key_prefix(prefix)).await
+    connect(&redis_cluster_urls(), RedisConfig::new().key_prefix(prefix)).await
 }
 
 /// `host:port` of every master of the cluster one of `urls` belongs to.
@@ -157,7 +146,7 @@ mod conformance {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_sessions_spread_over_every_master_and_list_in_order() {
-    let urls = cluster_urls();
+    let urls = redis_cluster_urls();
     let prefix = format!("ms-cl:{}:", unique_namespace());
     let Some(store) = cluster_store(&prefix).await else {
         return;
@@ -255,7 +244,7 @@ struct Pair {
 /// split; concurrent updates re-run on conflicts, and the two never drift apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_split_over_slots_lands_whole_under_contention() {
-    let urls = cluster_urls();
+    let urls = redis_cluster_urls();
     let prefix = format!("ms-cl:{}:", unique_namespace());
     let Some(store) = cluster_store(&prefix).await else {
         return;

@@ -788,6 +788,17 @@ impl<S: Store> From<S> for StoreRef {
     }
 }
 
+/// The outcomes of [`Store::apply_with_revisions`] without the revisions: what
+/// [`Store::apply`] returns, for stores that implement the former and derive the latter.
+pub(crate) fn without_revisions(
+    results: Vec<Result<(Outcome, Option<u64>), StoreError>>,
+) -> Vec<Result<Outcome, StoreError>> {
+    results
+        .into_iter()
+        .map(|result| result.map(|(outcome, _)| outcome))
+        .collect()
+}
+
 /// How many live keys start with `prefix`, by paging through [`Store::list`]: what
 /// [`Store::count`] does for a store that cannot count otherwise (and what a store's own
 /// `count` can fall back to).

@@ -133,6 +133,20 @@ pub mod stores {
         std::env::var("MULTISESSION_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
     }
 
+    /// `MULTISESSION_REDIS_CLUSTER_URLS` (comma-separated node URLs), default the test
+    /// cluster's masters `redis://127.0.0.1:7000`, `:7001`, `:7002`
+    /// (`tests/scripts/redis_cluster.sh start DIR 7000`).
+    pub fn redis_cluster_urls() -> Vec<String> {
+        std::env::var("MULTISESSION_REDIS_CLUSTER_URLS")
+            .unwrap_or_else(|_| {
+                "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".into()
+            })
+            .split(',')
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
     /// `MULTISESSION_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`.
     pub fn postgres_url() -> String {
         std::env::var("MULTISESSION_POSTGRES_URL")

@@ -107,14 +107,7 @@ impl Backend {
 
     /// The shared test cluster (`MULTISESSION_REDIS_CLUSTER_URLS`, default 7000..7002).
     pub async fn redis_cluster() -> Option<Self> {
-        let urls: Vec<String> = std::env::var("MULTISESSION_REDIS_CLUSTER_URLS")
-            .unwrap_or_else(|_| {
-                "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".into()
-            })
-            .split(',')
-            .map(|u| u.trim().to_owned())
-            .filter(|u| !u.is_empty())
-            .collect();
+        let urls: Vec<String> = multisession::testing::stores::redis_cluster_urls();
         let backend = Backend::RedisCluster {
             urls: urls.clone(),
             prefix: unique_namespace(),

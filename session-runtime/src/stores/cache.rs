@@ -201,8 +201,9 @@ impl std::fmt::Debug for CachedStore {
 }
 
 impl CachedStore {
-    /// `store` behind a cache of at most `capacity` keys (least recently and least
-    /// frequently used go first), with the default staleness bound of 1 s.
+    /// `store` behind a cache of at most `capacity` keys (a count of keys, not bytes;
+    /// beyond it `quick_cache` evicts by its own policy), with the default staleness
+    /// bound of 1 s.
     ///
     /// ```
     /// use multisession::stores::{CachedStore, MemoryStore};
@@ -474,11 +475,7 @@ impl Store for CachedStore {
     }
 
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
-        self.apply_with_revisions(writes)
-            .await
-            .into_iter()
-            .map(|result| result.map(|(outcome, _)| outcome))
-            .collect()
+        crate::store::without_revisions(self.apply_with_revisions(writes).await)
     }
 
     async fn apply_with_revisions(

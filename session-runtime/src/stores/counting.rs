@@ -306,11 +306,7 @@ impl Store for CountingStore {
     }
 
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
-        self.apply_with_revisions(writes)
-            .await
-            .into_iter()
-            .map(|result| result.map(|(outcome, _)| outcome))
-            .collect()
+        crate::store::without_revisions(self.apply_with_revisions(writes).await)
     }
 
     async fn apply_with_revisions(

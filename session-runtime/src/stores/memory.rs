@@ -766,10 +766,7 @@ impl Store for MemoryStore {
     }
 
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
-        self.apply_inner(writes)
-            .into_iter()
-            .map(|result| result.map(|(outcome, _)| outcome))
-            .collect()
+        crate::store::without_revisions(self.apply_inner(writes))
     }
 
     async fn apply_with_revisions(

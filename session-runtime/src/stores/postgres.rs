@@ -1590,11 +1590,7 @@ impl Store for PostgresStore {
     }
 
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
-        self.apply_with_revisions(writes)
-            .await
-            .into_iter()
-            .map(|result| result.map(|(outcome, _)| outcome))
-            .collect()
+        crate::store::without_revisions(self.apply_with_revisions(writes).await)
     }
 
     async fn apply_with_revisions(

@@ -1602,11 +1602,7 @@ impl Store for RedisStore {
     }
 
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
-        self.apply_all(writes)
-            .await
-            .into_iter()
-            .map(|result| result.map(|(outcome, _)| outcome))
-            .collect()
+        crate::store::without_revisions(self.apply_all(writes).await)
     }
 
     async fn apply_with_revisions(
