@@ -847,10 +847,13 @@ impl RedisStore {
     /// - revisions come from one counter per bucket: they never repeat for a key, not
     ///   even after a delete (a key never changes bucket), and no key is global;
     /// - [`Store::list`] merges the buckets' indexes: in key order, each live key once;
-    /// - nothing is retried behind your back: a command sent to a master that just died
-    ///   fails (unknown outcome if it may have run), redirections (`MOVED`) refresh the
-    ///   slot map, and the next operation goes to the new master. After a failover the
-    ///   store recovers by itself; no need to rebuild it or the `Sessions`;
+    /// - nothing that may have run is sent again: a command sent to a master that just
+    ///   died fails (unknown outcome if it may have run). Redirections (`MOVED`, `ASK`,
+    ///   `TRYAGAIN`, `CLUSTERDOWN`), which a node answers *instead of* running a command,
+    ///   refresh the slot map and are followed, with short pauses, for up to the
+    ///   [`response_timeout`](RedisConfig::response_timeout); the last one is the error
+    ///   (not written) if the cluster has not settled by then. After a failover the store
+    ///   recovers by itself; no need to rebuild it or the `Sessions`;
     /// - Redis replicates asynchronously: see
     ///   [`wait_for_replicas`](RedisConfig::wait_for_replicas) for writes that survive a
     ///   failover.
@@ -921,7 +924,11 @@ impl RedisStore {
                     source,
                 })
             })?;
-        Ok(Self::with_conn(Conn::Cluster(conn), config, true, None))
+        let conn = Conn::Cluster(redis_cluster::ClusterConn {
+            conn,
+            budget: config.response_timeout,
+        });
+        Ok(Self::with_conn(conn, config, true, None))
     }
 
     fn with_conn(

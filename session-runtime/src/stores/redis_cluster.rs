@@ -9,7 +9,13 @@
 //! slots (what `redis-cli --cluster create` and rebalancing do) holds an even share of the
 //! buckets on every master. A single server is the same layout with one bucket and no tag.
 
-use redis::{Cmd, Pipeline, RedisFuture, Value, aio::ConnectionManager};
+use std::time::Duration;
+
+use redis::{
+    Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
+    aio::{ConnectionLike, ConnectionManager},
+};
+use tokio::time::Instant;
 
 /// The number of hash slots of a Redis Cluster.
 pub(crate) const SLOTS: u16 = 16384;
@@ -19,14 +25,106 @@ pub(crate) const SLOTS: u16 = 16384;
 #[derive(Clone)]
 pub(crate) enum Conn {
     Single(ConnectionManager),
-    Cluster(redis::cluster_async::ClusterConnection),
+    Cluster(ClusterConn),
 }
 
-impl redis::aio::ConnectionLike for Conn {
+/// A cluster connection that follows redirections itself.
+///
+/// The client is built without retries, since a command resent after its connection
+/// dropped may run twice. A redirection is different: `MOVED`, `ASK`, `TRYAGAIN` and
+/// `CLUSTERDOWN` are answers a node gives *instead of* running a command, so sending it
+/// again cannot apply it twice. After a failover the first command to a moved slot gets
+/// `MOVED` while the client rebuilds its slot map (from nodes that may not all have
+/// heard of the failover yet), so the command is sent again, after a short pause, until
+/// it gets another answer or `budget` (the store's response timeout) is spent; then the
+/// last redirection is the error (a refusal: not written).
+///
+/// Every pipeline the store sends keeps to one slot and is either reads only or one
+/// write followed by `WAIT` (which has no key): a redirection anywhere in it means its
+/// write, if any, was refused, so the whole pipeline is sent again.
+#[derive(Clone)]
+pub(crate) struct ClusterConn {
+    pub(crate) conn: redis::cluster_async::ClusterConnection,
+    pub(crate) budget: Duration,
+}
+
+/// Whether a node answered with a redirection instead of running the command.
+fn is_redirection(kind: Option<ServerErrorKind>) -> bool {
+    matches!(
+        kind,
+        Some(
+            ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+        )
+    )
+}
+
+fn redirected(error: &RedisError) -> bool {
+    match error.kind() {
+        ErrorKind::Server(kind) => is_redirection(Some(kind)),
+        _ => false,
+    }
+}
+
+/// The pause before the `attempt`-th resend (1 ms doubling to 64 ms).
+fn pause(attempt: u32) -> Duration {
+    Duration::from_millis(1 << attempt.min(6))
+}
+
+impl ClusterConn {
+    async fn command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        let deadline = Instant::now() + self.budget;
+        let mut attempt = 0;
+        loop {
+            match self.conn.req_packed_command(cmd).await {
+                Err(error) if redirected(&error) && Instant::now() + pause(attempt) < deadline => {
+                    tokio::time::sleep(pause(attempt)).await;
+                    attempt += 1;
+                }
+                Ok(Value::ServerError(error))
+                    if is_redirection(error.kind())
+                        && Instant::now() + pause(attempt) < deadline =>
+                {
+                    tokio::time::sleep(pause(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn commands(
+        &mut self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let deadline = Instant::now() + self.budget;
+        let mut attempt = 0;
+        loop {
+            let result = self.conn.req_packed_commands(pipeline, offset, count).await;
+            let again = match &result {
+                Err(error) => redirected(error),
+                Ok(values) => values.iter().any(|value| {
+                    matches!(value, Value::ServerError(error) if is_redirection(error.kind()))
+                }),
+            };
+            if !again || Instant::now() + pause(attempt) >= deadline {
+                return result;
+            }
+            tokio::time::sleep(pause(attempt)).await;
+            attempt += 1;
+        }
+    }
+}
+
+impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(conn) => conn.req_packed_command(cmd),
-            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => Box::pin(conn.command(cmd)),
         }
     }
 
@@ -38,14 +136,14 @@ impl redis::aio::ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => Box::pin(conn.commands(pipeline, offset, count)),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(conn) => conn.get_db(),
-            Conn::Cluster(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.conn.get_db(),
         }
     }
 }
