@@ -407,6 +407,104 @@ async fn batches_are_atomic_across_keys() {
     drop_prefix(&prefix).await;
 }
 
+/// The lazy runtime's usual write (a compare-and-set put of an existing key) updates the
+/// hash in place: the revision becomes the one read plus one, the revision counter and
+/// the listing index are not touched; creates take the counter. A key's revisions still
+/// never repeat (a re-created key starts above its old ones), data from earlier versions
+/// (small revisions) updates in place, a stale revision is a conflict and a key of
+/// another type an error that wrote nothing.
+#[tokio::test]
+async fn compare_and_set_puts_update_in_place_without_the_counter() {
+    let prefix = unique_namespace();
+    let Some(store) = store_at(&url(), &prefix).await else {
+        return;
+    };
+    let counter = format!("{prefix}rev");
+    let index = format!("{prefix}idx");
+    let applied = store.apply(&[put("k", b"1", None, Expect::Absent)]).await;
+    assert!(matches!(applied[..], [Ok(Outcome::Applied)]), "{applied:?}");
+    let created = store.read("k").await.unwrap().unwrap().revision;
+    assert_eq!(
+        created % 1_000_000_000,
+        0,
+        "a create takes the counter: {created}"
+    );
+    let counter_after_create = raw(&[b"GET", counter.as_bytes()]).await;
+    let index_after_create = raw(&[b"ZRANGE", index.as_bytes(), b"0", b"-1"]).await;
+
+    let mut revision = created;
+    for (i, ttl) in [None, Some(Duration::from_secs(60)), None]
+        .into_iter()
+        .enumerate()
+    {
+        let value = format!("in place {i}");
+        let applied = store
+            .apply_with_revisions(&[put("k", value.as_bytes(), ttl, Expect::Revision(revision))])
+            .await;
+        let [Ok((Outcome::Applied, Some(stored)))] = applied[..] else {
+            panic!("{applied:?}");
+        };
+        assert_eq!(stored, revision + 1);
+        let read = store.read("k").await.unwrap().unwrap();
+        assert_eq!(
+            (read.value.as_slice(), read.revision),
+            (value.as_bytes(), stored)
+        );
+        let pttl = raw(&[b"PTTL", format!("{prefix}s:k").as_bytes()]).await;
+        match ttl {
+            Some(_) => assert!(matches!(pttl, redis::Value::Int(ms) if ms > 0), "{pttl:?}"),
+            None => assert_eq!(pttl, redis::Value::Int(-1)),
+        }
+        revision = stored;
+    }
+    assert_eq!(
+        raw(&[b"GET", counter.as_bytes()]).await,
+        counter_after_create
+    );
+    assert_eq!(
+        raw(&[b"ZRANGE", index.as_bytes(), b"0", b"-1"]).await,
+        index_after_create
+    );
+
+    // A stale revision: a conflict, nothing written.
+    let stale = store
+        .apply(&[put("k", b"stale", None, Expect::Revision(created))])
+        .await;
+    assert!(matches!(stale[..], [Ok(Outcome::Conflict)]), "{stale:?}");
+    assert_eq!(store.read("k").await.unwrap().unwrap().revision, revision);
+
+    // Deleted and created again: above every revision the key had.
+    store.delete("k").await.unwrap();
+    store.write("k", b"again", None).await.unwrap();
+    assert!(store.read("k").await.unwrap().unwrap().revision > revision);
+
+    // A hash from an earlier version (revision from the old counter) updates in place.
+    let old = format!("{prefix}s:old");
+    let _ = raw(&[b"HSET", old.as_bytes(), b"v", b"x", b"r", b"17"]).await;
+    let _ = raw(&[b"ZADD", index.as_bytes(), b"0", b"old"]).await;
+    let applied = store
+        .apply(&[put("old", b"y", None, Expect::Revision(17))])
+        .await;
+    assert!(matches!(applied[..], [Ok(Outcome::Applied)]), "{applied:?}");
+    assert_eq!(store.read("old").await.unwrap().unwrap().revision, 18);
+
+    // A key of another type: an error that says nothing was written.
+    let string = format!("{prefix}s:string");
+    let _ = raw(&[b"SET", string.as_bytes(), b"x"]).await;
+    let results = store
+        .apply(&[put("string", b"v", None, Expect::Revision(1))])
+        .await;
+    assert!(
+        matches!(&results[..], [Err(e @ StoreError::Backend(_))] if !e.outcome_unknown()),
+        "{results:?}"
+    );
+    assert_eq!(
+        raw(&[b"GET", string.as_bytes()]).await,
+        redis::Value::BulkString(b"x".to_vec())
+    );
+    drop_prefix(&prefix).await;
+}
+
 /// Whether `redis-server` can be started here; a visible skip (or a failure under
 /// `MULTISESSION_REQUIRE_SERVICES=1`) when not.
 fn redis_server_available() -> bool {

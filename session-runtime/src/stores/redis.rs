@@ -6,7 +6,7 @@
 //! | Redis key    | type    | holds                                                    |
 //! |--------------|---------|----------------------------------------------------------|
 //! | `P` `s:` key | hash    | `v`: the value bytes, `r`: its revision; `PEXPIRE` = TTL |
-//! | `P` `rev`    | string  | the revision counter (`INCR`): revisions never repeat    |
+//! | `P` `rev`    | string  | the creation counter (`INCR` on creates and blind writes) |
 //! | `P` `idx`    | sorted set | every session key (score 0), for ordered listing      |
 //!
 //! On a cluster ([`RedisStore::connect_cluster`]) the same keys exist once per bucket, each
@@ -15,7 +15,12 @@
 //! and the buckets' slots are spread evenly over all masters. There is no global key.
 //!
 //! Every write goes through one Lua script per bucket, so a batch (checks, then writes,
-//! revisions, expiry and index) is atomic within a bucket and takes one round trip. Keys and
+//! revisions, expiry and index) is atomic within a bucket and takes one round trip. The
+//! usual write of the lazy runtime (compare-and-set puts of keys that exist) takes a
+//! smaller script that touches only the session hashes (`HGET`, `HSET`,
+//! `PEXPIRE`/`PERSIST`): the revision becomes the one read plus one; creates and blind
+//! writes take the next value `c` of the counter as the revision `c × 10^9`, so a key's
+//! revisions never repeat, not even after a delete. Keys and
 //! values are passed as binary-safe arguments; nothing is ever interpolated into a command
 //! or a pattern.
 
@@ -37,11 +42,22 @@ use crate::store::{
 /// Checks every precondition, then applies every write; all of the batch or none of it.
 ///
 /// KEYS: counter, index, then one data key per write.
-/// ARGV: per write, six values: op (`P` put, `U` put in place: a compare-and-set put of a
+/// ARGV: per write, seven values: op (`P` put, `U` put in place: a compare-and-set put of a
 /// key written once in the batch, `D` delete), expect (`A` any, `N` absent, `R` revision),
-/// the expected revision, the value, the TTL in ms (`0`: none), then the plain key
-/// (for the index). Returns, when applied, an array: 1, then per write the revision it
-/// stored (0 for a delete); 0 on a failed precondition.
+/// the expected revision, the new revision of a `U` (the expected one plus one, computed
+/// by the client: Lua's numbers are doubles, exact only to 2^53), the value, the TTL in ms
+/// (`0`: none), then the plain key (for the index). Returns, when applied, an array: 1,
+/// then per write the revision it stored (0 for a delete); 0 on a failed precondition.
+///
+/// Revisions: a put that (re)creates a key or overwrites it blindly takes the next value
+/// `c` of the bucket's counter and stores `c` followed by nine zeros (`c * 10^9`, written
+/// as text); a compare-and-set put in place stores the revision it expected plus one. So
+/// the counter moves only on creates and blind writes, and a key's revisions never
+/// repeat, not even after a delete: a new incarnation starts above everything an earlier
+/// one reached, unless that one was updated in place 10^9 times. The counter stays below
+/// 1.8 × 10^10 (the largest `c` whose revisions fit in 64 bits): past it the script refuses
+/// to write. Revisions stored by earlier versions (the counter's plain values) are below
+/// every revision made from the counter since.
 ///
 /// Redis does not roll a script back: an error after its first write leaves the writes
 /// before it in place. So the first loop checks everything a write could fail on (the
@@ -60,8 +76,9 @@ end
 local counter = kind(KEYS[1])
 if counter == 'string' then
   local last = redis.call('GET', KEYS[1])
-  if #last > 18 or not (last == '0' or string.find(last, '^[1-9]%d*$')) then
-    return redis.error_reply('ERR the revision counter is not a small non-negative integer')
+  if #last > 11 or not (last == '0' or string.find(last, '^[1-9]%d*$'))
+      or tonumber(last) >= 17999999999 then
+    return redis.error_reply('ERR the revision counter is not a non-negative integer below 1.8e10')
   end
 elseif counter ~= 'none' then
   return redis.error_reply('WRONGTYPE the revision counter is not a string')
@@ -70,20 +87,20 @@ local index = kind(KEYS[2])
 if index ~= 'none' and index ~= 'zset' then
   return redis.error_reply('WRONGTYPE the listing index is not a sorted set')
 end
-if #ARGV ~= n * 6 then
+if #ARGV ~= n * 7 then
   return redis.error_reply('ERR malformed arguments of the write script')
 end
 for i = 1, n do
-  local a = (i - 1) * 6
-  local op, expect, ttl = ARGV[a + 1], ARGV[a + 2], ARGV[a + 5]
+  local a = (i - 1) * 7
+  local op, expect, ttl = ARGV[a + 1], ARGV[a + 2], ARGV[a + 6]
   if (op ~= 'P' and op ~= 'D' and op ~= 'U') or (expect ~= 'A' and expect ~= 'N' and expect ~= 'R')
-      or (op == 'U' and expect ~= 'R')
+      or (op == 'U' and (expect ~= 'R' or not string.find(ARGV[a + 4], '^[1-9]%d*$')))
       or not string.find(ttl, '^%d+$') or tonumber(ttl) > 1e13 then
     return redis.error_reply('ERR malformed arguments of the write script')
   end
 end
 for i = 1, n do
-  local a = (i - 1) * 6
+  local a = (i - 1) * 7
   local expect = ARGV[a + 2]
   if expect ~= 'A' then
     local current = redis.call('HGET', KEYS[i + 2], 'r')
@@ -108,31 +125,60 @@ local function write(...)
 end
 local revisions = {1}
 for i = 1, n do
-  local a = (i - 1) * 6
+  local a = (i - 1) * 7
   local key = KEYS[i + 2]
   if ARGV[a + 1] == 'U' then
-    local revision = write('INCR', KEYS[1])
+    local revision = ARGV[a + 4]
     revisions[i + 1] = revision
-    write('HSET', key, 'v', ARGV[a + 4], 'r', revision)
-    if ARGV[a + 5] ~= '0' then
-      write('PEXPIRE', key, ARGV[a + 5])
+    write('HSET', key, 'v', ARGV[a + 5], 'r', revision)
+    if ARGV[a + 6] ~= '0' then
+      write('PEXPIRE', key, ARGV[a + 6])
     else
       write('PERSIST', key)
     end
   elseif ARGV[a + 1] == 'P' then
-    local revision = write('INCR', KEYS[1])
+    local revision = write('INCR', KEYS[1]) .. '000000000'
     revisions[i + 1] = revision
     write('DEL', key)
-    write('HSET', key, 'v', ARGV[a + 4], 'r', revision)
-    if ARGV[a + 5] ~= '0' then write('PEXPIRE', key, ARGV[a + 5]) end
-    write('ZADD', KEYS[2], 0, ARGV[a + 6])
+    write('HSET', key, 'v', ARGV[a + 5], 'r', revision)
+    if ARGV[a + 6] ~= '0' then write('PEXPIRE', key, ARGV[a + 6]) end
+    write('ZADD', KEYS[2], 0, ARGV[a + 7])
   else
     revisions[i + 1] = 0
     write('DEL', key)
-    write('ZREM', KEYS[2], ARGV[a + 6])
+    write('ZREM', KEYS[2], ARGV[a + 7])
   end
 end
 return revisions
+";
+
+/// The lazy runtime's usual write, cheaper: compare-and-set puts in place of keys that
+/// exist, each written once (a batch of [`Write::Put`]s with [`Expect::Revision`]). No
+/// counter, no listing index (an existing key is listed already), no argument checks
+/// (the client builds them: revisions are digits, TTLs capped integers), no `pcall`:
+/// about a third of [`APPLY_LUA`]'s server time.
+///
+/// KEYS: one data key per write. ARGV: per write, four values: the expected revision, the
+/// new one (the expected plus one), the value, the TTL in ms (`0`: none). Returns 1 when
+/// applied, 0 on a failed precondition.
+///
+/// Every check comes before the first write: an `HGET` of a key of another type raises
+/// there, and nothing after it can fail (`HSET` on a hash, `PEXPIRE` with a valid time,
+/// `PERSIST`), so an error means nothing was written, as for [`APPLY_LUA`].
+const UPDATE_LUA: &str = r"
+for i = 1, #KEYS do
+  if redis.call('HGET', KEYS[i], 'r') ~= ARGV[i * 4 - 3] then return 0 end
+end
+for i = 1, #KEYS do
+  local a = i * 4
+  redis.call('HSET', KEYS[i], 'v', ARGV[a - 1], 'r', ARGV[a - 2])
+  if ARGV[a] == '0' then
+    redis.call('PERSIST', KEYS[i])
+  else
+    redis.call('PEXPIRE', KEYS[i], ARGV[a])
+  end
+end
+return 1
 ";
 
 /// The error code the apply script gives a write that failed after others of its batch
@@ -405,8 +451,11 @@ impl RedisConfig {
 ///   for any number of keys;
 /// - [`Store::apply`] (compare-and-set, rule S17) runs one Lua script: all preconditions
 ///   are checked, then every write is applied, atomically and in one round trip;
-/// - revisions come from one `INCR` counter per prefix, so they never repeat, not even
-///   after a delete;
+///   compare-and-set puts of existing keys (the lazy runtime's usual write) take a
+///   smaller one that touches nothing but their hashes;
+/// - a key's revisions never repeat, not even after a delete: an update in place adds
+///   one, a create takes the next value of a counter per prefix, scaled above every
+///   revision before it;
 /// - expiry is Redis' own (`PEXPIRE`); [`Store::list`] walks a sorted index of keys, in
 ///   key order, each live key once. Expired keys leave entries in that index until a
 ///   listing meets them or [`RedisStore::sweep_expired`] runs: with TTLs and no listing,
@@ -473,6 +522,7 @@ struct Inner {
     /// One without a tag on a single server; the cluster buckets otherwise.
     buckets: Vec<Bucket>,
     apply: Script,
+    update: Script,
     prune: Script,
     count: Script,
     response_timeout: Duration,
@@ -639,11 +689,27 @@ fn parse_apply_reply(reply: redis::Value, n: usize) -> Result<Option<Vec<u64>>, 
             .map(|item| match item {
                 Value::Int(revision) => u64::try_from(*revision)
                     .map_err(|_| unknown(format!("a negative revision {revision}"))),
+                Value::BulkString(text) => std::str::from_utf8(text)
+                    .ok()
+                    .and_then(|text| text.parse::<u64>().ok())
+                    .ok_or_else(|| unknown(format!("the revision {item:?}"))),
                 other => Err(unknown(format!("{other:?} where a revision belongs"))),
             })
             .collect::<Result<Vec<u64>, _>>()
             .map(Some),
         other => Err(unknown(format!("{other:?}, not 0 or 1 and {n} revisions"))),
+    }
+}
+
+/// The in-place script's answer: applied (1) or a failed precondition (0). Anything else:
+/// the script ran, so its outcome is unknown.
+fn parse_update_reply(reply: redis::Value) -> Result<bool, StoreError> {
+    match reply {
+        redis::Value::Int(1) => Ok(true),
+        redis::Value::Int(0) => Ok(false),
+        other => Err(StoreError::unknown(format!(
+            "redis write: the script answered {other:?}, not 0 or 1"
+        ))),
     }
 }
 
@@ -945,6 +1011,7 @@ impl RedisStore {
                 buckets,
                 prefix,
                 apply: Script::new(APPLY_LUA),
+                update: Script::new(UPDATE_LUA),
                 prune: Script::new(PRUNE_LUA),
                 count: Script::new(COUNT_LUA),
                 response_timeout: config.response_timeout,
@@ -1104,6 +1171,58 @@ impl RedisStore {
         Ok(records)
     }
 
+    /// The new revision of each write if the whole batch can go through [`UPDATE_LUA`]:
+    /// compare-and-set puts only, of distinct keys, none at the largest revision.
+    fn in_place(writes: &[&Write]) -> Option<Vec<u64>> {
+        let mut revisions = Vec::with_capacity(writes.len());
+        for (i, write) in writes.iter().enumerate() {
+            let Write::Put {
+                expect: Expect::Revision(expected),
+                ..
+            } = write
+            else {
+                return None;
+            };
+            if writes[..i].iter().any(|w| w.key() == write.key()) {
+                return None;
+            }
+            revisions.push(expected.checked_add(1)?);
+        }
+        Some(revisions)
+    }
+
+    /// The command (`EVALSHA` with the hash, or `EVAL` with the source) running
+    /// [`UPDATE_LUA`] on `writes` (see [`in_place`](Self::in_place)), which get `revisions`.
+    fn update_cmd(
+        &self,
+        eval: &str,
+        script: &str,
+        bucket: &Bucket,
+        writes: &[&Write],
+        revisions: &[u64],
+    ) -> redis::Cmd {
+        let mut cmd = redis::cmd(eval);
+        cmd.arg(script).arg(writes.len());
+        for write in writes {
+            cmd.arg(bucket.data_key(&self.inner.prefix, write.key().as_bytes()));
+        }
+        for (write, revision) in writes.iter().zip(revisions) {
+            if let Write::Put {
+                value,
+                ttl,
+                expect: Expect::Revision(expected),
+                ..
+            } = write
+            {
+                cmd.arg(expected.to_string())
+                    .arg(revision.to_string())
+                    .arg(&value[..])
+                    .arg(ttl_millis(*ttl));
+            }
+        }
+        cmd
+    }
+
     /// The apply script's command (`EVALSHA` with the hash, or `EVAL` with the source) on
     /// the writes of one bucket.
     fn apply_cmd(
@@ -1121,27 +1240,25 @@ impl RedisStore {
         for write in writes {
             cmd.arg(bucket.data_key(&self.inner.prefix, write.key().as_bytes()));
         }
-        // Keys the batch writes more than once.
-        let mut seen = std::collections::HashSet::with_capacity(writes.len());
-        let repeated: std::collections::HashSet<&str> = writes
-            .iter()
-            .map(|w| w.key())
-            .filter(|key| !seen.insert(*key))
-            .collect();
-        for write in writes {
+        for (i, write) in writes.iter().enumerate() {
             // A compare-and-set put of a key the batch writes once updates the hash in
             // place (`U`): the key exists (its revision was checked), so it is listed
             // already and has no other fields; no `DEL`, no `ZADD`.
-            let once = || !repeated.contains(write.key());
-            let (op, value, ttl): (&str, &[u8], u64) = match write {
+            let once = || {
+                !writes
+                    .iter()
+                    .enumerate()
+                    .any(|(j, w)| j != i && w.key() == write.key())
+            };
+            let (op, value, ttl, new): (&str, &[u8], u64, u64) = match write {
                 Write::Put {
                     value,
                     ttl,
-                    expect: Expect::Revision(_),
+                    expect: Expect::Revision(expected),
                     ..
-                } if once() => ("U", value, ttl_millis(*ttl)),
-                Write::Put { value, ttl, .. } => ("P", value, ttl_millis(*ttl)),
-                Write::Delete { .. } => ("D", b"", 0),
+                } if once() && *expected < u64::MAX => ("U", value, ttl_millis(*ttl), expected + 1),
+                Write::Put { value, ttl, .. } => ("P", value, ttl_millis(*ttl), 0),
+                Write::Delete { .. } => ("D", b"", 0, 0),
             };
             let (expect, revision) = match write.expect() {
                 Expect::Any => ("A", 0),
@@ -1151,6 +1268,7 @@ impl RedisStore {
             cmd.arg(op)
                 .arg(expect)
                 .arg(revision.to_string())
+                .arg(new.to_string())
                 .arg(value)
                 .arg(ttl)
                 .arg(write.key().as_bytes());
@@ -1226,22 +1344,40 @@ impl RedisStore {
         bucket: &Bucket,
         writes: &[&Write],
     ) -> Result<Option<Vec<u64>>, StoreError> {
-        let hash = self.inner.apply.get_hash();
-        let sent = match self
-            .send_apply(self.apply_cmd("EVALSHA", hash, bucket, writes))
-            .await
-        {
+        // The lazy runtime's usual write goes through the cheaper script.
+        let in_place = Self::in_place(writes);
+        let command = |eval: &str, by_hash: bool| match &in_place {
+            Some(revisions) => {
+                let script = if by_hash {
+                    self.inner.update.get_hash()
+                } else {
+                    UPDATE_LUA
+                };
+                self.update_cmd(eval, script, bucket, writes, revisions)
+            }
+            None => {
+                let script = if by_hash {
+                    self.inner.apply.get_hash()
+                } else {
+                    APPLY_LUA
+                };
+                self.apply_cmd(eval, script, bucket, writes)
+            }
+        };
+        let sent = match self.send_apply(command("EVALSHA", true)).await {
             // The server does not know the script (it restarted, or a failover promoted
             // a replica that never ran it): nothing ran. `EVAL` sends the source along,
             // which also caches it there.
             Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.send_apply(self.apply_cmd("EVAL", APPLY_LUA, bucket, writes))
-                    .await
+                self.send_apply(command("EVAL", false)).await
             }
             sent => sent,
         };
         let (reply, waited) = sent.map_err(|e| self.write_failure(e))?;
-        let revisions = parse_apply_reply(reply, writes.len())?;
+        let revisions = match in_place {
+            Some(revisions) => parse_update_reply(reply)?.then_some(revisions),
+            None => parse_apply_reply(reply, writes.len())?,
+        };
         if let (Some(_), Some(waited), Some((replicas, timeout))) =
             (&revisions, waited, self.inner.wait_for_replicas)
         {
