@@ -288,3 +288,171 @@ mod s26 {
         assert_eq!(sessions.load(&ctx).await.unwrap().hits, 0);
     }
 }
+
+/// Point operations on the calling task (`SqliteConfig::inline`, the default).
+mod inline {
+    use multisession::store::{Expect, Outcome, Write};
+
+    use super::*;
+
+    fn cas(key: &str, value: &[u8], revision: u64) -> Write {
+        Write::Put {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            ttl: None,
+            expect: Expect::Revision(revision),
+        }
+    }
+
+    /// Reads and writes go on while tokio's blocking pool is busy with something else
+    /// (its only thread taken): they run where they are called. With every call on the
+    /// blocking pool (`inline(false)`) the same read waits for that thread.
+    #[test]
+    fn point_operations_need_no_blocking_thread() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let db = TempDb::new();
+            let inline = SqliteStore::open(&db.0).await.unwrap();
+            let pooled = SqliteStore::open_with(&db.0, SqliteConfig::new().inline(false))
+                .await
+                .unwrap();
+            inline.write("k", b"1", None).await.unwrap();
+            // The one blocking thread is taken until `release` is sent.
+            let (release, wait) = std::sync::mpsc::channel::<()>();
+            let occupied = tokio::task::spawn_blocking(move || wait.recv());
+            tokio::task::yield_now().await;
+
+            let record = tokio::time::timeout(Duration::from_secs(10), inline.read("k"))
+                .await
+                .expect("a read waited for the blocking pool")
+                .unwrap()
+                .unwrap();
+            let applied = tokio::time::timeout(
+                Duration::from_secs(10),
+                inline.apply(&[cas("k", b"2", record.revision)]),
+            )
+            .await
+            .expect("a write waited for the blocking pool");
+            assert!(matches!(applied[..], [Ok(Outcome::Applied)]), "{applied:?}");
+
+            // The pooled store's read needs the occupied thread: it waits.
+            let read = pooled.read("k");
+            tokio::pin!(read);
+            assert!(
+                tokio::time::timeout(Duration::from_millis(200), &mut read)
+                    .await
+                    .is_err(),
+                "a read with inline(false) ran without a blocking thread"
+            );
+            release.send(()).unwrap();
+            occupied.await.unwrap().unwrap();
+            let read = tokio::time::timeout(Duration::from_secs(10), read)
+                .await
+                .expect("the pooled read after the thread was free")
+                .unwrap();
+            assert_eq!(read.unwrap().value, b"2");
+        });
+    }
+
+    /// A lock held by another connection: the inline attempt gives up at once without
+    /// doing anything, the write waits for the lock on the blocking pool and lands once,
+    /// and reads are not held up meanwhile (WAL).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_locked_file_falls_back_to_waiting_on_the_pool() {
+        let db = TempDb::new();
+        let store = SqliteStore::open(&db.0).await.unwrap();
+        store.write("k", b"1", None).await.unwrap();
+        let revision = store.read("k").await.unwrap().unwrap().revision;
+        let blocker = rusqlite::Connection::open(&db.0).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move { store.apply(&[cas("k", b"2", revision)]).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!writer.is_finished(), "the write did not wait for the lock");
+        let read = tokio::time::timeout(Duration::from_secs(5), store.read("k"))
+            .await
+            .expect("a read waited behind the write lock");
+        assert_eq!(read.unwrap().unwrap().value, b"1");
+
+        blocker.execute_batch("COMMIT").unwrap();
+        let applied = tokio::time::timeout(Duration::from_secs(10), writer)
+            .await
+            .expect("the write never got the lock")
+            .unwrap();
+        assert!(matches!(applied[..], [Ok(Outcome::Applied)]), "{applied:?}");
+        let record = store.read("k").await.unwrap().unwrap();
+        assert_eq!(
+            (record.value.as_slice(), record.revision),
+            (&b"2"[..], revision + 1)
+        );
+    }
+
+    /// Writes on the calling task leave checkpoints to the blocking pool, which keeps the
+    /// write-ahead log short: 40 MB written, the log stays a few MB.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_is_checkpointed_off_the_calling_task() {
+        let db = TempDb::new();
+        let store = SqliteStore::open(&db.0).await.unwrap();
+        let value = vec![7u8; 8 * 1024];
+        let mut largest = 0;
+        for i in 0..5_000u32 {
+            store
+                .write(&format!("k{}", i % 50), &value, None)
+                .await
+                .unwrap();
+            if i % 100 == 99 {
+                // Give the background checkpoint a moment, as a bot's I/O would.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let wal =
+                    std::fs::metadata(format!("{}-wal", db.0.display())).map_or(0, |m| m.len());
+                largest = largest.max(wal);
+            }
+        }
+        eprintln!("largest write-ahead log: {} kB", largest / 1024);
+        // Unchecked, the log would hold every page written: over 40 MB.
+        assert!(largest < 16 * 1024 * 1024, "{} kB", largest / 1024);
+    }
+
+    /// Revisions: a compare-and-set put adds one to the revision read; a create takes the
+    /// counter (`c × 10^9`); a re-created key starts above its old revisions; rows of
+    /// earlier versions (small revisions) update in place.
+    #[tokio::test]
+    async fn revisions_of_updates_in_place_and_creates() {
+        let db = TempDb::new();
+        let store = SqliteStore::open(&db.0).await.unwrap();
+        store.write("k", b"1", None).await.unwrap();
+        let created = store.read("k").await.unwrap().unwrap().revision;
+        assert_eq!(created % 1_000_000_000, 0, "{created}");
+        let applied = store.apply_with_revisions(&[cas("k", b"2", created)]).await;
+        assert!(
+            matches!(applied[..], [Ok((Outcome::Applied, _))]),
+            "{applied:?}"
+        );
+        assert_eq!(
+            store.read("k").await.unwrap().unwrap().revision,
+            created + 1
+        );
+        let stale = store.apply(&[cas("k", b"3", created)]).await;
+        assert!(matches!(stale[..], [Ok(Outcome::Conflict)]), "{stale:?}");
+        store.delete("k").await.unwrap();
+        store.write("k", b"again", None).await.unwrap();
+        assert!(store.read("k").await.unwrap().unwrap().revision > created + 1);
+
+        let raw = rusqlite::Connection::open(&db.0).unwrap();
+        raw.execute(
+            "INSERT INTO multisession (key, value, revision) VALUES (?1, ?2, 17)",
+            rusqlite::params![b"old".as_slice(), b"x".as_slice()],
+        )
+        .unwrap();
+        let applied = store.apply(&[cas("old", b"y", 17)]).await;
+        assert!(matches!(applied[..], [Ok(Outcome::Applied)]), "{applied:?}");
+        assert_eq!(store.read("old").await.unwrap().unwrap().revision, 18);
+    }
+}

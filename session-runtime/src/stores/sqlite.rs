@@ -45,6 +45,7 @@ pub struct SqliteConfig {
     table: String,
     busy_timeout: Duration,
     connections: usize,
+    inline: bool,
 }
 
 impl Default for SqliteConfig {
@@ -53,12 +54,14 @@ impl Default for SqliteConfig {
             table: "multisession".to_owned(),
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             connections: 4,
+            inline: true,
         }
     }
 }
 
 impl SqliteConfig {
-    /// The defaults: table `multisession`, 4 s busy timeout, 4 connections.
+    /// The defaults: table `multisession`, 4 s busy timeout, 4 connections, point
+    /// operations on the calling task when they need not wait.
     ///
     /// ```
     /// use multisession::stores::SqliteConfig;
@@ -158,15 +161,56 @@ impl SqliteConfig {
         self.connections = connections.max(1);
         self
     }
+
+    /// Whether point operations (reads, batch reads, writes of a commit) may run on the
+    /// calling task. Default: on.
+    ///
+    /// A point operation on a local file takes a few microseconds; handing it to tokio's
+    /// blocking pool and back costs more than that. So when a connection is free, the
+    /// store first runs the operation right where it is called, with SQLite told not to
+    /// wait for any lock: if a lock is taken (another connection or process is writing),
+    /// nothing was done, and the operation goes to the blocking pool, where it waits for
+    /// the lock as usual (up to the [busy timeout](Self::busy_timeout)). WAL checkpoints
+    /// (the copying of the log into the database file, with its `fsync`) never run on the
+    /// calling task: they are handed to the blocking pool. Listing, counting and sweeping
+    /// always run on the blocking pool.
+    ///
+    /// Turn it off for a database on slow storage (a network file system), where even a
+    /// point operation may block for long.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("multisession-doc-sqlite-inline-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// use multisession::{store::Store, stores::{SqliteConfig, SqliteStore}};
+    ///
+    /// // Every call on the blocking pool, as for a file on a network share.
+    /// let config = SqliteConfig::new().inline(false);
+    /// let store = SqliteStore::open_with(dir.join("bot.db"), config).await?;
+    /// store.write("count:1", b"1", None).await?;
+    /// assert_eq!(store.read("count:1").await?.unwrap().value, b"1");
+    /// # drop(store);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn inline(mut self, inline: bool) -> Self {
+        self.inline = inline;
+        self
+    }
 }
 
 /// Sessions in a SQLite file: persistent, embedded, no server. Cheap to clone.
 ///
 /// SQLite is compiled in (no system library needed). The file is opened in WAL mode with
-/// a busy timeout, and the table is created on first use. Every call runs on tokio's
-/// blocking pool, never on the reactor. Writes of one commit are one `IMMEDIATE`
-/// transaction that checks every revision first, so several processes can share a file
-/// without losing updates (rule S17).
+/// a busy timeout, and the table is created on first use. A point operation runs on the
+/// calling task when it can finish without waiting for a lock, else on tokio's blocking
+/// pool (see [`SqliteConfig::inline`]); nothing ever waits for a lock on the reactor.
+/// Writes of one commit are one `IMMEDIATE` transaction that checks every revision, so
+/// several processes can share a file without losing updates (rule S17): a
+/// compare-and-set put of an existing key is one `UPDATE ... WHERE revision = ?`, which
+/// sets the revision read plus one; a create or a blind write takes the next value `c` of
+/// a counter table as the revision `c × 10^9`, so a key's revisions never repeat, not even
+/// after a delete.
 ///
 /// **Timeouts and failed writes.** A failed [`Store::apply`] (and `write`, `delete`) says
 /// whether the batch may have landed (rule S26). An error before `COMMIT` (the write lock
@@ -209,16 +253,33 @@ struct Inner {
     table: String,
     counter: String,
     path: PathBuf,
+    /// [`SqliteConfig::inline`].
+    inline: bool,
+    /// Set when a commit on the calling task left a long log: a checkpoint is due, to be
+    /// run on the blocking pool.
+    checkpoint_due: Arc<AtomicBool>,
 }
 
-/// A pooled connection and the flag that cancels the job running on it.
+/// A pooled connection and the flags of the job running on it.
 struct Slot {
     conn: Connection,
     /// Set when the caller of the job running on `conn` went away (its future was
     /// dropped): the job then stops waiting for locks and does not commit. Read by the
     /// connection's busy handler; cleared when the job is done.
     cancelled: Arc<AtomicBool>,
+    /// Set while the job runs on the calling task: the busy handler then never waits (a
+    /// lock held elsewhere fails the job at once, before it did anything), and the WAL
+    /// hook leaves checkpoints to the blocking pool.
+    no_wait: Arc<AtomicBool>,
 }
+
+/// How many pages the write-ahead log may hold before a commit checkpoints it (SQLite's
+/// own default for its automatic checkpoints, which this replaces).
+const CHECKPOINT_PAGES: i32 = 1000;
+
+/// The highest value of the counter: revisions `c × 10^9` must fit SQLite's 64-bit
+/// signed integers.
+const MAX_COUNTER: i64 = i64::MAX / 1_000_000_000 - 1;
 
 /// A job's view of its cancellation.
 struct Cancel(Arc<AtomicBool>);
@@ -269,14 +330,18 @@ impl Drop for CancelOnDrop {
 struct Lease {
     slot: Option<Slot>,
     inner: Arc<Inner>,
-    finished: Arc<Mutex<bool>>,
+    /// Shared with the [`CancelOnDrop`] of a job on the blocking pool.
+    finished: Option<Arc<Mutex<bool>>>,
     permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            *lock(&self.finished) = true;
+            if let Some(finished) = &self.finished {
+                *lock(finished) = true;
+            }
+            slot.no_wait.store(false, Ordering::SeqCst);
             if !slot.conn.is_autocommit() {
                 // Never committed; never to be joined by the next job either.
                 if let Err(error) = slot.conn.execute_batch("ROLLBACK") {
@@ -292,13 +357,18 @@ impl Drop for Lease {
 
 /// The busy handler of every connection: waits for a lock up to `timeout`, like SQLite's
 /// own busy timeout, but gives up as soon as the job is cancelled (SQLite's interrupt
-/// does not stop a busy wait).
+/// does not stop a busy wait), and at once for a job on the calling task.
 fn busy_handler(
     cancelled: Arc<AtomicBool>,
+    no_wait: Arc<AtomicBool>,
     timeout: Duration,
 ) -> impl FnMut(i32) -> bool + Send + 'static {
     let mut started = Instant::now();
     move |count| {
+        if no_wait.load(Ordering::SeqCst) {
+            // A job on the calling task: give up at once, the pool will wait.
+            return false;
+        }
         if count == 0 {
             started = Instant::now();
         }
@@ -340,6 +410,21 @@ fn now_ms() -> i64 {
 
 fn backend(error: rusqlite::Error) -> StoreError {
     StoreError::from_error(error)
+}
+
+/// Whether `error` is a lock held elsewhere (`SQLITE_BUSY`, `SQLITE_LOCKED`) that made
+/// a job fail before it did anything: a backend error (an unknown outcome is never
+/// retried).
+fn is_busy(error: &StoreError) -> bool {
+    let StoreError::Backend(source) = error else {
+        return false;
+    };
+    source.downcast_ref::<rusqlite::Error>().is_some_and(|e| {
+        matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    })
 }
 
 fn valid_identifier(name: &str) -> bool {
@@ -449,6 +534,8 @@ impl SqliteStore {
         let table = config.table.clone();
         let counter = format!("{table}_revision");
         let (t, c, p) = (table.clone(), counter.clone(), path.clone());
+        let checkpoint_due = Arc::new(AtomicBool::new(false));
+        let due = checkpoint_due.clone();
         let connections = tokio::task::spawn_blocking(move || -> Result<Vec<Slot>, StoreError> {
             let mut pool = Vec::with_capacity(config.connections);
             for i in 0..config.connections {
@@ -462,11 +549,33 @@ impl SqliteStore {
                 }
                 .map_err(backend)?;
                 let cancelled = Arc::new(AtomicBool::new(false));
-                conn.busy_handler(Some(busy_handler(cancelled.clone(), config.busy_timeout)))
-                    .map_err(backend)?;
+                let no_wait = Arc::new(AtomicBool::new(false));
+                conn.busy_handler(Some(busy_handler(
+                    cancelled.clone(),
+                    no_wait.clone(),
+                    config.busy_timeout,
+                )))
+                .map_err(backend)?;
                 if !memory {
                     conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
                     conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
+                    // Replaces SQLite's automatic checkpoints: on the blocking pool a
+                    // commit checkpoints a long log itself; on the calling task it only
+                    // says a checkpoint is due (see `SqliteStore::call`).
+                    let (no_wait, due) = (no_wait.clone(), due.clone());
+                    conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
+                        if pages >= CHECKPOINT_PAGES {
+                            if no_wait.load(Ordering::SeqCst) {
+                                due.store(true, Ordering::SeqCst);
+                            } else {
+                                // Passive: never waits for readers or writers; what it
+                                // could not copy is copied by the next one.
+                                let _ = wal.checkpoint_v2(rusqlite::wal::CheckpointMode::PASSIVE);
+                            }
+                        }
+                        Ok(())
+                    }))
+                    .map_err(backend)?;
                 }
                 if i == 0 {
                     conn.execute_batch(&format!(
@@ -482,7 +591,11 @@ impl SqliteStore {
                     ))
                     .map_err(backend)?;
                 }
-                pool.push(Slot { conn, cancelled });
+                pool.push(Slot {
+                    conn,
+                    cancelled,
+                    no_wait,
+                });
             }
             Ok(pool)
         })
@@ -495,6 +608,8 @@ impl SqliteStore {
                 table,
                 counter,
                 path,
+                inline: config.inline,
+                checkpoint_due,
             }),
         })
     }
@@ -516,6 +631,80 @@ impl SqliteStore {
     /// ```
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Runs a point operation: on the calling task if a connection is free and no lock
+    /// stands in the way (see [`SqliteConfig::inline`]), else on the blocking pool.
+    async fn call<R, F>(&self, writes: bool, job: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: Fn(&mut Connection, &Inner, &Cancel) -> Result<R, StoreError> + Send + 'static,
+    {
+        if self.inner.inline {
+            match self.try_inline(writes, &job) {
+                // A lock held elsewhere: nothing was done; wait for it on the pool.
+                Some(Err(error)) if is_busy(&error) => {}
+                Some(result) => {
+                    self.checkpoint_if_due();
+                    return result;
+                }
+                None => {}
+            }
+        }
+        self.with_conn(writes, job).await
+    }
+
+    /// Runs `job` here and now on a free connection, with SQLite told not to wait for
+    /// locks; `None` if no connection is free.
+    fn try_inline<R, F>(&self, writes: bool, job: &F) -> Option<Result<R, StoreError>>
+    where
+        F: Fn(&mut Connection, &Inner, &Cancel) -> Result<R, StoreError>,
+    {
+        let permit = self.inner.permits.clone().try_acquire_owned().ok()?;
+        let slot = lock(&self.inner.pool).pop()?;
+        slot.no_wait.store(true, Ordering::SeqCst);
+        // Dropped at the end (also on a panic): rolls back what the job left open and
+        // returns the connection.
+        let mut lease = Lease {
+            slot: Some(slot),
+            inner: self.inner.clone(),
+            finished: None,
+            permit: Some(permit),
+        };
+        let slot = lease.slot.as_mut()?;
+        let cancel = Cancel(slot.cancelled.clone());
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            job(&mut slot.conn, &self.inner, &cancel)
+        }));
+        drop(lease);
+        Some(match ran {
+            Ok(result) => result,
+            Err(_) if writes => Err(StoreError::unknown("sqlite: a write job panicked")),
+            Err(_) => Err(StoreError::backend("sqlite: a read job panicked")),
+        })
+    }
+
+    /// Hands a checkpoint that a commit on the calling task made due to the blocking
+    /// pool (in the background: nobody waits for it).
+    fn checkpoint_if_due(&self) {
+        if !self.inner.checkpoint_due.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.clone();
+        runtime.spawn(async move {
+            let done = store
+                .with_conn(false, |conn, _, _| {
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                        .map_err(backend)
+                })
+                .await;
+            if let Err(error) = done {
+                tracing::warn!(%error, "sqlite: a WAL checkpoint failed; the next one retries");
+            }
+        });
     }
 
     /// Runs `job` on a pooled connection on the blocking pool.
@@ -547,7 +736,7 @@ impl SqliteStore {
         let mut lease = Lease {
             slot: Some(slot),
             inner: self.inner.clone(),
-            finished,
+            finished: Some(finished),
             permit: Some(permit),
         };
         let handle = tokio::task::spawn_blocking(move || {
@@ -653,12 +842,27 @@ fn read_one(
     .map_err(backend)
 }
 
+/// The revision of a create or blind write: the counter's next value `c`, as `c × 10^9`,
+/// above every revision any key had (updates in place add one to the revision read).
 fn next_revision(conn: &Connection, counter: &str) -> Result<u64, StoreError> {
-    let sql = format!("UPDATE \"{counter}\" SET last = last + 1 WHERE id = 0 RETURNING last");
+    let sql = format!(
+        "UPDATE \"{counter}\" SET last = last + 1 WHERE id = 0 AND last < ?1 RETURNING last"
+    );
     let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
-    stmt.query_row([], |row| row.get::<_, i64>(0))
-        .map(|r| r as u64)
-        .map_err(backend)
+    let last = stmt
+        .query_row([MAX_COUNTER], |row| row.get::<_, i64>(0))
+        .optional()
+        .map_err(backend)?
+        .ok_or_else(|| {
+            StoreError::backend(format!(
+                "sqlite: the revision counter {counter:?} is exhausted (or missing)"
+            ))
+        })?;
+    Ok(u64::try_from(last).unwrap_or(0) * 1_000_000_000)
+}
+
+fn expiry(ttl: Option<Duration>, now: i64) -> Option<i64> {
+    ttl.map(|ttl| now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)))
 }
 
 fn put(
@@ -670,16 +874,48 @@ fn put(
     now: i64,
 ) -> Result<(), StoreError> {
     let revision = next_revision(conn, &inner.counter)?;
-    let expires = ttl.map(|ttl| now.saturating_add(ttl.as_millis() as i64));
     let sql = format!(
         "INSERT INTO \"{}\" (key, value, revision, expires_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value, revision = excluded.revision, expires_at = excluded.expires_at",
         inner.table
     );
     let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
-    stmt.execute(params![key.as_bytes(), value, revision as i64, expires])
-        .map_err(backend)?;
+    stmt.execute(params![
+        key.as_bytes(),
+        value,
+        revision as i64,
+        expiry(ttl, now)
+    ])
+    .map_err(backend)?;
     Ok(())
+}
+
+/// A compare-and-set put of a live key in one statement: the value, the revision read
+/// plus one, the new expiry. Whether it applied (the key held `expected`).
+fn update_in_place(
+    conn: &Connection,
+    table: &str,
+    key: &str,
+    value: &[u8],
+    ttl: Option<Duration>,
+    expected: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let sql = format!(
+        "UPDATE \"{table}\" SET value = ?1, revision = revision + 1, expires_at = ?2
+         WHERE key = ?3 AND revision = ?4 AND (expires_at IS NULL OR expires_at > ?5)"
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+    let changed = stmt
+        .execute(params![
+            value,
+            expiry(ttl, now),
+            key.as_bytes(),
+            expected,
+            now
+        ])
+        .map_err(backend)?;
+    Ok(changed == 1)
 }
 
 fn delete(conn: &Connection, table: &str, key: &str) -> Result<(), StoreError> {
@@ -706,7 +942,7 @@ impl Store for SqliteStore {
 
     async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
         let key = key.to_owned();
-        self.with_conn(false, move |conn, inner, _| {
+        self.call(false, move |conn, inner, _| {
             read_one(conn, &inner.table, &key, now_ms())
         })
         .await
@@ -717,7 +953,7 @@ impl Store for SqliteStore {
         key: &str,
     ) -> Result<Option<(Record, Option<Duration>)>, StoreError> {
         let key = key.to_owned();
-        self.with_conn(false, move |conn, inner, _| {
+        self.call(false, move |conn, inner, _| {
             let sql = format!(
                 "SELECT value, revision, expires_at FROM \"{}\" WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
                 inner.table
@@ -744,7 +980,7 @@ impl Store for SqliteStore {
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
         let (key, value) = (key.to_owned(), value.to_vec());
-        self.with_conn(true, move |conn, inner, cancel| {
+        self.call(true, move |conn, inner, cancel| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(backend)?;
@@ -756,7 +992,7 @@ impl Store for SqliteStore {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let key = key.to_owned();
-        self.with_conn(true, move |conn, inner, cancel| {
+        self.call(true, move |conn, inner, cancel| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(backend)?;
@@ -768,7 +1004,7 @@ impl Store for SqliteStore {
 
     async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Record>>, StoreError> {
         let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-        self.with_conn(false, move |conn, inner, _| {
+        self.call(false, move |conn, inner, _| {
             // One trip to the blocking pool, one read transaction: a consistent snapshot.
             let tx = conn.transaction().map_err(backend)?;
             let now = now_ms();
@@ -849,7 +1085,7 @@ impl Store for SqliteStore {
         let owned = writes.to_vec();
         let count = writes.len();
         let result = self
-            .with_conn(true, move |conn, inner, cancel| {
+            .call(true, move |conn, inner, cancel| {
                 // Until `commit`, any error (the write lock not obtained within the busy
                 // timeout, a failed statement, a cancellation) drops the transaction,
                 // which rolls it back: nothing is applied.
@@ -857,7 +1093,20 @@ impl Store for SqliteStore {
                     .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                     .map_err(backend)?;
                 let now = now_ms();
-                for write in &owned {
+                // A compare-and-set put of a key the batch writes once (the lazy
+                // runtime's usual write) checks and writes in one statement; the other
+                // writes check first and write after.
+                let in_place = |write: &Write| match write {
+                    Write::Put {
+                        expect: Expect::Revision(expected),
+                        ..
+                    } => {
+                        i64::try_from(*expected).is_ok_and(|e| e < i64::MAX)
+                            && owned.iter().filter(|w| w.key() == write.key()).count() == 1
+                    }
+                    _ => false,
+                };
+                for write in owned.iter().filter(|w| !in_place(w)) {
                     if write.expect() == Expect::Any {
                         continue;
                     }
@@ -869,6 +1118,19 @@ impl Store for SqliteStore {
                 }
                 for write in &owned {
                     match write {
+                        Write::Put {
+                            key,
+                            value,
+                            ttl,
+                            expect: Expect::Revision(expected),
+                        } if in_place(write) => {
+                            let expected = i64::try_from(*expected).unwrap_or(i64::MAX);
+                            if !update_in_place(&tx, &inner.table, key, value, *ttl, expected, now)?
+                            {
+                                // Dropping `tx` rolls back what came before.
+                                return Ok(Outcome::Conflict);
+                            }
+                        }
                         Write::Put {
                             key, value, ttl, ..
                         } => put(&tx, inner, key, value, *ttl, now)?,
