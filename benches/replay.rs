@@ -31,13 +31,19 @@
 //!
 //! Then a summary of every ratio beside its target.
 //!
+//! The store parts run in one task spawned on a multi-threaded tokio runtime (what a bot's
+//! update handlers get from `#[tokio::main]`); `BENCH_STORES_TASK=main` runs them in
+//! `block_on` on the main thread, `BENCH_RUNTIME=current_thread` on a current-thread
+//! runtime.
+//!
 //! Environment: `MULTISESSION_REDIS_URL`, `MULTISESSION_POSTGRES_URL` (loopback defaults);
 //! `BENCH_UPDATES` (memory stream, 100 000), `BENCH_ROUNDS` (memory rounds, 7);
 //! `BENCH_STORE_UPDATES` (5 000), `BENCH_STORE_ROUNDS` (9); `BENCH_REDIS_UPDATES`
 //! (sequential, 20 000), `BENCH_REDIS_CONCURRENT_UPDATES` (100 000), `BENCH_REDIS_GETSET`
 //! (requests per command, 10 000), `BENCH_REDIS_ROUNDS` (5); `BENCH_CACHE_UPDATES`
-//! (100 000), `BENCH_CACHE_ROUNDS` (3); `BENCH_RUNTIME=current_thread` for the store
-//! parts; `BENCH_PROFILE=...` loops one kind of work for a profiler (see `main`).
+//! (100 000), `BENCH_CACHE_ROUNDS` (3); `BENCH_RUNTIME=current_thread`,
+//! `BENCH_STORES_TASK=main` for the store parts; `BENCH_PROFILE=...` loops one kind of
+//! work for a profiler (see `main`).
 
 #[path = "../examples/common/pizza_bot.rs"]
 #[allow(dead_code)]
@@ -363,15 +369,30 @@ fn main() {
     .enable_all()
     .build()
     .expect("tokio runtime");
+    let on_main = std::env::var("BENCH_STORES_TASK").is_ok_and(|t| t == "main");
     println!(
-        "Stores on a {} tokio runtime.\n",
+        "Stores on a {} tokio runtime, {}.\n",
         if current {
             "current-thread"
         } else {
             "multi-threaded"
+        },
+        if on_main {
+            "run in `block_on` on the main thread"
+        } else {
+            "run in a spawned task"
         }
     );
-    runtime.block_on(stores_part());
+    // In a spawned task, as a bot's update handlers run; `BENCH_STORES_TASK=main` runs
+    // them in `block_on` on the main thread instead, where every reply of a connection
+    // driven by a runtime task (Redis' multiplexed connection, tokio-postgres) has to wake
+    // the main thread from a worker: on this machine that halved the sequential Redis
+    // throughput of every async client, the hand-written ones included.
+    if on_main {
+        runtime.block_on(stores_part());
+    } else {
+        runtime.block_on(async { tokio::spawn(stores_part()).await.expect("stores part") });
+    }
     report::print_summary();
     println!(
         "Whole run: {:.0} s; load average at the end: {}",

@@ -1,8 +1,9 @@
 //! Part 3: Redis against the round-trip limit (issue 11, item 1).
 //!
 //! In the same run, interleaved by round (rotating order): `redis-benchmark -t get,set -c 1`
-//! (when on PATH), its in-bench equivalent (one `redis` crate connection doing SET then
-//! GET, one at a time), lazy mode and a hand-written bot on the `redis` crate (plain GET +
+//! (when on PATH), its in-bench equivalents (one `redis` crate connection doing SET then
+//! GET, one at a time: a blocking connection, and the multiplexed async connection the
+//! store also uses), lazy mode and a hand-written bot on the `redis` crate (plain GET +
 //! SET, serde_json, the same routing: `hand::handle`), sequentially and with 64 and 256
 //! workers (the stream split by chat, each worker's share in order). Around every phase:
 //! the server's `INFO commandstats` (differences of two snapshots, so other users of a
@@ -15,7 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use multisession::{SessionContext, Sessions, stores::RedisStore};
+use multisession::{
+    SessionContext, Sessions,
+    stores::{CountingStore, RedisStore},
+};
 use redis::aio::MultiplexedConnection;
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -320,6 +324,7 @@ fn redis_benchmark(url: &str, n: usize) -> Result<(f64, f64), String> {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Phase {
     RedisBenchmark,
+    GetSetSync,
     GetSet,
     LazySeq,
     HandSeq,
@@ -331,7 +336,10 @@ impl Phase {
     fn label(self) -> String {
         match self {
             Phase::RedisBenchmark => "redis-benchmark -t get,set -c 1".to_owned(),
-            Phase::GetSet => "in-bench GET/SET, one connection".to_owned(),
+            Phase::GetSetSync => "in-bench GET/SET, redis crate, blocking connection".to_owned(),
+            Phase::GetSet => {
+                "in-bench GET/SET, redis crate, multiplexed async connection".to_owned()
+            }
             Phase::LazySeq => "lazy, sequential".to_owned(),
             Phase::HandSeq => "hand-written redis bot, sequential".to_owned(),
             Phase::Lazy(w) => format!("lazy, {w} workers"),
@@ -428,6 +436,23 @@ async fn get_set(conn: &MultiplexedConnection, key: &str, n: usize) -> Duration 
     started.elapsed()
 }
 
+/// The same on a blocking connection of the `redis` crate: no async runtime between the
+/// loop and the socket (the closest to `redis-benchmark`'s C event loop).
+fn get_set_blocking(conn: &mut redis::Connection, key: &str, n: usize) -> Duration {
+    let started = Instant::now();
+    for _ in 0..n {
+        let () = redis::cmd("SET")
+            .arg(key)
+            .arg("xxx")
+            .query(conn)
+            .expect("SET");
+    }
+    for _ in 0..n {
+        let _: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(conn).expect("GET");
+    }
+    started.elapsed()
+}
+
 fn per_s(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()
 }
@@ -486,12 +511,36 @@ pub async fn redis_part(url: &str, store: RedisStore) {
     setup.hand.reset(&setup.conc).await;
     setup.hand.reset(&setup.seq).await;
 
-    // Same replies from both bots.
+    // Same replies from both bots, and lazy mode's operations on this stream (the
+    // operations per second below count the minimum).
+    let counting = CountingStore::new(setup.store.clone());
     let sessions = BotSession::builder()
-        .default_store(setup.store.clone())
+        .default_store(counting.clone())
         .build();
     let lazy_replies = run_lazy(&sessions, &setup.seq).await;
+    let (counted, least) = (counting.counts(), minimum(&setup.seq));
     clear_bot(&sessions).await;
+    let exact = counted.reads == least.reads
+        && counted.writes == least.writes
+        && counted.operations() == least.operations()
+        && counted.round_trips() == least.round_trips();
+    println!(
+        "Lazy store operations on the sequential stream: {} reads, {} writes (the minimum: {}, {}){}\n",
+        counted.reads,
+        counted.writes,
+        least.reads,
+        least.writes,
+        if exact { "" } else { ": NOT the minimum" }
+    );
+    report::check(
+        "Redis (item-1 stream, 1 000 chats): lazy operations = the oracle minimum",
+        exact,
+        &format!(
+            "{:.3} ops/update (minimum {:.3})",
+            counted.operations() as f64 / setup.seq.len() as f64,
+            least.operations() as f64 / setup.seq.len() as f64
+        ),
+    );
     let hand_replies = hand::run(&setup.hand, &setup.seq).await;
     setup.hand.reset(&setup.seq).await;
     assert_eq!(
@@ -532,6 +581,16 @@ pub async fn redis_part(url: &str, store: RedisStore) {
         println!("redis-benchmark: SKIPPED, not on PATH (the in-bench equivalent runs)\n");
     }
     let mut phases = vec![Phase::GetSet, Phase::LazySeq, Phase::HandSeq];
+    let mut blocking = match client.get_connection() {
+        Ok(blocking) => {
+            phases.insert(0, Phase::GetSetSync);
+            Some(blocking)
+        }
+        Err(e) => {
+            println!("in-bench GET/SET on a blocking connection: SKIPPED, {e}\n");
+            None
+        }
+    };
     if benchmark {
         phases.insert(0, Phase::RedisBenchmark);
     }
@@ -585,10 +644,18 @@ pub async fn redis_part(url: &str, store: RedisStore) {
                         }
                     }
                 }
-                Phase::GetSet => {
-                    let m = server
-                        .measure(get_set(&conn, &getset_key, setup.getset_n))
-                        .await;
+                Phase::GetSet | Phase::GetSetSync => {
+                    let m = if phase == Phase::GetSet {
+                        server
+                            .measure(get_set(&conn, &getset_key, setup.getset_n))
+                            .await
+                    } else {
+                        let blocking = blocking.as_mut().expect("connected");
+                        let (key, n) = (&getset_key, setup.getset_n);
+                        server
+                            .measure(async move { get_set_blocking(blocking, key, n) })
+                            .await
+                    };
                     let ops = 2 * setup.getset_n as u64;
                     Sample {
                         ops_per_s: per_s(ops, m.elapsed),
@@ -700,9 +767,16 @@ pub async fn redis_part(url: &str, store: RedisStore) {
                 .unwrap_or("redis-benchmark not on PATH"),
         ),
     }
+    if let Some(spread) = paired(Phase::LazySeq, Phase::GetSetSync, &ops) {
+        report::ratio(
+            "Redis: lazy sequential store ops/s vs in-bench GET/SET (redis crate, blocking connection)",
+            spread,
+            Target::AtLeast(0.9),
+        );
+    }
     if let Some(spread) = paired(Phase::LazySeq, Phase::GetSet, &ops) {
         report::ratio(
-            "Redis: lazy sequential store ops/s vs in-bench GET/SET (redis crate, one connection)",
+            "Redis: lazy sequential store ops/s vs in-bench GET/SET (redis crate, multiplexed async connection, as the store)",
             spread,
             Target::AtLeast(0.9),
         );
@@ -880,7 +954,7 @@ fn write_cost(
     if !set_us.is_empty() {
         let s = Spread::of(&set_us);
         println!(
-            "\n`set` in the in-bench GET/SET phases: {:.2} µs per call ({:.2}–{:.2})",
+            "\n`set` in the in-bench GET/SET phases (multiplexed connection): {:.2} µs per call ({:.2}–{:.2})",
             s.median, s.min, s.max
         );
     }

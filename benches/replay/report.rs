@@ -186,25 +186,26 @@ pub fn load_average() -> String {
     }
 }
 
-/// Prints the load average at the start of a part and returns a guard printing it at
-/// its end.
+/// Prints the load average at the start of a part and returns a guard printing it, and
+/// the part's wall time, at its end.
 pub fn part_load(part: &str) -> PartLoad {
     println!(
         "load average (1 / 5 / 15 min) at the start of {part}: {}\n",
         load_average()
     );
-    PartLoad(part.to_owned())
+    PartLoad(part.to_owned(), std::time::Instant::now())
 }
 
 /// See [`part_load`].
-pub struct PartLoad(String);
+pub struct PartLoad(String, std::time::Instant);
 
 impl Drop for PartLoad {
     fn drop(&mut self) {
         println!(
-            "load average at the end of {}: {}\n",
+            "load average at the end of {}: {} ({:.0} s)\n",
             self.0,
-            load_average()
+            load_average(),
+            self.1.elapsed().as_secs_f64()
         );
     }
 }
