@@ -4,8 +4,8 @@
 //! load.
 //!
 //! ```sh
-//! cargo bench --bench replay                   # memory and SQLite
-//! cargo bench --bench replay --all-features    # and Redis, PostgreSQL (if reachable)
+//! cargo bench --bench replay --all-features    # everything (Redis, PostgreSQL if reachable)
+//! cargo bench -p multisession --bench replay   # default features: memory and SQLite
 //! BENCH_ONLY=cache cargo bench --bench replay --all-features   # only the cache part
 //! ```
 //!
@@ -214,6 +214,10 @@ async fn stores_part() {
                 if runs("cache") {
                     cache::cache_part("Redis (loopback)", StoreRef::new(store)).await;
                 }
+                #[cfg(not(feature = "cache"))]
+                if runs("cache") {
+                    println!("## Redis cache part: SKIPPED, built without the `cache` feature\n");
+                }
             }
             Err(e) => {
                 println!("## Redis: SKIPPED, {url} unreachable: {e}\n");
@@ -268,6 +272,12 @@ async fn stores_part() {
                 #[cfg(feature = "cache")]
                 if runs("cache") {
                     cache::cache_part("PostgreSQL (loopback)", StoreRef::new(store)).await;
+                }
+                #[cfg(not(feature = "cache"))]
+                if runs("cache") {
+                    println!(
+                        "## PostgreSQL cache part: SKIPPED, built without the `cache` feature\n"
+                    );
                 }
             }
             Err(e) => {

@@ -71,6 +71,7 @@ pub fn of_kind(updates: &[Update], kind: &str) -> Vec<Update> {
 
 /// The stream split over `workers` by chat: each chat's updates go to one worker, in
 /// stream order (what per-chat ordering needs).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub fn partition(updates: &[Update], workers: usize) -> Vec<Vec<Update>> {
     let mut shares = vec![Vec::new(); workers];
     for update in updates {
