@@ -488,6 +488,55 @@ async fn compare_and_set_puts_update_in_place_without_the_counter() {
     assert!(matches!(applied[..], [Ok(Outcome::Applied)]), "{applied:?}");
     assert_eq!(store.read("old").await.unwrap().unwrap().revision, 18);
 
+    // A batch of an update in place and a create, with the index or the counter broken
+    // (so `ZADD` or `INCR` fails): an error, and no session written.
+    let now = store.read("k").await.unwrap().unwrap();
+    let batch = [
+        put("k", b"batched", None, Expect::Revision(now.revision)),
+        put("fresh", b"new", None, Expect::Absent),
+    ];
+    let saved_index = raw(&[b"ZRANGE", index.as_bytes(), b"0", b"-1"]).await;
+    let saved_counter = raw(&[b"GET", counter.as_bytes()]).await;
+    for (what, key, bad) in [
+        ("index", &index, "not a sorted set"),
+        ("counter", &counter, "seven"),
+    ] {
+        let _ = raw(&[b"DEL", key.as_bytes()]).await;
+        let _ = raw(&[b"SET", key.as_bytes(), bad.as_bytes()]).await;
+        let results = store.apply(&batch).await;
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Err(e @ StoreError::Backend(_)) if !e.outcome_unknown())),
+            "{what}: {results:?}"
+        );
+        assert_eq!(
+            store.read("k").await.unwrap().as_ref(),
+            Some(&now),
+            "{what}"
+        );
+        assert_eq!(store.read("fresh").await.unwrap(), None, "{what}");
+        let _ = raw(&[b"DEL", key.as_bytes()]).await;
+    }
+    let redis::Value::Array(members) = saved_index else {
+        panic!("{saved_index:?}");
+    };
+    for member in members {
+        let redis::Value::BulkString(member) = member else {
+            continue;
+        };
+        let _ = raw(&[b"ZADD", index.as_bytes(), b"0", &member]).await;
+    }
+    let redis::Value::BulkString(last) = saved_counter else {
+        panic!("{saved_counter:?}");
+    };
+    let _ = raw(&[b"SET", counter.as_bytes(), &last]).await;
+    let results = store.apply(&batch).await;
+    assert!(
+        results.iter().all(|r| matches!(r, Ok(Outcome::Applied))),
+        "{results:?}"
+    );
+
     // A key of another type: an error that says nothing was written.
     let string = format!("{prefix}s:string");
     let _ = raw(&[b"SET", string.as_bytes(), b"x"]).await;

@@ -16,11 +16,12 @@
 //!
 //! Every write goes through one Lua script per bucket, so a batch (checks, then writes,
 //! revisions, expiry and index) is atomic within a bucket and takes one round trip. The
-//! usual write of the lazy runtime (compare-and-set puts of keys that exist) takes a
-//! smaller script that touches only the session hashes (`HGET`, `HSET`,
-//! `PEXPIRE`/`PERSIST`): the revision becomes the one read plus one; creates and blind
-//! writes take the next value `c` of the counter as the revision `c × 10^9`, so a key's
-//! revisions never repeat, not even after a delete. Keys and
+//! usual writes of the lazy runtime (compare-and-set puts, on a revision or on absence)
+//! take a smaller script: an update in place touches only its hash (`HGET`, `HSET`,
+//! `PEXPIRE`/`PERSIST`), and its revision becomes the one read plus one; creates and
+//! blind writes take the next value `c` of the counter as the revision `c × 10^9` (and
+//! add the key to the index), so a key's revisions never repeat, not even after a
+//! delete. Keys and
 //! values are passed as binary-safe arguments; nothing is ever interpolated into a command
 //! or a pattern.
 
@@ -152,33 +153,60 @@ end
 return revisions
 ";
 
-/// The lazy runtime's usual write, cheaper: compare-and-set puts in place of keys that
-/// exist, each written once (a batch of [`Write::Put`]s with [`Expect::Revision`]). No
-/// counter, no listing index (an existing key is listed already), no argument checks
-/// (the client builds them: revisions are digits, TTLs capped integers), no `pcall`:
-/// about a third of [`APPLY_LUA`]'s server time.
+/// The lazy runtime's usual writes, cheaper: compare-and-set puts, each key written once,
+/// either in place of a key that exists ([`Expect::Revision`]) or creating one
+/// ([`Expect::Absent`]). No type or argument checks (the client builds the arguments:
+/// revisions are digits, TTLs capped integers), no `pcall`: an update in place touches
+/// only its hash; a create takes the counter and adds the key to the listing index.
 ///
-/// KEYS: one data key per write. ARGV: per write, four values: the expected revision, the
-/// new one (the expected plus one), the value, the TTL in ms (`0`: none). Returns 1 when
-/// applied, 0 on a failed precondition.
+/// KEYS: counter, index, then one data key per write. ARGV: per write, five values: `U`
+/// (in place) or `N` (create), the expected revision (`U`) or the plain key (`N`, for the
+/// index), the new revision (`U`: the expected plus one; `N`: empty, taken from the
+/// counter as for [`APPLY_LUA`]), the value, the TTL in ms (`0`: none). Returns, when
+/// applied, an array: 1, then the revision of every write; 0 on a failed precondition.
 ///
-/// Every check comes before the first write: an `HGET` of a key of another type raises
-/// there, and nothing after it can fail (`HSET` on a hash, `PEXPIRE` with a valid time,
-/// `PERSIST`), so an error means nothing was written, as for [`APPLY_LUA`].
-const UPDATE_LUA: &str = r"
-for i = 1, #KEYS do
-  if redis.call('HGET', KEYS[i], 'r') ~= ARGV[i * 4 - 3] then return 0 end
-end
-for i = 1, #KEYS do
-  local a = i * 4
-  redis.call('HSET', KEYS[i], 'v', ARGV[a - 1], 'r', ARGV[a - 2])
-  if ARGV[a] == '0' then
-    redis.call('PERSIST', KEYS[i])
-  else
-    redis.call('PEXPIRE', KEYS[i], ARGV[a])
+/// Nothing is written before every check passed and every command that could fail has
+/// run: the checks (`HGET` of a key of another type raises, also for a create), then the counter (`INCR`
+/// raises on a counter that is not an integer; past its limit the script stops) and the
+/// index (`ZADD` raises on a key of another type), then the session hashes, which cannot
+/// fail (`HSET` on a hash or a missing key, `PEXPIRE` with a valid time, `PERSIST`). So
+/// an error leaves no session written, as for [`APPLY_LUA`] (at most a counter value
+/// skipped, or an index entry without a session, which listings prune).
+const PUT_LUA: &str = r"
+local n = #KEYS - 2
+for i = 1, n do
+  local a = i * 5 - 5
+  if ARGV[a + 1] == 'U' then
+    if redis.call('HGET', KEYS[i + 2], 'r') ~= ARGV[a + 2] then return 0 end
+  elseif redis.call('HGET', KEYS[i + 2], 'r') then
+    return 0
   end
 end
-return 1
+local revisions = {1}
+for i = 1, n do
+  local a = i * 5 - 5
+  if ARGV[a + 1] == 'U' then
+    revisions[i + 1] = ARGV[a + 3]
+  else
+    local c = redis.call('INCR', KEYS[1])
+    if c > 17999999999 then
+      return redis.error_reply('ERR the revision counter is exhausted')
+    end
+    revisions[i + 1] = c .. '000000000'
+    redis.call('ZADD', KEYS[2], 0, ARGV[a + 2])
+  end
+end
+for i = 1, n do
+  local a = i * 5 - 5
+  local key = KEYS[i + 2]
+  redis.call('HSET', key, 'v', ARGV[a + 4], 'r', revisions[i + 1])
+  if ARGV[a + 5] ~= '0' then
+    redis.call('PEXPIRE', key, ARGV[a + 5])
+  elseif ARGV[a + 1] == 'U' then
+    redis.call('PERSIST', key)
+  end
+end
+return revisions
 ";
 
 /// The error code the apply script gives a write that failed after others of its batch
@@ -451,8 +479,8 @@ impl RedisConfig {
 ///   for any number of keys;
 /// - [`Store::apply`] (compare-and-set, rule S17) runs one Lua script: all preconditions
 ///   are checked, then every write is applied, atomically and in one round trip;
-///   compare-and-set puts of existing keys (the lazy runtime's usual write) take a
-///   smaller one that touches nothing but their hashes;
+///   compare-and-set puts (the lazy runtime's usual writes) take a smaller one, and an
+///   update in place touches nothing but its hash;
 /// - a key's revisions never repeat, not even after a delete: an update in place adds
 ///   one, a create takes the next value of a counter per prefix, scaled above every
 ///   revision before it;
@@ -522,7 +550,7 @@ struct Inner {
     /// One without a tag on a single server; the cluster buckets otherwise.
     buckets: Vec<Bucket>,
     apply: Script,
-    update: Script,
+    put: Script,
     prune: Script,
     count: Script,
     response_timeout: Duration,
@@ -698,18 +726,6 @@ fn parse_apply_reply(reply: redis::Value, n: usize) -> Result<Option<Vec<u64>>, 
             .collect::<Result<Vec<u64>, _>>()
             .map(Some),
         other => Err(unknown(format!("{other:?}, not 0 or 1 and {n} revisions"))),
-    }
-}
-
-/// The in-place script's answer: applied (1) or a failed precondition (0). Anything else:
-/// the script ran, so its outcome is unknown.
-fn parse_update_reply(reply: redis::Value) -> Result<bool, StoreError> {
-    match reply {
-        redis::Value::Int(1) => Ok(true),
-        redis::Value::Int(0) => Ok(false),
-        other => Err(StoreError::unknown(format!(
-            "redis write: the script answered {other:?}, not 0 or 1"
-        ))),
     }
 }
 
@@ -1011,7 +1027,7 @@ impl RedisStore {
                 buckets,
                 prefix,
                 apply: Script::new(APPLY_LUA),
-                update: Script::new(UPDATE_LUA),
+                put: Script::new(PUT_LUA),
                 prune: Script::new(PRUNE_LUA),
                 count: Script::new(COUNT_LUA),
                 response_timeout: config.response_timeout,
@@ -1171,53 +1187,52 @@ impl RedisStore {
         Ok(records)
     }
 
-    /// The new revision of each write if the whole batch can go through [`UPDATE_LUA`]:
-    /// compare-and-set puts only, of distinct keys, none at the largest revision.
-    fn in_place(writes: &[&Write]) -> Option<Vec<u64>> {
-        let mut revisions = Vec::with_capacity(writes.len());
-        for (i, write) in writes.iter().enumerate() {
-            let Write::Put {
-                expect: Expect::Revision(expected),
-                ..
-            } = write
-            else {
-                return None;
+    /// Whether the whole batch can go through [`PUT_LUA`]: compare-and-set puts only
+    /// (on a revision, or on absence), of distinct keys, none at the largest revision.
+    fn plain_puts(writes: &[&Write]) -> bool {
+        writes.iter().enumerate().all(|(i, write)| {
+            let cas = match write {
+                Write::Put {
+                    expect: Expect::Revision(expected),
+                    ..
+                } => *expected < u64::MAX,
+                Write::Put {
+                    expect: Expect::Absent,
+                    ..
+                } => true,
+                _ => false,
             };
-            if writes[..i].iter().any(|w| w.key() == write.key()) {
-                return None;
-            }
-            revisions.push(expected.checked_add(1)?);
-        }
-        Some(revisions)
+            cas && !writes[..i].iter().any(|w| w.key() == write.key())
+        })
     }
 
     /// The command (`EVALSHA` with the hash, or `EVAL` with the source) running
-    /// [`UPDATE_LUA`] on `writes` (see [`in_place`](Self::in_place)), which get `revisions`.
-    fn update_cmd(
-        &self,
-        eval: &str,
-        script: &str,
-        bucket: &Bucket,
-        writes: &[&Write],
-        revisions: &[u64],
-    ) -> redis::Cmd {
+    /// [`PUT_LUA`] on `writes` (see [`plain_puts`](Self::plain_puts)).
+    fn put_cmd(&self, eval: &str, script: &str, bucket: &Bucket, writes: &[&Write]) -> redis::Cmd {
         let mut cmd = redis::cmd(eval);
-        cmd.arg(script).arg(writes.len());
+        cmd.arg(script)
+            .arg(writes.len() + 2)
+            .arg(&bucket.counter)
+            .arg(&bucket.index);
         for write in writes {
             cmd.arg(bucket.data_key(&self.inner.prefix, write.key().as_bytes()));
         }
-        for (write, revision) in writes.iter().zip(revisions) {
+        for write in writes {
             if let Write::Put {
+                key,
                 value,
                 ttl,
-                expect: Expect::Revision(expected),
-                ..
+                expect,
             } = write
             {
-                cmd.arg(expected.to_string())
-                    .arg(revision.to_string())
-                    .arg(&value[..])
-                    .arg(ttl_millis(*ttl));
+                match expect {
+                    Expect::Revision(expected) => cmd
+                        .arg("U")
+                        .arg(expected.to_string())
+                        .arg((expected + 1).to_string()),
+                    _ => cmd.arg("N").arg(key.as_bytes()).arg(""),
+                };
+                cmd.arg(&value[..]).arg(ttl_millis(*ttl));
             }
         }
         cmd
@@ -1344,18 +1359,17 @@ impl RedisStore {
         bucket: &Bucket,
         writes: &[&Write],
     ) -> Result<Option<Vec<u64>>, StoreError> {
-        // The lazy runtime's usual write goes through the cheaper script.
-        let in_place = Self::in_place(writes);
-        let command = |eval: &str, by_hash: bool| match &in_place {
-            Some(revisions) => {
+        // The lazy runtime's usual writes go through the cheaper script.
+        let plain = Self::plain_puts(writes);
+        let command = |eval: &str, by_hash: bool| {
+            if plain {
                 let script = if by_hash {
-                    self.inner.update.get_hash()
+                    self.inner.put.get_hash()
                 } else {
-                    UPDATE_LUA
+                    PUT_LUA
                 };
-                self.update_cmd(eval, script, bucket, writes, revisions)
-            }
-            None => {
+                self.put_cmd(eval, script, bucket, writes)
+            } else {
                 let script = if by_hash {
                     self.inner.apply.get_hash()
                 } else {
@@ -1374,10 +1388,7 @@ impl RedisStore {
             sent => sent,
         };
         let (reply, waited) = sent.map_err(|e| self.write_failure(e))?;
-        let revisions = match in_place {
-            Some(revisions) => parse_update_reply(reply)?.then_some(revisions),
-            None => parse_apply_reply(reply, writes.len())?,
-        };
+        let revisions = parse_apply_reply(reply, writes.len())?;
         if let (Some(_), Some(waited), Some((replicas, timeout))) =
             (&revisions, waited, self.inner.wait_for_replicas)
         {
