@@ -14,17 +14,57 @@
 //!
 //! The baseline, measured in the same run on the same keys, is the previous release's
 //! listing algorithm: every key of a `HashMap` filtered by prefix and sorted, per page.
+//! Point operations (a read; a compare-and-set write of the revision read) on random
+//! stored keys are timed on the full store and, for scale, on a `Mutex<HashMap>` of the
+//! same keys. A counting allocator says how many heap bytes each stored session asks for,
+//! beside the RSS it costs.
 
 use std::{
+    alloc::{GlobalAlloc, Layout, System},
     collections::HashMap,
     sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicIsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use multisession::{ChatContext, MultiSession, store::Store, stores::MemoryStore};
+use multisession::{
+    ChatContext, MultiSession,
+    store::{Expect, Store, Write},
+    stores::MemoryStore,
+};
+
+/// The system allocator, counting the bytes asked for and not yet given back.
+struct Counting;
+
+static HEAP: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is passed to `System` unchanged; only a counter is kept beside it.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HEAP.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        HEAP.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 #[derive(MultiSession)]
 struct Bot {
@@ -215,7 +255,6 @@ async fn remove(leftover: Leftover) {
 }
 
 async fn run_on(kind: &str, n: usize) {
-    use multisession::store::{Expect, Write};
     let (store, leftover) = remote(kind).await;
     let value = b"10000000000000000".to_vec();
     let keys: Vec<String> = (0..n)
@@ -317,6 +356,7 @@ async fn run(n: usize) {
     // Memory per stored session: keys like the runtime's (`count:-100123456`), values of
     // 17 bytes, written straight to the store.
     let before = rss_bytes();
+    let heap_before = HEAP.load(Ordering::Relaxed);
     let store = MemoryStore::new();
     let value = *b"10000000000000000"; // 17 bytes, a u64 in JSON
     let mut key_bytes = 0usize;
@@ -326,11 +366,20 @@ async fn run(n: usize) {
         store.write(&key, &value, None).await.unwrap();
     }
     let after = rss_bytes();
+    let heap = (HEAP.load(Ordering::Relaxed) - heap_before) as f64 / n as f64;
     let per_session = (after.saturating_sub(before)) as f64 / n as f64;
     let payload = (key_bytes + 17 * n) as f64 / n as f64;
     println!(
-        "memory: {n} sessions, {per_session:.0} B of RSS each for {payload:.0} B of key + value (overhead {:.0} B)",
+        "memory: {n} sessions, {per_session:.0} B of RSS each for {payload:.0} B of key + value (overhead {:.0} B, target <= 64 B); heap bytes asked for: {heap:.0} B each",
         per_session - payload
+    );
+
+    // Point operations on the full store, random keys.
+    let sample = point_sample(n);
+    let (read_ns, cas_ns) = point_ops(&store, &sample).await;
+    println!(
+        "point operations on {n} sessions: read {read_ns:.0} ns, compare-and-set write {cas_ns:.0} ns (median of 5 rounds of {})",
+        sample.len()
     );
 
     let sessions = Bot::builder().default_store(store.clone()).build();
@@ -459,5 +508,94 @@ async fn run(n: usize) {
         ms(old_page),
         old_page.as_secs_f64() / page_median.as_secs_f64().max(1e-9)
     );
-    drop(map);
+    // The same point operations on a bare map of the same keys, for scale.
+    let bare = BareMap(Mutex::new(
+        map.into_iter().map(|(k, v)| (k, (v, 1u64))).collect(),
+    ));
+    let (bare_read, bare_cas) = bare.point_ops(&sample);
+    println!(
+        "baseline Mutex<HashMap>: read {bare_read:.0} ns, compare-and-set write {bare_cas:.0} ns -> the store: {:.2}x, {:.2}x",
+        read_ns / bare_read,
+        cas_ns / bare_cas
+    );
+}
+
+/// 200 000 stored keys in a scattered order.
+fn point_sample(n: usize) -> Vec<String> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..200_000.min(n))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            format!("count:-{}", 100_000_000 + (x % n as u64))
+        })
+        .collect()
+}
+
+/// ns per read and per compare-and-set write of `keys` (each written at the revision
+/// just read), the median of 5 rounds.
+async fn point_ops(store: &MemoryStore, keys: &[String]) -> (f64, f64) {
+    let (mut reads, mut writes) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let started = Instant::now();
+        let mut revisions = Vec::with_capacity(keys.len());
+        for key in keys {
+            let record = store.read(key).await.unwrap().expect("stored");
+            revisions.push(record.revision);
+        }
+        reads.push(started.elapsed());
+        let batches: Vec<Write> = keys
+            .iter()
+            .zip(revisions)
+            .map(|(key, revision)| Write::Put {
+                key: key.clone(),
+                value: b"10000000000000001".to_vec(),
+                ttl: None,
+                expect: Expect::Revision(revision),
+            })
+            .collect();
+        let started = Instant::now();
+        for write in &batches {
+            // A key drawn twice in a round was written at its first draw: a conflict.
+            let _ = std::hint::black_box(store.apply(std::slice::from_ref(write)).await);
+        }
+        writes.push(started.elapsed());
+    }
+    let per = |d: Duration| d.as_secs_f64() * 1e9 / keys.len() as f64;
+    (per(median(reads)), per(median(writes)))
+}
+
+/// The bare baseline: a map behind a mutex, the value and a revision per key.
+struct BareMap(Mutex<HashMap<String, (Vec<u8>, u64)>>);
+
+impl BareMap {
+    fn point_ops(&self, keys: &[String]) -> (f64, f64) {
+        let (mut reads, mut writes) = (Vec::new(), Vec::new());
+        let mut revision = 1u64;
+        for _ in 0..5 {
+            let started = Instant::now();
+            let mut seen = Vec::with_capacity(keys.len());
+            for key in keys {
+                let map = self.0.lock().unwrap();
+                let (value, rev) = map.get(key.as_str()).expect("stored");
+                seen.push((std::hint::black_box(value.clone()), *rev));
+            }
+            reads.push(started.elapsed());
+            let values: Vec<Vec<u8>> = keys.iter().map(|_| b"10000000000000001".to_vec()).collect();
+            let started = Instant::now();
+            for ((key, (_, expected)), value) in keys.iter().zip(seen).zip(values) {
+                let mut map = self.0.lock().unwrap();
+                if let Some(slot) = map.get_mut(key.as_str())
+                    && slot.1 == expected
+                {
+                    revision += 1;
+                    *slot = (value, revision);
+                }
+            }
+            writes.push(started.elapsed());
+        }
+        let per = |d: Duration| d.as_secs_f64() * 1e9 / keys.len() as f64;
+        (per(median(reads)), per(median(writes)))
+    }
 }
