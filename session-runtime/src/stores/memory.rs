@@ -10,6 +10,7 @@ mod index;
 mod snapshot;
 
 use std::{
+    cell::Cell,
     hash::BuildHasher,
     path::{Path, PathBuf},
     sync::{
@@ -20,7 +21,6 @@ use std::{
 };
 
 use async_trait::async_trait;
-use crossbeam_epoch as epoch;
 use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 
@@ -372,21 +372,47 @@ fn nanos_since(clock: Instant) -> u64 {
     u64::try_from(clock.elapsed().as_nanos()).unwrap_or(NEVER - 1)
 }
 
-/// The store's lock held: the table, and the index that writers keep beside it.
+/// The store's lock held: the table, the index that writers keep beside it, and the
+/// clock, read once per operation and only if a value that expires is involved.
 struct Locked<'a> {
     table: MutexGuard<'a, Table>,
     index: &'a Index,
+    clock: Instant,
+    now: Cell<Option<u64>>,
+    default_ttl: Option<Duration>,
 }
 
 impl Locked<'_> {
+    /// Now on the store's clock (nanoseconds), the same for the whole operation.
+    fn now(&self) -> u64 {
+        *self
+            .now
+            .get()
+            .get_or_insert_with(|| nanos_since(self.clock))
+    }
+
+    fn live(&self, entry: Entry<'_>) -> bool {
+        let expires = entry.expires();
+        expires == NEVER || expires > self.now()
+    }
+
+    /// When a value written now with `ttl` (or else the default TTL) expires.
+    fn expiry(&self, ttl: Option<Duration>) -> u64 {
+        ttl.or(self.default_ttl).map_or(NEVER, |ttl| {
+            self.now()
+                .saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX))
+                .min(NEVER - 1)
+        })
+    }
+
     fn entry(&self, key: &str) -> Option<Entry<'_>> {
         self.table.find(key).map(|e| entry_of(&self.table, e))
     }
 
     /// The record of `key` if live; an expired one is dropped.
-    fn get(&mut self, key: &str, now: u64) -> Option<Record> {
+    fn get(&mut self, key: &str) -> Option<Record> {
         match self.entry(key) {
-            Some(entry) if entry.live(now) => Some(entry.record()),
+            Some(entry) if self.live(entry) => Some(entry.record()),
             Some(_) => {
                 self.remove(key);
                 None
@@ -395,16 +421,17 @@ impl Locked<'_> {
         }
     }
 
-    fn current_revision(&self, key: &str, now: u64) -> Option<u64> {
+    fn current_revision(&self, key: &str) -> Option<u64> {
         self.entry(key)
-            .filter(|e| e.live(now))
+            .filter(|e| self.live(*e))
             .map(|e| e.revision())
     }
 
-    /// Stores `value` under `key` at `revision`, expiring at `expires` ([`NEVER`]: not).
-    /// In place when it fits (the common case: no allocation); otherwise a new entry
-    /// takes the old one's place in the table and the index.
-    fn put(&mut self, key: &str, value: &[u8], revision: u64, expires: u64) {
+    /// Stores `value` under `key` at `revision`, expiring after `ttl` (or else the
+    /// default TTL). In place when it fits (the common case: no allocation); otherwise a
+    /// new entry takes the old one's place in the table and the index.
+    fn put(&mut self, key: &str, value: &[u8], revision: u64, ttl: Option<Duration>) {
+        let expires = self.expiry(ttl);
         let hash = self.table.hash(key);
         let Some(slot) = self.table.entries.find_mut(hash, |e| has_key(e, key)) else {
             let new = EntryPtr::new(key, value, revision, expires);
@@ -426,7 +453,7 @@ impl Locked<'_> {
             *slot = new;
             self.index.replace(old, new);
             // SAFETY: out of the table and the index now.
-            unsafe { index::retire_entry(&epoch::pin(), old) };
+            unsafe { self.index.retire_entry(old) };
         }
     }
 
@@ -439,7 +466,7 @@ impl Locked<'_> {
         let (entry, _) = found.remove();
         self.index.remove(entry);
         // SAFETY: out of the table and the index now.
-        unsafe { index::retire_entry(&epoch::pin(), entry) };
+        unsafe { self.index.retire_entry(entry) };
         true
     }
 }
@@ -524,10 +551,10 @@ impl MemoryStore {
         // that have expiring entries), then removed a few per hold of the lock, each
         // checked again under it.
         let now = self.now();
-        let guard = epoch::pin();
+        let reader = self.inner.index.reader();
         let mut removed = 0;
         let mut batch = Vec::with_capacity(SWEEP_BATCH);
-        for (ptr, entry) in self.inner.index.expiring(&guard) {
+        for (ptr, entry) in self.inner.index.expiring(&reader) {
             self.walking();
             if entry.expires() <= now {
                 batch.push((ptr, entry.key()));
@@ -608,8 +635,8 @@ impl MemoryStore {
     /// # Ok(()) }
     /// ```
     pub fn len(&self) -> usize {
-        let guard = epoch::pin();
-        self.inner.index.count(&guard, "", self.now(), || ()) as usize
+        let reader = self.inner.index.reader();
+        self.inner.index.count(&reader, "", self.now(), || ()) as usize
     }
 
     /// Whether the store holds no live value.
@@ -633,20 +660,15 @@ impl MemoryStore {
         Ok(Locked {
             table: self.inner.map.lock(),
             index: &self.inner.index,
+            clock: self.inner.clock,
+            now: Cell::new(None),
+            default_ttl: self.inner.default_ttl,
         })
     }
 
     /// Now on the store's clock (nanoseconds).
     fn now(&self) -> u64 {
         nanos_since(self.inner.clock)
-    }
-
-    /// When a value written at `now` with `ttl` (or else the default TTL) expires.
-    fn expiry(&self, ttl: Option<Duration>, now: u64) -> u64 {
-        ttl.or(self.inner.default_ttl).map_or(NEVER, |ttl| {
-            now.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX))
-                .min(NEVER - 1)
-        })
     }
 
     fn next_revision(&self) -> u64 {
@@ -688,11 +710,10 @@ impl MemoryStore {
                     .collect();
             }
         };
-        let now = self.now();
         // All or nothing: check every precondition first.
         let all_met = writes
             .iter()
-            .all(|w| w.expect().is_met_by(map.current_revision(w.key(), now)));
+            .all(|w| w.expect().is_met_by(map.current_revision(w.key())));
         if !all_met {
             return writes
                 .iter()
@@ -707,7 +728,7 @@ impl MemoryStore {
                         key, value, ttl, ..
                     } => {
                         let revision = self.next_revision();
-                        map.put(key, value, revision, self.expiry(*ttl, now));
+                        map.put(key, value, revision, *ttl);
                         (Outcome::Applied, Some(revision))
                     }
                     Write::Delete { key, .. } => {
@@ -729,19 +750,14 @@ impl MemoryStore {
             Some(cursor) if cursor >= prefix => (cursor, true),
             _ => (prefix, false),
         };
-        let guard = epoch::pin();
+        let reader = self.inner.index.reader();
         let mut entries: Vec<(String, Record)> = Vec::with_capacity(limit.min(1024));
         let mut last: Option<&str> = None;
-        let mut walked = 0;
         let mut more = false;
-        for (_, entry) in self.inner.index.walk(&guard, from, after) {
+        // Keys come in strictly increasing order from the cursor, however writers change
+        // the index meanwhile (see `index`).
+        for (walked, (_, entry)) in self.inner.index.walk(&reader, from, after).enumerate() {
             let key = entry.key();
-            // Keys come out strictly increasing and past the cursor: while writers split
-            // or merge chunks, a chunk loaded later may hold a key below one taken before.
-            let (floor, open) = last.map_or((from, after), |last| (last, true));
-            if key < floor || (open && key == floor) {
-                continue;
-            }
             if !key.starts_with(prefix) {
                 break;
             }
@@ -749,7 +765,6 @@ impl MemoryStore {
                 more = true;
                 break;
             }
-            walked += 1;
             self.walking();
             last = Some(key);
             if let Some(record) = entry.read(now) {
@@ -777,7 +792,7 @@ impl Store for MemoryStore {
 
     async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
         let mut map = self.lock()?;
-        Ok(map.get(key, self.now()))
+        Ok(map.get(key))
     }
 
     async fn read_with_ttl(
@@ -785,12 +800,11 @@ impl Store for MemoryStore {
         key: &str,
     ) -> Result<Option<(Record, Option<Duration>)>, StoreError> {
         let mut map = self.lock()?;
-        let now = self.now();
         let ttl = map.entry(key).and_then(|e| match e.expires() {
             NEVER => None,
-            at => Some(Duration::from_nanos(at.saturating_sub(now))),
+            at => Some(Duration::from_nanos(at.saturating_sub(map.now()))),
         });
-        Ok(map.get(key, now).map(|record| (record, ttl)))
+        Ok(map.get(key).map(|record| (record, ttl)))
     }
 
     async fn write(
@@ -803,8 +817,7 @@ impl Store for MemoryStore {
             return Err(error);
         }
         let mut map = self.lock()?;
-        let now = self.now();
-        map.put(key, value, self.next_revision(), self.expiry(ttl, now));
+        map.put(key, value, self.next_revision(), ttl);
         Ok(())
     }
 
@@ -815,8 +828,7 @@ impl Store for MemoryStore {
 
     async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Record>>, StoreError> {
         let mut map = self.lock()?;
-        let now = self.now();
-        Ok(keys.iter().map(|key| map.get(key, now)).collect())
+        Ok(keys.iter().map(|key| map.get(key)).collect())
     }
 
     async fn list(
@@ -829,12 +841,12 @@ impl Store for MemoryStore {
     }
 
     async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
-        let guard = epoch::pin();
+        let reader = self.inner.index.reader();
         let now = self.now();
         Ok(self
             .inner
             .index
-            .count(&guard, prefix, now, || self.walking()))
+            .count(&reader, prefix, now, || self.walking()))
     }
 
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {

@@ -70,21 +70,24 @@ unsafe impl Sync for EntryPtr {}
 impl EntryPtr {
     /// A new entry. `key.len()` and `value.len()` must be at most [`MAX_LEN`].
     pub(super) fn new(key: &str, value: &[u8], revision: u64, expires: u64) -> EntryPtr {
-        Self::with_expiry_slot(key, value, revision, expires, expires != NEVER)
+        Self::with_room(key, value, revision, expires, expires != NEVER, value.len())
     }
 
-    fn with_expiry_slot(
+    /// An entry with room for at least `room` bytes of value.
+    fn with_room(
         key: &str,
         value: &[u8],
         revision: u64,
         expires: u64,
         has_expiry: bool,
+        room: usize,
     ) -> EntryPtr {
         assert!(key.len() <= MAX_LEN && value.len() <= MAX_LEN);
         let start = key_offset(has_expiry) + key.len();
         // Ask for what the allocator hands out anyway (glibc: chunks of 16n bytes, 8 of
         // them its own), so a value a few bytes longer still fits in place.
-        let size = ((start + value.len() + 8).next_multiple_of(16) - 8).min(start + MAX_LEN);
+        let wanted = room.max(value.len());
+        let size = ((start + wanted + 8).next_multiple_of(16) - 8).min(start + MAX_LEN);
         let capacity = size - start;
         let layout = layout(size);
         // SAFETY: `layout` has a non-zero size (the header alone is 21 bytes).
@@ -112,6 +115,8 @@ impl EntryPtr {
     }
 
     /// A copy of `self` with room for `value` and its expiry, written at `revision`.
+    /// The room grows by half at least: a value that keeps growing (the runtime's list of
+    /// recent updates, up to its limit) moves a few times, not at every write.
     ///
     /// # Safety
     ///
@@ -120,7 +125,23 @@ impl EntryPtr {
         // SAFETY: the caller's promise.
         let entry = unsafe { self.entry() };
         let has_expiry = entry.has_expiry_slot() || expires != NEVER;
-        Self::with_expiry_slot(entry.key(), value, revision, expires, has_expiry)
+        let (_, capacity) = entry.raw().room();
+        let room = if value.len() > capacity {
+            value.len().max(capacity + capacity / 2)
+        } else {
+            value.len()
+        };
+        Self::with_room(entry.key(), value, revision, expires, has_expiry, room)
+    }
+
+    /// The pointer, for an atomic slot.
+    pub(super) fn as_raw(self) -> *mut u8 {
+        self.0.as_ptr()
+    }
+
+    /// An entry pointer back from an atomic slot that holds one.
+    pub(super) fn from_raw(raw: *mut u8) -> EntryPtr {
+        EntryPtr(NonNull::new(raw).expect("slots hold entries"))
     }
 
     /// Frees the entry.
