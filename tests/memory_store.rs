@@ -169,12 +169,11 @@ async fn listed(store: &MemoryStore, prefix: &str) -> u64 {
     }
 }
 
-/// Counts of prefixes counted before are kept running by every create and delete (also
-/// while the first count of a prefix is still walking it, with writers busy beside it);
-/// once the writers stop, every count equals what a listing finds, and values that
-/// expire are not counted.
+/// Counts taken while writers create and delete keys beside them (counting walks the
+/// index without the store's lock) end; once the writers stop, every count equals what a
+/// listing finds, and values that expire are not counted, before and after a sweep.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn running_counts_stay_exact_under_concurrent_writes() {
+async fn counts_stay_exact_beside_concurrent_writes() {
     let store = MemoryStore::new();
     for i in 0..20_000u32 {
         store.write(&format!("c:{i:05}"), b"v", None).await.unwrap();

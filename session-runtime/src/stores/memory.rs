@@ -1,24 +1,48 @@
+//! The in-process store.
+//!
+//! A hash table of entries (one allocation each: key, value, revision, expiry) behind
+//! one lock, for point operations; and an ordered index of the same entries that
+//! listings, counts and sweeps walk without that lock (`index`), reading each entry
+//! through a seqlock (`entry`).
+
+mod entry;
+mod index;
+mod snapshot;
+
 use std::{
-    collections::{BTreeSet, HashMap},
-    io::{self, Read, Write as _},
+    cell::Cell,
+    hash::BuildHasher,
     path::{Path, PathBuf},
     sync::{
         Arc, Weak,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
 
 use async_trait::async_trait;
+use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 
+use self::{
+    entry::{Entry, EntryPtr, MAX_LEN, NEVER},
+    index::Index,
+};
 use crate::store::{Capabilities, Outcome, Page, Record, Store, StoreError, Write};
 
-/// An in-process store: a hash map behind a mutex.
+/// An in-process store: a hash table behind a lock for reads and writes, and an ordered
+/// index that listings walk without that lock.
 ///
 /// Cheap to clone; clones share the data. It supports everything the runtime can use:
 /// compare-and-set, atomic batches, batch reads and expiry (an expired value reads as
-/// missing and is dropped when it is next touched).
+/// missing and is dropped when it is next touched, or by [`sweep`](Self::sweep)).
+///
+/// Listing, counting and sweeping never hold the lock that reads and writes take while
+/// they walk, so no read or write waits behind them: a page of `list` costs
+/// O(log n + page); `count` visits the index's chunks under the prefix (one per 512 keys
+/// or fewer), looking at values only in chunks where some expire. Each stored value takes
+/// one allocation (key, value, revision and expiry together), one slot of the hash table
+/// and one pointer in the index.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -35,21 +59,54 @@ pub struct MemoryStore {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
+    /// Reads and writes: the hash table. Writers also change the index under it.
     map: Mutex<Table>,
+    /// The keys in order; read without any lock.
+    index: Index,
     revisions: AtomicU64,
+    /// Expiries are nanoseconds since this instant.
+    clock: Instant,
     default_ttl: Option<Duration>,
     snapshot: Option<PathBuf>,
+    /// Called at every step of a walk that must not hold the lock (tests only).
+    #[cfg(test)]
+    hook: Mutex<Option<Hook>>,
+}
+
+#[cfg(test)]
+type Hook = Arc<dyn Fn(&MemoryStore) + Send + Sync>;
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            map: Mutex::default(),
+            index: Index::default(),
+            revisions: AtomicU64::new(0),
+            clock: Instant::now(),
+            default_ttl: None,
+            snapshot: None,
+            #[cfg(test)]
+            hook: Mutex::new(None),
+        }
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // The last handle is gone: save the snapshot one final time.
-        if let Some(path) = &self.snapshot
-            && let Err(error) = write_snapshot(path, self.map.get_mut().iter())
-        {
-            tracing::error!(path = %path.display(), %error, "could not save the memory store snapshot");
+        if let Some(path) = &self.snapshot {
+            let now = nanos_since(self.clock);
+            let last_revision = *self.revisions.get_mut();
+            let bytes = snapshot::encode(
+                self.map.get_mut().entries(),
+                last_revision,
+                now,
+                SystemTime::now(),
+            );
+            if let Err(error) = snapshot::save(path, &bytes) {
+                tracing::error!(path = %path.display(), %error, "could not save the memory store snapshot");
+            }
         }
     }
 }
@@ -163,16 +220,21 @@ impl MemoryOptions {
     /// # std::fs::remove_file(&path).unwrap();
     /// ```
     pub fn open(self) -> Result<MemoryStore, StoreError> {
-        let (map, last_revision) = match &self.snapshot {
-            Some((path, _)) => read_snapshot(path)?,
-            None => (Table::default(), 0),
+        let clock = Instant::now();
+        let (table, index, last_revision) = match &self.snapshot {
+            Some((path, _)) => Table::load(path, clock)?,
+            None => (Table::default(), Index::default(), 0),
         };
         let store = MemoryStore {
             inner: Arc::new(Inner {
-                map: Mutex::new(map),
+                map: Mutex::new(table),
+                index,
                 revisions: AtomicU64::new(last_revision),
+                clock,
                 default_ttl: self.default_ttl,
                 snapshot: self.snapshot.as_ref().map(|(path, _)| path.clone()),
+                #[cfg(test)]
+                hook: Mutex::new(None),
             }),
         };
         if let Some(interval) = self.sweep_every {
@@ -212,122 +274,220 @@ fn spawn_every(
     Ok(())
 }
 
-#[derive(Clone)]
-struct Entry {
-    value: Box<[u8]>,
-    revision: u64,
-    expires_at: Option<Instant>,
-}
-
-/// The values, and their keys in order: point operations hash, listing walks the order
-/// (a page costs O(log n + page), not a scan of the store). Both share each key's one
-/// allocation.
+/// The entries by key. Owns them: an entry leaves the table, then the index, then is
+/// retired (freed once no listing can hold it).
 #[derive(Default)]
 struct Table {
-    entries: HashMap<Arc<str>, Entry>,
-    order: BTreeSet<Arc<str>>,
-    /// How many entries have an expiry: with none, counting needs no liveness checks.
-    expiring: usize,
-    /// Running counts of prefixes counted before, kept by every create and delete, so
-    /// counting one again costs nothing.
-    tallies: Vec<Tally>,
+    entries: HashTable<EntryPtr>,
+    hasher: foldhash::fast::RandomState,
 }
 
-/// At most this many prefixes keep a running count (a bot counts a few fragments).
-const TALLIES: usize = 16;
-
-/// The running count of one prefix's keys.
-struct Tally {
-    prefix: Box<str>,
-    /// Keys under the prefix, live or expired-but-not-yet-dropped.
-    keys: u64,
-    /// Of those, the ones with an expiry (while there are any, a count checks each).
-    expiring: u64,
-    /// While the first count walks the prefix: how far it got (`Some(None)`: not
-    /// started). Creates and deletes up to there change the tally; beyond it, the walk
-    /// will see them. `None` once complete.
-    building: Option<Option<Arc<str>>>,
+impl Drop for Table {
+    fn drop(&mut self) {
+        for entry in self.entries.drain() {
+            // SAFETY: the table is dropped with the store's last handle, so no listing
+            // holds any entry; each is in the table once.
+            unsafe { entry.free() };
+        }
+    }
 }
 
-/// How many keys one listing or counting step walks while holding the lock: a step
-/// takes well under a millisecond, so updates never wait long behind a listing.
-const STEP: usize = 4096;
+/// An entry of `table`, alive while the table is borrowed.
+fn entry_of(_table: &Table, entry: EntryPtr) -> Entry<'_> {
+    // SAFETY: entries in the table are alive; they are taken out (and retired) only
+    // through `&mut Table`, which the borrow excludes.
+    unsafe { entry.entry() }
+}
+
+/// Whether `entry` (of a table being searched, so alive) has `key`.
+fn has_key(entry: &EntryPtr, key: &str) -> bool {
+    // SAFETY: only called on entries of a table that the caller borrows.
+    unsafe { entry.entry() }.key() == key
+}
 
 impl Table {
-    fn get(&self, key: &str) -> Option<&Entry> {
-        self.entries.get(key)
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key.as_bytes())
     }
 
-    fn insert(&mut self, key: &str, entry: Entry) {
-        let expires = entry.expires_at.is_some();
-        self.expiring += usize::from(expires);
-        if let Some(current) = self.entries.get_mut(key) {
-            let expired = current.expires_at.is_some();
-            self.expiring -= usize::from(expired);
-            *current = entry;
-            if expires != expired {
-                self.tally(key, 0, i64::from(expires) - i64::from(expired));
-            }
-            return;
-        }
-        self.tally(key, 1, i64::from(expires));
-        let key: Arc<str> = Arc::from(key);
-        self.order.insert(key.clone());
-        self.entries.insert(key, entry);
+    fn find(&self, key: &str) -> Option<EntryPtr> {
+        self.entries
+            .find(self.hash(key), |e| has_key(e, key))
+            .copied()
     }
 
-    fn remove(&mut self, key: &str) -> Option<Entry> {
-        let entry = self.entries.remove(key)?;
-        self.order.remove(key);
-        let expires = entry.expires_at.is_some();
-        self.expiring -= usize::from(expires);
-        self.tally(key, -1, -i64::from(expires));
-        Some(entry)
+    /// Adds `entry`, whose key is not in the table.
+    fn insert_new(&mut self, hash: u64, entry: EntryPtr) {
+        let Table { entries, hasher } = self;
+        entries.insert_unique(hash, entry, |e| {
+            hasher.hash_one(entry_of_ref(e).key().as_bytes())
+        });
     }
 
-    /// Keeps the running counts of the prefixes of `key` (see [`Tally::building`]).
-    fn tally(&mut self, key: &str, keys: i64, expiring: i64) {
-        for tally in &mut self.tallies {
-            if !key.starts_with(&*tally.prefix) {
-                continue;
-            }
-            let counted = match &tally.building {
-                None => true,
-                Some(None) => false,
-                Some(Some(walked)) => key <= &**walked,
-            };
-            if counted {
-                tally.keys = tally.keys.saturating_add_signed(keys);
-                tally.expiring = tally.expiring.saturating_add_signed(expiring);
-            }
-        }
+    /// Every entry (alive while the table is borrowed).
+    fn entries(&self) -> impl Iterator<Item = Entry<'_>> {
+        self.entries.iter().map(move |e| entry_of(self, *e))
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
-        self.entries.iter()
-    }
-
-    /// The keys after `after` (or from `from`) and before `end`, in order.
-    fn keys_between<'a>(
-        &'a self,
-        from: &'a str,
-        after: Option<&'a str>,
-        end: Option<&'a str>,
-    ) -> impl Iterator<Item = &'a Arc<str>> + 'a {
-        use std::ops::Bound::{Excluded, Included, Unbounded};
-        let start = match after {
-            Some(after) if after >= from => Excluded(after),
-            _ => Included(from),
-        };
-        let end = end.map_or(Unbounded, Excluded);
-        self.order.range::<str, _>((start, end))
+    /// The table and index of a snapshot file (empty if there is none), and its last
+    /// revision.
+    fn load(path: &Path, clock: Instant) -> Result<(Table, Index, u64), StoreError> {
+        let mut table = Table::default();
+        let last_revision = snapshot::load(
+            path,
+            nanos_since(clock),
+            SystemTime::now(),
+            |key, value, revision, expires| {
+                let entry = EntryPtr::new(key, value, revision, expires);
+                let hash = table.hash(key);
+                match table.entries.find_mut(hash, |e| has_key(e, key)) {
+                    Some(slot) => {
+                        // A key twice in one file: the later entry wins.
+                        let old = std::mem::replace(slot, entry);
+                        // SAFETY: just taken out of the table; nothing else has it.
+                        unsafe { old.free() };
+                    }
+                    None => table.insert_new(hash, entry),
+                }
+            },
+        )?;
+        let mut sorted: Vec<(&str, EntryPtr)> = table
+            .entries
+            .iter()
+            .map(|e| (entry_of(&table, *e).key(), *e))
+            .collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let index = Index::from_sorted(sorted.into_iter().map(|(_, e)| e).collect());
+        Ok((table, index, last_revision))
     }
 }
 
-impl Entry {
-    fn live(&self, now: Instant) -> bool {
-        self.expires_at.is_none_or(|at| at > now)
+/// An entry the hash table hands to its hasher (alive: the table is borrowed).
+fn entry_of_ref(entry: &EntryPtr) -> Entry<'_> {
+    // SAFETY: the hash table only hands out entries it holds, while it is borrowed.
+    unsafe { entry.entry() }
+}
+
+fn nanos_since(clock: Instant) -> u64 {
+    u64::try_from(clock.elapsed().as_nanos()).unwrap_or(NEVER - 1)
+}
+
+/// The store's lock held: the table, the index that writers keep beside it, and the
+/// clock, read once per operation and only if a value that expires is involved.
+struct Locked<'a> {
+    table: MutexGuard<'a, Table>,
+    index: &'a Index,
+    clock: Instant,
+    now: Cell<Option<u64>>,
+    default_ttl: Option<Duration>,
+}
+
+impl Locked<'_> {
+    /// Now on the store's clock (nanoseconds), the same for the whole operation.
+    fn now(&self) -> u64 {
+        *self
+            .now
+            .get()
+            .get_or_insert_with(|| nanos_since(self.clock))
     }
+
+    fn live(&self, entry: Entry<'_>) -> bool {
+        let expires = entry.expires();
+        expires == NEVER || expires > self.now()
+    }
+
+    /// When a value written now with `ttl` (or else the default TTL) expires.
+    fn expiry(&self, ttl: Option<Duration>) -> u64 {
+        ttl.or(self.default_ttl).map_or(NEVER, |ttl| {
+            self.now()
+                .saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX))
+                .min(NEVER - 1)
+        })
+    }
+
+    fn entry(&self, key: &str) -> Option<Entry<'_>> {
+        self.table.find(key).map(|e| entry_of(&self.table, e))
+    }
+
+    /// The record of `key` if live; an expired one is dropped.
+    fn get(&mut self, key: &str) -> Option<Record> {
+        match self.entry(key) {
+            Some(entry) if self.live(entry) => Some(entry.record()),
+            Some(_) => {
+                self.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn current_revision(&self, key: &str) -> Option<u64> {
+        self.entry(key)
+            .filter(|e| self.live(*e))
+            .map(|e| e.revision())
+    }
+
+    /// Stores `value` under `key` at `revision`, expiring after `ttl` (or else the
+    /// default TTL). In place when it fits (the common case: no allocation); otherwise a
+    /// new entry takes the old one's place in the table and the index.
+    fn put(&mut self, key: &str, value: &[u8], revision: u64, ttl: Option<Duration>) {
+        let expires = self.expiry(ttl);
+        let hash = self.table.hash(key);
+        let Some(slot) = self.table.entries.find_mut(hash, |e| has_key(e, key)) else {
+            let new = EntryPtr::new(key, value, revision, expires);
+            self.table.insert_new(hash, new);
+            self.index.insert(new);
+            return;
+        };
+        let old = *slot;
+        let entry = entry_of_ref(slot);
+        let had_expiry = entry.expires() != NEVER;
+        if entry.fits(value, expires) {
+            entry.overwrite(value, revision, expires);
+            if had_expiry != (expires != NEVER) {
+                self.index.expiry_changed(old, expires != NEVER);
+            }
+        } else {
+            // SAFETY: alive, and the lock is held.
+            let new = unsafe { old.grown(value, revision, expires) };
+            *slot = new;
+            self.index.replace(old, new);
+            // SAFETY: out of the table and the index now.
+            unsafe { self.index.retire_entry(old) };
+        }
+    }
+
+    /// Removes `key`; whether it was there.
+    fn remove(&mut self, key: &str) -> bool {
+        let hash = self.table.hash(key);
+        let Ok(found) = self.table.entries.find_entry(hash, |e| has_key(e, key)) else {
+            return false;
+        };
+        let (entry, _) = found.remove();
+        self.index.remove(entry);
+        // SAFETY: out of the table and the index now.
+        unsafe { self.index.retire_entry(entry) };
+        true
+    }
+}
+
+/// How many keys one page walks at most (expired ones included), so a page's time is
+/// bounded however many expired values it skips.
+const STEP: usize = 4096;
+
+/// How many expired entries a sweep removes per hold of the lock.
+const SWEEP_BATCH: usize = 16;
+
+/// The error for a key or value longer than an entry holds (checked before anything is
+/// written).
+fn too_large(key: &str, value: &[u8]) -> Option<StoreError> {
+    (key.len() > MAX_LEN || value.len() > MAX_LEN).then(|| {
+        StoreError::backend(format!(
+            "the memory store holds keys and values of up to {MAX_LEN} bytes (a key of {} and a value of {} bytes)",
+            key.len(),
+            value.len()
+        ))
+    })
 }
 
 impl MemoryStore {
@@ -387,33 +547,41 @@ impl MemoryStore {
     /// # Ok(()) }
     /// ```
     pub fn sweep(&self) -> usize {
-        // In steps, so updates wait at most one step behind a sweep of a large store.
-        let now = Instant::now();
+        // Expired entries are found without the lock (visiting only the index's chunks
+        // that have expiring entries), then removed a few per hold of the lock, each
+        // checked again under it.
+        let now = self.now();
+        let reader = self.inner.index.reader();
         let mut removed = 0;
-        let mut after: Option<Arc<str>> = None;
-        loop {
-            let mut map = self.inner.map.lock();
-            if map.expiring == 0 {
-                return removed;
-            }
-            let mut expired = Vec::new();
-            let mut last = None;
-            for key in map.keys_between("", after.as_deref(), None).take(STEP) {
-                if map.get(key).is_some_and(|e| !e.live(now)) {
-                    expired.push(key.clone());
+        let mut batch = Vec::with_capacity(SWEEP_BATCH);
+        for (ptr, entry) in self.inner.index.expiring(&reader) {
+            self.walking();
+            if entry.expires() <= now {
+                batch.push((ptr, entry.key()));
+                if batch.len() == SWEEP_BATCH {
+                    removed += self.remove_expired(&batch, now);
+                    batch.clear();
                 }
-                last = Some(key.clone());
-            }
-            for key in &expired {
-                map.remove(key);
-            }
-            removed += expired.len();
-            MutexGuard::unlock_fair(map);
-            match last {
-                Some(key) => after = Some(key),
-                None => return removed,
             }
         }
+        removed + self.remove_expired(&batch, now)
+    }
+
+    /// Removes the entries of `batch` that are still their key's entry and expired.
+    fn remove_expired(&self, batch: &[(EntryPtr, &str)], now: u64) -> usize {
+        if batch.is_empty() {
+            return 0;
+        }
+        let Ok(mut map) = self.lock() else { return 0 };
+        let mut removed = 0;
+        for (ptr, key) in batch {
+            if map.table.find(key) == Some(*ptr) && map.entry(key).is_some_and(|e| !e.live(now)) {
+                map.remove(key);
+                removed += 1;
+            }
+        }
+        MutexGuard::unlock_fair(map.table);
+        removed
     }
 
     /// Saves the snapshot file now (atomically). Does nothing without a snapshot file.
@@ -439,12 +607,17 @@ impl MemoryStore {
         let Some(path) = &self.inner.snapshot else {
             return Ok(());
         };
-        // Copy under the lock, write without it.
-        let copy: HashMap<Arc<str>, Entry> = {
+        // Encode under the lock (the store at one moment), write the file without it.
+        let bytes = {
             let map = self.lock()?;
-            map.iter().map(|(k, e)| (k.clone(), e.clone())).collect()
+            snapshot::encode(
+                map.table.entries(),
+                self.inner.revisions.load(Ordering::Relaxed),
+                self.now(),
+                SystemTime::now(),
+            )
         };
-        write_snapshot(path, copy.iter())
+        snapshot::save(path, &bytes)
             .map_err(|e| StoreError::backend(format!("snapshot {}: {e}", path.display())))
     }
 
@@ -462,9 +635,8 @@ impl MemoryStore {
     /// # Ok(()) }
     /// ```
     pub fn len(&self) -> usize {
-        let now = Instant::now();
-        self.lock()
-            .map_or(0, |map| map.iter().filter(|(_, e)| e.live(now)).count())
+        let reader = self.inner.index.reader();
+        self.inner.index.count(&reader, "", self.now(), || ()) as usize
     }
 
     /// Whether the store holds no live value.
@@ -484,45 +656,19 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Table>, StoreError> {
-        Ok(self.inner.map.lock())
+    fn lock(&self) -> Result<Locked<'_>, StoreError> {
+        Ok(Locked {
+            table: self.inner.map.lock(),
+            index: &self.inner.index,
+            clock: self.inner.clock,
+            now: Cell::new(None),
+            default_ttl: self.inner.default_ttl,
+        })
     }
 
-    /// Counts the live keys under `prefix` by walking them, in steps of `STEP` keys,
-    /// letting go of the lock in between; no key is looked at unless some values expire.
-    fn count_live(&self, prefix: &str, end: Option<&str>) -> Result<u64, StoreError> {
-        let now = Instant::now();
-        let mut total = 0u64;
-        let mut after: Option<Arc<str>> = None;
-        loop {
-            let map = self.lock()?;
-            let check = map.expiring > 0;
-            let mut last = None;
-            let mut walked = 0;
-            for key in map.keys_between(prefix, after.as_deref(), end) {
-                if walked == STEP {
-                    break;
-                }
-                walked += 1;
-                if end.is_none() && !prefix.is_empty() && !key.starts_with(prefix) {
-                    return Ok(total);
-                }
-                if !check || map.get(key).is_some_and(|e| e.live(now)) {
-                    total += 1;
-                }
-                last = Some(key);
-            }
-            let next = match last {
-                Some(key) if walked == STEP => Some(key.clone()),
-                _ => None,
-            };
-            // Hand the lock to a waiting update, if any, before the next step.
-            MutexGuard::unlock_fair(map);
-            match next {
-                Some(key) => after = Some(key),
-                None => return Ok(total),
-            }
-        }
+    /// Now on the store's clock (nanoseconds).
+    fn now(&self) -> u64 {
+        nanos_since(self.inner.clock)
     }
 
     fn next_revision(&self) -> u64 {
@@ -531,44 +677,30 @@ impl MemoryStore {
         self.inner.revisions.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn get(map: &mut Table, key: &str, now: Instant) -> Option<Record> {
-        match map.get(key) {
-            Some(entry) if entry.live(now) => {
-                Some(Record::new(entry.value.to_vec(), entry.revision))
+    /// A step of a walk that holds no lock: a test can pause it there.
+    fn walking(&self) {
+        #[cfg(test)]
+        {
+            let hook = self.inner.hook.lock().clone();
+            if let Some(hook) = hook {
+                hook(self);
             }
-            Some(_) => {
-                map.remove(key);
-                None
-            }
-            None => None,
         }
-    }
-
-    fn current_revision(map: &Table, key: &str, now: Instant) -> Option<u64> {
-        map.get(key).filter(|e| e.live(now)).map(|e| e.revision)
-    }
-
-    /// Stores `value` under `key`; the revision it got.
-    fn put(
-        &self,
-        map: &mut Table,
-        key: &str,
-        value: &[u8],
-        ttl: Option<Duration>,
-        now: Instant,
-    ) -> u64 {
-        let revision = self.next_revision();
-        let entry = Entry {
-            value: value.into(),
-            revision,
-            expires_at: ttl.or(self.inner.default_ttl).map(|ttl| now + ttl),
-        };
-        map.insert(key, entry);
-        revision
     }
 
     /// [`Store::apply`], with the revision of each put when applied.
     fn apply_inner(&self, writes: &[Write]) -> Vec<Result<(Outcome, Option<u64>), StoreError>> {
+        let too_large = writes.iter().find_map(|w| match w {
+            Write::Put { key, value, .. } => too_large(key, value),
+            Write::Delete { .. } => None,
+        });
+        if let Some(error) = too_large {
+            let message = error.to_string();
+            return writes
+                .iter()
+                .map(|_| Err(StoreError::backend(&message)))
+                .collect();
+        }
         let mut map = match self.lock() {
             Ok(map) => map,
             Err(_) => {
@@ -578,12 +710,10 @@ impl MemoryStore {
                     .collect();
             }
         };
-        let now = Instant::now();
         // All or nothing: check every precondition first.
-        let all_met = writes.iter().all(|w| {
-            w.expect()
-                .is_met_by(Self::current_revision(&map, w.key(), now))
-        });
+        let all_met = writes
+            .iter()
+            .all(|w| w.expect().is_met_by(map.current_revision(w.key())));
         if !all_met {
             return writes
                 .iter()
@@ -597,7 +727,8 @@ impl MemoryStore {
                     Write::Put {
                         key, value, ttl, ..
                     } => {
-                        let revision = self.put(&mut map, key, value, *ttl, now);
+                        let revision = self.next_revision();
+                        map.put(key, value, revision, *ttl);
                         (Outcome::Applied, Some(revision))
                     }
                     Write::Delete { key, .. } => {
@@ -607,6 +738,41 @@ impl MemoryStore {
                 })
             })
             .collect()
+    }
+
+    /// One page of [`Store::list`], walked without the lock.
+    fn page(&self, prefix: &str, cursor: Option<&str>, limit: usize) -> Page {
+        let now = self.now();
+        // Keyset pagination in key order: the cursor is the last key walked. A page walks
+        // at most `STEP` keys (expired ones are skipped), so its time is bounded.
+        let limit = limit.max(1);
+        let (from, after) = match cursor {
+            Some(cursor) if cursor >= prefix => (cursor, true),
+            _ => (prefix, false),
+        };
+        let reader = self.inner.index.reader();
+        let mut entries: Vec<(String, Record)> = Vec::with_capacity(limit.min(1024));
+        let mut last: Option<&str> = None;
+        let mut more = false;
+        // Keys come in strictly increasing order from the cursor, however writers change
+        // the index meanwhile (see `index`).
+        for (walked, (_, entry)) in self.inner.index.walk(&reader, from, after).enumerate() {
+            let key = entry.key();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if entries.len() == limit || walked == STEP {
+                more = true;
+                break;
+            }
+            self.walking();
+            last = Some(key);
+            if let Some(record) = entry.read(now) {
+                entries.push((key.to_owned(), record));
+            }
+        }
+        let cursor = if more { last.map(str::to_owned) } else { None };
+        Page { entries, cursor }
     }
 }
 
@@ -626,7 +792,7 @@ impl Store for MemoryStore {
 
     async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
         let mut map = self.lock()?;
-        Ok(Self::get(&mut map, key, Instant::now()))
+        Ok(map.get(key))
     }
 
     async fn read_with_ttl(
@@ -634,11 +800,11 @@ impl Store for MemoryStore {
         key: &str,
     ) -> Result<Option<(Record, Option<Duration>)>, StoreError> {
         let mut map = self.lock()?;
-        let now = Instant::now();
-        let ttl = map
-            .get(key)
-            .and_then(|e| e.expires_at.map(|at| at.saturating_duration_since(now)));
-        Ok(Self::get(&mut map, key, now).map(|record| (record, ttl)))
+        let ttl = map.entry(key).and_then(|e| match e.expires() {
+            NEVER => None,
+            at => Some(Duration::from_nanos(at.saturating_sub(map.now()))),
+        });
+        Ok(map.get(key).map(|record| (record, ttl)))
     }
 
     async fn write(
@@ -647,8 +813,11 @@ impl Store for MemoryStore {
         value: &[u8],
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
+        if let Some(error) = too_large(key, value) {
+            return Err(error);
+        }
         let mut map = self.lock()?;
-        let _ = self.put(&mut map, key, value, ttl, Instant::now());
+        map.put(key, value, self.next_revision(), ttl);
         Ok(())
     }
 
@@ -659,11 +828,7 @@ impl Store for MemoryStore {
 
     async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Record>>, StoreError> {
         let mut map = self.lock()?;
-        let now = Instant::now();
-        Ok(keys
-            .iter()
-            .map(|key| Self::get(&mut map, key, now))
-            .collect())
+        Ok(keys.iter().map(|key| map.get(key)).collect())
     }
 
     async fn list(
@@ -672,97 +837,16 @@ impl Store for MemoryStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page, StoreError> {
-        let map = self.lock()?;
-        let now = Instant::now();
-        // Keyset pagination in key order: the cursor is the last key walked. A page walks
-        // at most `STEP` keys (expired ones are skipped), so it holds the lock briefly
-        // however large the store.
-        let limit = limit.max(1);
-        let mut entries: Vec<(String, Record)> = Vec::with_capacity(limit.min(1024));
-        let mut last: Option<&Arc<str>> = None;
-        let mut more = false;
-        for (walked, key) in map.keys_between(prefix, cursor, None).enumerate() {
-            if !key.starts_with(prefix) {
-                break;
-            }
-            if entries.len() == limit || walked == STEP {
-                more = true;
-                break;
-            }
-            last = Some(key);
-            if let Some(entry) = map.get(key).filter(|e| e.live(now)) {
-                entries.push((
-                    key.to_string(),
-                    Record::new(entry.value.to_vec(), entry.revision),
-                ));
-            }
-        }
-        let cursor = if more {
-            last.map(|key| key.to_string())
-        } else {
-            None
-        };
-        MutexGuard::unlock_fair(map);
-        Ok(Page { entries, cursor })
+        Ok(self.page(prefix, cursor, limit))
     }
 
     async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
-        let end = prefix_end_str(prefix);
-        // A prefix counted before has a running count: nothing to walk unless some of
-        // its values may have expired. The first count of a prefix builds that count.
-        let build = {
-            let mut map = self.lock()?;
-            match map.tallies.iter().find(|t| *t.prefix == *prefix) {
-                Some(t) if t.building.is_none() && t.expiring == 0 => return Ok(t.keys),
-                Some(_) => false,
-                None if map.tallies.len() < TALLIES => {
-                    map.tallies.push(Tally {
-                        prefix: prefix.into(),
-                        keys: 0,
-                        expiring: 0,
-                        building: Some(None),
-                    });
-                    true
-                }
-                None => false,
-            }
-        };
-        if build {
-            let mut after: Option<Arc<str>> = None;
-            loop {
-                let mut map = self.lock()?;
-                let (mut keys, mut expiring, mut walked) = (0u64, 0u64, 0usize);
-                let mut last = None;
-                for key in map.keys_between(prefix, after.as_deref(), end.as_deref()) {
-                    if walked == STEP
-                        || (end.is_none() && !prefix.is_empty() && !key.starts_with(prefix))
-                    {
-                        break;
-                    }
-                    walked += 1;
-                    keys += 1;
-                    expiring += u64::from(map.get(key).is_some_and(|e| e.expires_at.is_some()));
-                    last = Some(key.clone());
-                }
-                let done = walked < STEP;
-                let Some(tally) = map.tallies.iter_mut().find(|t| *t.prefix == *prefix) else {
-                    break;
-                };
-                tally.keys += keys;
-                tally.expiring += expiring;
-                if done {
-                    tally.building = None;
-                    if tally.expiring == 0 {
-                        return Ok(tally.keys);
-                    }
-                    break;
-                }
-                tally.building = Some(last.clone());
-                after = last;
-                MutexGuard::unlock_fair(map);
-            }
-        }
-        self.count_live(prefix, end.as_deref())
+        let reader = self.inner.index.reader();
+        let now = self.now();
+        Ok(self
+            .inner
+            .index
+            .count(&reader, prefix, now, || self.walking()))
     }
 
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
@@ -783,146 +867,298 @@ impl Store for MemoryStore {
     }
 }
 
-/// The least string above every string that starts with `prefix` (the prefix with its
-/// last character raised by one), if there is one that is valid text.
-fn prefix_end_str(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
-// Snapshot format: "MSSNAP1\n", the last revision (u64), the entry count (u64), then per
-// entry: key length (u32), key, value length (u32), value, revision (u64), expiry in unix
-// milliseconds (i64, -1 for none); last, an FNV-1a 64 checksum of everything before it.
-// All numbers little-endian.
-const MAGIC: &[u8] = b"MSSNAP1\n";
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-fn write_snapshot<'a>(
-    path: &Path,
-    entries: impl IntoIterator<Item = (&'a Arc<str>, &'a Entry)>,
-) -> io::Result<()> {
-    let now_instant = Instant::now();
-    let now_wall = SystemTime::now();
-    let mut out = Vec::new();
-    out.extend_from_slice(MAGIC);
-    let all: Vec<(&Arc<str>, &Entry)> = entries.into_iter().collect();
-    let last_revision = all.iter().map(|(_, e)| e.revision).max().unwrap_or(0);
-    out.extend_from_slice(&last_revision.to_le_bytes());
-    let live: Vec<(&Arc<str>, &Entry)> = all
-        .into_iter()
-        .filter(|(_, e)| e.live(now_instant))
-        .collect();
-    out.extend_from_slice(&(live.len() as u64).to_le_bytes());
-    for (key, entry) in live {
-        let len =
-            |n: usize| u32::try_from(n).map_err(|_| io::Error::other("entry larger than 4 GiB"));
-        out.extend_from_slice(&len(key.len())?.to_le_bytes());
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(&len(entry.value.len())?.to_le_bytes());
-        out.extend_from_slice(&entry.value);
-        out.extend_from_slice(&entry.revision.to_le_bytes());
-        let expires = entry.expires_at.map_or(-1i64, |at| {
-            let wall = now_wall + at.saturating_duration_since(now_instant);
-            wall.duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64)
-        });
-        out.extend_from_slice(&expires.to_le_bytes());
-    }
-    let checksum = fnv1a(&out);
-    out.extend_from_slice(&checksum.to_le_bytes());
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&out)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)
-}
-
-fn read_snapshot(path: &Path) -> Result<(Table, u64), StoreError> {
-    let corrupt = |what: &str| {
-        StoreError::Corrupt(format!("memory store snapshot {}: {what}", path.display()))
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        atomic::{AtomicBool, AtomicUsize},
+        mpsc,
     };
-    let mut bytes = Vec::new();
-    match std::fs::File::open(path) {
-        Ok(mut file) => file
-            .read_to_end(&mut bytes)
-            .map_err(|e| StoreError::backend(format!("snapshot {}: {e}", path.display())))?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Table::default(), 0)),
-        Err(e) => {
-            return Err(StoreError::backend(format!(
-                "snapshot {}: {e}",
-                path.display()
-            )));
-        }
-    };
-    if bytes.len() < MAGIC.len() + 24 || !bytes.starts_with(MAGIC) {
-        return Err(corrupt("not a multisession snapshot (bad header)"));
+
+    use super::*;
+    use crate::store::Expect;
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(future)
     }
-    let (body, checksum) = bytes.split_at(bytes.len() - 8);
-    if fnv1a(body) != u64::from_le_bytes(checksum.try_into().map_err(|_| corrupt("truncated"))?) {
-        return Err(corrupt("checksum mismatch (truncated or damaged)"));
-    }
-    let mut rest = &body[MAGIC.len()..];
-    let mut take = |n: usize| -> Result<&[u8], StoreError> {
-        if rest.len() < n {
-            return Err(corrupt("truncated entry"));
-        }
-        let (head, tail) = rest.split_at(n);
-        rest = tail;
-        Ok(head)
-    };
-    let u64_of = |b: &[u8]| {
-        b.try_into()
-            .map(u64::from_le_bytes)
-            .map_err(|_| corrupt("bad number"))
-    };
-    let last_revision = u64_of(take(8)?)?;
-    let count = u64_of(take(8)?)?;
-    let now_instant = Instant::now();
-    let now_wall = SystemTime::now();
-    let mut map = Table::default();
-    for _ in 0..count {
-        let key_len =
-            u32::from_le_bytes(take(4)?.try_into().map_err(|_| corrupt("bad length"))?) as usize;
-        let key =
-            String::from_utf8(take(key_len)?.to_vec()).map_err(|_| corrupt("key is not UTF-8"))?;
-        let value_len =
-            u32::from_le_bytes(take(4)?.try_into().map_err(|_| corrupt("bad length"))?) as usize;
-        let value: Box<[u8]> = take(value_len)?.into();
-        let revision = u64_of(take(8)?)?;
-        let expires = i64::from_le_bytes(take(8)?.try_into().map_err(|_| corrupt("bad expiry"))?);
-        let expires_at = if expires < 0 {
-            None
-        } else {
-            let wall = UNIX_EPOCH + Duration::from_millis(expires as u64);
-            match wall.duration_since(now_wall) {
-                Ok(left) => Some(now_instant + left),
-                Err(_) => continue, // expired while the bot was down
+
+    fn filled(n: usize) -> MemoryStore {
+        let store = MemoryStore::new();
+        block_on(async {
+            for i in 0..n {
+                store.write(&format!("k:{i:04}"), b"v", None).await.unwrap();
             }
+        });
+        store
+    }
+
+    /// Runs `walk` on another thread and pauses it at its `at`-th step (the test hook
+    /// `walking`). While it is paused there, in the middle of its walk: the store's lock
+    /// must be free, and a whole update on the same store (read, compare-and-set write,
+    /// create, delete) runs to its end. Then the walk goes on; what it returns.
+    fn paused_walk<T: Send + 'static>(
+        store: &MemoryStore,
+        at: usize,
+        walk: impl FnOnce(&MemoryStore) -> T + Send + 'static,
+    ) -> T {
+        let (paused_tx, paused_rx) = mpsc::channel::<bool>();
+        let (resume_tx, resume_rx) = mpsc::channel::<()>();
+        let steps = AtomicUsize::new(0);
+        let pause = Mutex::new(Some((paused_tx, resume_rx)));
+        *store.inner.hook.lock() = Some(Arc::new(move |store: &MemoryStore| {
+            if steps.fetch_add(1, Ordering::Relaxed) + 1 != at {
+                return;
+            }
+            if let Some((paused, resume)) = pause.lock().take() {
+                let lock_is_free = store.inner.map.try_lock().is_some();
+                let _ = paused.send(lock_is_free);
+                // Until the test lets go (or fails, dropping the sender).
+                let _ = resume.recv();
+            }
+        }));
+        let walker = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let out = walk(&store);
+                // A walk too short to reach the pause: the test learns it from a closed
+                // channel.
+                *store.inner.hook.lock() = None;
+                out
+            })
         };
-        map.insert(
-            &key,
-            Entry {
-                value,
-                revision,
-                expires_at,
-            },
+        let lock_is_free = paused_rx.recv().expect("the walk never reached the pause");
+        assert!(
+            lock_is_free,
+            "the walk holds the store's lock in the middle of its walk"
         );
+        block_on(async {
+            let record = store.read("k:0001").await.unwrap().expect("stored");
+            let cas = store
+                .apply(&[Write::Put {
+                    key: "k:0001".into(),
+                    value: b"changed".to_vec(),
+                    ttl: None,
+                    expect: Expect::Revision(record.revision),
+                }])
+                .await;
+            assert!(matches!(cas.as_slice(), [Ok(Outcome::Applied)]), "{cas:?}");
+            store.write("z:created", b"v", None).await.unwrap();
+            store.delete("z:created").await.unwrap();
+        });
+        resume_tx.send(()).unwrap();
+        walker.join().expect("the walk")
     }
-    if !rest.is_empty() {
-        return Err(corrupt("trailing bytes"));
+
+    #[test]
+    fn listing_holds_no_lock_while_it_walks() {
+        let store = filled(2_000);
+        let page = paused_walk(&store, 1_000, |store| {
+            block_on(store.list("k:", None, 3_000)).unwrap()
+        });
+        assert_eq!(page.entries.len(), 2_000);
+        assert_eq!(page.cursor, None);
+        let page = block_on(store.list("k:", None, 3)).unwrap();
+        assert_eq!(page.entries[1].1.value, b"changed");
     }
-    Ok((map, last_revision))
+
+    #[test]
+    fn counting_holds_no_lock_while_it_walks() {
+        let store = filled(2_000);
+        // 2 000 keys are 4 chunks of the index: the pause is at the second.
+        let counted = paused_walk(&store, 2, |store| block_on(store.count("k:")).unwrap());
+        assert_eq!(counted, 2_000);
+    }
+
+    #[test]
+    fn sweeping_holds_no_lock_while_it_walks() {
+        let store = filled(2_000);
+        block_on(async {
+            for i in 0..1_000 {
+                let key = format!("e:{i:04}");
+                store.write(&key, b"v", Some(Duration::ZERO)).await.unwrap();
+            }
+        });
+        let swept = paused_walk(&store, 500, MemoryStore::sweep);
+        assert_eq!(swept, 1_000);
+        assert_eq!(store.len(), 2_000);
+        assert_eq!(store.sweep(), 0);
+    }
+
+    /// The bytes `key` holds when written with a value of `len` bytes: a reader that
+    /// mixed two writes (the length of one, bytes of another) would not find these.
+    fn value_for(key: &str, len: usize) -> Vec<u8> {
+        key.bytes()
+            .cycle()
+            .take(len)
+            .map(|b| b ^ len as u8)
+            .collect()
+    }
+
+    /// Listings beside writers that overwrite values (growing them out of their room
+    /// too), create and delete keys among the listed ones (splitting and merging chunks
+    /// of the index): every listing is in strictly increasing key order, holds every key
+    /// that stayed all along exactly once, and every value whole, as one write left it.
+    /// Once the writers stop, counts and listings agree.
+    #[test]
+    fn listings_beside_writers_see_whole_values_in_order() {
+        let store = MemoryStore::new();
+        let stable: Vec<String> = (0..3_000).map(|i| format!("s:{i:04}")).collect();
+        block_on(async {
+            for key in &stable {
+                store.write(key, &value_for(key, 5), None).await.unwrap();
+            }
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..2u64)
+            .map(|w| {
+                let (store, stop) = (store.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    block_on(async {
+                        let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ w;
+                        let mut ops = 0u64;
+                        while !stop.load(Ordering::Relaxed) || ops < 20_000 {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            let i = x % 3_000;
+                            let len = (x >> 20) as usize % 120;
+                            if x.is_multiple_of(3) {
+                                let key = format!("s:{i:04}");
+                                store
+                                    .write(&key, &value_for(&key, len), None)
+                                    .await
+                                    .unwrap();
+                            } else {
+                                // Churn between the stable keys.
+                                let key = format!("s:{i:04}~{}", (x >> 40) % 4);
+                                if x.is_multiple_of(2) {
+                                    store
+                                        .write(&key, &value_for(&key, len), None)
+                                        .await
+                                        .unwrap();
+                                } else {
+                                    store.delete(&key).await.unwrap();
+                                }
+                            }
+                            ops += 1;
+                            if ops >= 400_000 {
+                                break;
+                            }
+                        }
+                    })
+                })
+            })
+            .collect();
+        let listers: Vec<_> = (0..2)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    block_on(async {
+                        for _ in 0..15 {
+                            let mut seen = Vec::new();
+                            let mut cursor: Option<String> = None;
+                            loop {
+                                let page = store.list("s:", cursor.as_deref(), 97).await.unwrap();
+                                for (key, record) in page.entries {
+                                    assert_eq!(
+                                        record.value,
+                                        value_for(&key, record.value.len()),
+                                        "a torn value of {key}"
+                                    );
+                                    if let Some(last) = seen.last() {
+                                        assert!(key > *last, "{key} after {last}");
+                                    }
+                                    seen.push(key);
+                                }
+                                match page.cursor {
+                                    Some(next) => cursor = Some(next),
+                                    None => break,
+                                }
+                            }
+                            let stable_seen: Vec<&String> =
+                                seen.iter().filter(|k| !k.contains('~')).collect();
+                            assert_eq!(stable_seen.len(), 3_000, "stable keys missed or doubled");
+                            let counted = store.count("s:").await.unwrap();
+                            assert!(counted >= 3_000, "{counted}");
+                        }
+                    })
+                })
+            })
+            .collect();
+        for lister in listers {
+            lister.join().expect("a lister");
+        }
+        stop.store(true, Ordering::Relaxed);
+        for writer in writers {
+            writer.join().expect("a writer");
+        }
+        let (mut listed, mut cursor) = (0u64, None::<String>);
+        loop {
+            let page = block_on(store.list("s:", cursor.as_deref(), 1_000)).unwrap();
+            listed += page.entries.len() as u64;
+            match page.cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(block_on(store.count("s:")).unwrap(), listed);
+        assert_eq!(store.len() as u64, listed);
+    }
+
+    /// A snapshot is written in the format of the first release: a file that release
+    /// wrote (built here byte by byte) loads, and what this one writes reads back.
+    #[test]
+    fn snapshots_keep_their_format() {
+        let path = std::env::temp_dir().join(format!(
+            "memory-format-{}-{:?}.snapshot",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let mut file = b"MSSNAP1\n".to_vec();
+        file.extend_from_slice(&41u64.to_le_bytes());
+        file.extend_from_slice(&2u64.to_le_bytes());
+        let in_an_hour = (SystemTime::now() + Duration::from_secs(3600))
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        for (key, value, revision, expires) in [
+            ("pizza:1", &b"3"[..], 7u64, -1i64),
+            ("quiz:2", b"{}", 9, in_an_hour),
+        ] {
+            file.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            file.extend_from_slice(key.as_bytes());
+            file.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            file.extend_from_slice(value);
+            file.extend_from_slice(&revision.to_le_bytes());
+            file.extend_from_slice(&expires.to_le_bytes());
+        }
+        let checksum = file.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+        file.extend_from_slice(&checksum.to_le_bytes());
+        std::fs::write(&path, &file).unwrap();
+        let open = || {
+            MemoryStore::options()
+                .snapshot(&path, Duration::from_secs(3600))
+                .open()
+                .unwrap()
+        };
+        let store = block_on(async { open() });
+        let pizza = block_on(store.read("pizza:1")).unwrap().unwrap();
+        assert_eq!((pizza.value, pizza.revision), (b"3".to_vec(), 7));
+        let (quiz, ttl) = block_on(store.read_with_ttl("quiz:2")).unwrap().unwrap();
+        assert_eq!((quiz.value, quiz.revision), (b"{}".to_vec(), 9));
+        assert!(ttl.is_some());
+        assert_eq!(block_on(store.count("")).unwrap(), 2);
+        block_on(store.write("new", b"x", None)).unwrap();
+        assert!(block_on(store.read("new")).unwrap().unwrap().revision > 41);
+        drop(store); // saves
+        let store = block_on(async { open() });
+        assert_eq!(store.len(), 3);
+        drop(store);
+        std::fs::remove_file(&path).unwrap();
+    }
 }
