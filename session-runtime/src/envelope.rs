@@ -260,6 +260,8 @@ pub(crate) struct Scan {
     count: usize,
     last: u64,
     generated: usize,
+    /// The first (oldest) id is a generated one.
+    first_generated: bool,
     /// The second id, and where the third starts (in the encoded ids).
     second: Option<(u64, usize)>,
 }
@@ -281,7 +283,9 @@ impl Updates<'_> {
             previous = previous.wrapping_add(unzigzag(delta) as u64);
             scan.applied |= previous == id;
             scan.generated += usize::from(previous & GENERATED != 0);
-            if at == 1 {
+            if at == 0 {
+                scan.first_generated = previous & GENERATED != 0;
+            } else if at == 1 {
                 scan.second = Some((previous, self.encoded.len() - cursor.len()));
             }
         }
@@ -302,8 +306,13 @@ pub(crate) fn rejoin(
     payload: &[u8],
 ) -> Vec<u8> {
     let keep = keep.clamp(1, usize::from(u8::MAX));
+    let generated = scan.generated + usize::from(id & GENERATED != 0);
+    // One generated id too many (an update without an id of its own, after several
+    // others): `join` drops the oldest generated one, which is the first id if that one
+    // is generated — the same bytes as dropping the oldest for room.
+    let generated_over = generated > GENERATED_REMEMBERED;
     let fits = !scan.applied
-        && scan.generated + usize::from(id & GENERATED != 0) <= GENERATED_REMEMBERED
+        && (!generated_over || (generated == GENERATED_REMEMBERED + 1 && scan.first_generated))
         && scan.count <= keep
         && payload_at > UPDATES_MAGIC.len()
         || scan.count == 0;
@@ -317,12 +326,13 @@ pub(crate) fn rejoin(
     };
     let mut out = Vec::with_capacity(UPDATES_MAGIC.len() + 12 + encoded.len() + payload.len());
     out.extend_from_slice(UPDATES_MAGIC);
-    if scan.count < keep {
+    if scan.count < keep && !generated_over {
         out.push((scan.count + 1) as u8);
         out.extend_from_slice(encoded);
         write_varint(&mut out, zigzag(id.wrapping_sub(scan.last) as i64));
     } else {
-        // Full: the oldest goes, the second becomes the first (an absolute value).
+        // Full (or one generated id too many): the oldest goes, the second becomes the
+        // first (an absolute value).
         out.push(scan.count as u8);
         match scan.second {
             Some((second, rest)) => {
@@ -489,6 +499,36 @@ mod tests {
                 assert_eq!(scan.applied, updates.contains(id));
                 fast = rejoin(&fast, payload_at, &scan, id, keep, payload);
                 assert_eq!(fast, slow, "keep {keep}, id {id}");
+            }
+        }
+    }
+
+    #[test]
+    fn rejoin_equals_join_with_many_generated_ids() {
+        let generated = |n: u64| (n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | GENERATED;
+        // All generated (a context without update ids), every other one, every third,
+        // and generated ids between Telegram ones, for several bounds.
+        for every in [1u64, 2, 3, 5] {
+            for keep in [1usize, 2, 8, 9, 10, 32] {
+                let mut slow = b"p".to_vec();
+                let mut fast = b"p".to_vec();
+                for i in 0..60u64 {
+                    let id = if i % every == 0 {
+                        generated(i)
+                    } else {
+                        500 + i
+                    };
+                    let (updates, payload) = split(&slow);
+                    slow = join(updates, id, keep, payload);
+                    let (updates, payload) = split(&fast);
+                    let payload_at = fast.len() - payload.len();
+                    let scan = updates.scan(id);
+                    fast = rejoin(&fast, payload_at, &scan, id, keep, payload);
+                    assert_eq!(fast, slow, "every {every}, keep {keep}, update {i}");
+                }
+                let (updates, _) = split(&fast);
+                let kept = updates.iter().filter(|id| id & GENERATED != 0).count();
+                assert!(kept <= GENERATED_REMEMBERED, "{kept} generated ids kept");
             }
         }
     }
