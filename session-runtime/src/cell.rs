@@ -214,7 +214,7 @@ impl<T: Send + 'static> Cell<T> {
     async fn hold(&self, key: &str) -> Result<HeldKey, Error> {
         let update = &self.update;
         if let Some(held) = update.take_preheld(self.index)
-            && held.key() == key
+            && held.is_for(key)
         {
             return Ok(held);
         }

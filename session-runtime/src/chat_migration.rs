@@ -7,6 +7,7 @@ use crate::{
     cell::ErasedCell,
     context::{ChatContext, ChatMigration},
     error::{Error, SaveError, SaveFailure, WriteOutcome},
+    lock::key_hash,
     session::{MultiSession, Sessions},
     stats::Counters,
     store::{Expect, Outcome, Write},
@@ -212,8 +213,9 @@ impl<S: MultiSession> Sessions<S> {
             store: store.name().to_owned(),
             source,
         };
-        // Both keys of this fragment, in the global order, so no update races the move.
-        let (first, second) = if from_key < to_key {
+        // Both keys of this fragment, in the global order (by their locks), so no update
+        // races the move. Two keys whose locks are one (equal hashes) take it once.
+        let (first, second) = if key_hash(from_key) < key_hash(to_key) {
             (from_key, to_key)
         } else {
             (to_key, from_key)
@@ -221,9 +223,15 @@ impl<S: MultiSession> Sessions<S> {
         let _first = update
             .hold(cell.key_locks(), cell.fragment(), first)
             .await?;
-        let _second = update
-            .hold(cell.key_locks(), cell.fragment(), second)
-            .await?;
+        let _second = if key_hash(first) == key_hash(second) {
+            None
+        } else {
+            Some(
+                update
+                    .hold(cell.key_locks(), cell.fragment(), second)
+                    .await?,
+            )
+        };
         let records = update
             .timed(store.read_many(&[from_key, to_key]))
             .await

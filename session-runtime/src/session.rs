@@ -11,7 +11,7 @@ use crate::{
     config::{Config, OnHandlerError},
     context::{ChatContext, SessionContext},
     error::Error,
-    lock::KeyLocks,
+    lock::{KeyLocks, key_hash},
     stats::{Counters, Stats},
     update::{COMMIT_FAILED, COMMIT_NONE, KeysView, UpdateCtx, update_id_of},
 };
@@ -603,9 +603,12 @@ impl<S: MultiSession> Session<S> {
             .into_iter()
             .filter(|cell| indices.contains(&cell.index()) && cell.storage_key().is_some())
             .collect();
-        cells.sort_by(|a, b| {
-            (a.key_locks().order_id(), a.storage_key())
-                .cmp(&(b.key_locks().order_id(), b.storage_key()))
+        // The global order: by fragment, then by the key's lock (its hash).
+        cells.sort_by_key(|cell| {
+            (
+                cell.key_locks().order_id(),
+                cell.storage_key().map(key_hash),
+            )
         });
         let update = &self.inner.update;
         for cell in cells {

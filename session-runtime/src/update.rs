@@ -14,7 +14,7 @@ use crate::{
     config::Config,
     context::{ChatContext, SessionContext},
     error::Error,
-    lock::{HeldKey, KeyLocks, Refused, UpdateLocks},
+    lock::{HeldKey, KeyLocks, Refused, UpdateLocks, key_hash},
     stats::Counters,
     store::StoreError,
 };
@@ -231,7 +231,7 @@ impl UpdateCtx {
                 .filter_map(|j| view.key_of(j).map(|(l, k, n)| (j, l, k, n)))
                 .collect()
         };
-        let order = |w: &Wanted| (w.1.order_id(), w.2.clone());
+        let order = |w: &Wanted| (w.1.order_id(), key_hash(&w.2));
         let mut wanted: Vec<Wanted> = vec![(index, locks.clone(), key.to_owned(), fragment)];
         wanted.extend(companions(&wanted));
         for round in 0..3 {
