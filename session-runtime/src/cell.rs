@@ -14,7 +14,7 @@ use crate::{
     spec::{FragmentShared, FragmentSpec},
     stats::Counters,
     store::{Expect, Record, StoreError, StoreRef, Write},
-    update::UpdateCtx,
+    update::UpdateRef,
 };
 
 /// What the cell knows about the stored value, as the update found it.
@@ -153,36 +153,75 @@ impl<T> Slot<T> {
     }
 }
 
-/// The per-update cell of one fragment: loaded at most once, on first touch.
+/// The per-update cell of one fragment: loaded at most once, on first touch. It holds
+/// only what this update learned; its fragment and the update come with it as a
+/// [`Bound`], so opening a session clones nothing per fragment.
 pub struct Cell<T> {
-    pub(crate) shared: Arc<FragmentShared<T>>,
     index: usize,
     /// The session key and the storage key (`None`: no key for this update).
     keys: std::sync::OnceLock<Option<(String, String)>>,
-    update: Arc<UpdateCtx>,
     /// Boxed: an untouched fragment costs a pointer, not its value's size, per update.
     slot: OnceCell<Box<Slot<T>>>,
 }
 
-impl<T: Send + 'static> Cell<T> {
-    /// The cell of fragment number `index` for the update `ctx`.
-    pub fn new(shared: &Arc<FragmentShared<T>>, index: usize, update: &Arc<UpdateCtx>) -> Self {
+impl<T> Cell<T> {
+    /// The cell of fragment number `index`, untouched.
+    pub fn new(index: usize) -> Self {
         Self {
-            shared: shared.clone(),
             index,
             keys: std::sync::OnceLock::new(),
-            update: update.clone(),
             slot: OnceCell::new(),
         }
     }
 
-    fn keys(&self) -> Option<&(String, String)> {
-        self.keys
+    /// Whether the cell holds a value (it was touched, or strict mode loaded it).
+    pub fn is_loaded(&self) -> bool {
+        self.slot.initialized()
+    }
+}
+
+/// A cell with its fragment and its update: what it takes to load, change and commit
+/// it. Three references, made wherever a cell is used.
+pub struct Bound<'a, T> {
+    cell: &'a Cell<T>,
+    pub(crate) shared: &'a FragmentShared<T>,
+    cx: UpdateRef<'a>,
+}
+
+impl<T> Clone for Bound<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Bound<'_, T> {}
+
+/// The cells of one update, bound (the derive's `Bound` type).
+pub trait BoundCells {
+    /// Every cell, in field order.
+    fn cells(&self) -> Vec<&dyn ErasedCell>;
+}
+
+impl BoundCells for () {
+    fn cells(&self) -> Vec<&dyn ErasedCell> {
+        Vec::new()
+    }
+}
+
+impl<'a, T: Send + 'static> Bound<'a, T> {
+    /// `cell` of the fragment `shared`, in the update `cx`.
+    pub fn new(cell: &'a Cell<T>, shared: &'a FragmentShared<T>, cx: UpdateRef<'a>) -> Self {
+        Self { cell, shared, cx }
+    }
+
+    fn keys(&self) -> Option<&'a (String, String)> {
+        self.cell
+            .keys
             .get_or_init(|| {
-                let session_key = (self.shared.spec.key)(&self.update.ctx)?;
+                let session_key = (self.shared.spec.key)(&self.cx.ctx)?;
                 let mut storage_key =
                     String::with_capacity(self.shared.spec.prefix.len() + session_key.len() + 21);
-                if let Some(bot) = self.update.bot {
+                if let Some(bot) = self.cx.bot {
                     use std::fmt::Write as _;
                     let _ = write!(storage_key, "{bot}/");
                 }
@@ -193,11 +232,11 @@ impl<T: Send + 'static> Cell<T> {
             .as_ref()
     }
 
-    pub(crate) fn session_key_str(&self) -> Option<&str> {
+    pub(crate) fn session_key_str(&self) -> Option<&'a str> {
         self.keys().map(|(session, _)| session.as_str())
     }
 
-    pub(crate) fn storage_key_str(&self) -> Option<&str> {
+    pub(crate) fn storage_key_str(&self) -> Option<&'a str> {
         self.keys().map(|(_, storage)| storage.as_str())
     }
 
@@ -205,28 +244,28 @@ impl<T: Send + 'static> Cell<T> {
         self.shared.spec.name
     }
 
-    fn key(&self) -> Result<&str, Error> {
+    fn key(&self) -> Result<&'a str, Error> {
         self.storage_key_str().ok_or(Error::NoKey {
             fragment: self.name(),
         })
     }
 
     async fn hold(&self, key: &str) -> Result<HeldKey, Error> {
-        let update = &self.update;
-        if let Some(held) = update.take_preheld(self.index)
+        let update = self.cx;
+        if let Some(held) = update.take_preheld(self.cell.index)
             && held.is_for(key)
         {
             return Ok(held);
         }
-        let held = if update.locks.holds_nothing() {
+        let held = if update.holds_nothing() {
             update
-                .hold_first(self.index, &self.shared.locks, self.name(), key)
+                .hold_first(self.cell.index, &self.shared.locks, self.name(), key)
                 .await
         } else {
             update.hold(&self.shared.locks, self.name(), key).await
         };
         if let Err(Error::Contended { .. }) = &held {
-            update.mark_contended(self.index, self.name());
+            update.mark_contended(self.cell.index, self.name());
         }
         held
     }
@@ -245,7 +284,7 @@ impl<T: Send + 'static> Cell<T> {
             ));
         };
         let (updates, payload) = envelope::split(&bytes);
-        let scan = updates.scan(self.update.update_id);
+        let scan = updates.scan(self.cx.update_id);
         let payload_at = bytes.len() - payload.len();
         let decoded = spec.decode_payload(payload);
         let base = Base::Stored {
@@ -270,7 +309,7 @@ impl<T: Send + 'static> Cell<T> {
                 supported,
             }),
             Err(DecodeFailure::Codec(source)) => {
-                if self.update.config.on_decode_error != OnDecodeError::Reset {
+                if self.cx.env.config.on_decode_error != OnDecodeError::Reset {
                     return Err(Error::Decode {
                         fragment: spec.name,
                         key: key.to_owned(),
@@ -299,7 +338,7 @@ impl<T: Send + 'static> Cell<T> {
         let held = self.hold(key).await?;
         let traced = tracing::enabled!(tracing::Level::DEBUG);
         let started = traced.then(std::time::Instant::now);
-        let read = self.update.timed(self.shared.store.as_dyn().read(key));
+        let read = self.cx.timed(self.shared.store.as_dyn().read(key));
         // Without a subscriber that wants it, no span and no wrapper around the read.
         let result = if traced {
             let span = tracing::debug_span!(
@@ -322,9 +361,9 @@ impl<T: Send + 'static> Cell<T> {
                 let found = record.is_some();
                 self.state_from(key, record).map(|state| (state, found))
             });
-        let counters = &self.update.counters;
+        let counters = &self.cx.env.counters;
         Counters::add(&counters.reads, 1);
-        let shown = self.update.config.shown_key(key);
+        let shown = self.cx.env.config.shown_key(key);
         match &result {
             Ok((_, found)) => tracing::debug!(
                 fragment = self.name(),
@@ -344,7 +383,7 @@ impl<T: Send + 'static> Cell<T> {
     }
 
     fn check_open(&self) -> Result<(), Error> {
-        if self.update.is_closed() {
+        if self.cx.is_closed() {
             return Err(Error::Committed {
                 fragment: self.name(),
             });
@@ -352,19 +391,20 @@ impl<T: Send + 'static> Cell<T> {
         Ok(())
     }
 
-    async fn slot(&self) -> Result<&Slot<T>, Error> {
+    async fn slot(&self) -> Result<&'a Slot<T>, Error> {
         self.check_open()?;
-        self.slot
+        self.cell
+            .slot
             .get_or_try_init(|| self.load())
             .await
             .map(|slot| &**slot)
     }
 
     /// Loads the value (once per update) and locks it for the caller.
-    pub(crate) async fn lock_loaded(&self) -> Result<StateGuard<'_, T>, Error> {
+    pub(crate) async fn lock_loaded(&self) -> Result<StateGuard<'a, T>, Error> {
         let slot = self.slot().await?;
         let mut guard = slot
-            .lock(self.name(), self.update.config.lock_timeout)
+            .lock(self.name(), self.cx.env.config.lock_timeout)
             .await?;
         // Committed while this access waited for the guard.
         self.check_open()?;
@@ -377,10 +417,11 @@ impl<T: Send + 'static> Cell<T> {
     async fn lock_blind(
         &self,
         make: impl FnOnce() -> State<T>,
-    ) -> Result<(Option<StateGuard<'_, T>>, bool), Error> {
+    ) -> Result<(Option<StateGuard<'a, T>>, bool), Error> {
         self.check_open()?;
         let mut fresh = false;
         let slot = self
+            .cell
             .slot
             .get_or_try_init(|| async {
                 let key = self.key()?;
@@ -393,7 +434,7 @@ impl<T: Send + 'static> Cell<T> {
             return Ok((None, true));
         }
         let guard = slot
-            .lock(self.name(), self.update.config.lock_timeout)
+            .lock(self.name(), self.cx.env.config.lock_timeout)
             .await?;
         self.check_open()?;
         Ok((Some(guard), false))
@@ -444,7 +485,7 @@ impl<T: Send + 'static> Cell<T> {
     /// its initial (a missing value).
     pub fn take_value(&self) -> T {
         let spec = &self.shared.spec;
-        if let Some(slot) = self.slot.get()
+        if let Some(slot) = self.cell.slot.get()
             && let Ok(mut state) = slot.state.try_lock()
         {
             let state = &mut *state;
@@ -464,7 +505,7 @@ impl<T: Send + 'static> Cell<T> {
     /// Strict mode: puts the (possibly changed) value back, to be saved if it changed. A
     /// fragment without a key for this update is skipped (rule S24).
     pub fn put_value(&self, value: T) {
-        if let Some(slot) = self.slot.get()
+        if let Some(slot) = self.cell.slot.get()
             && let Ok(mut state) = slot.state.try_lock()
         {
             state.dirty = true;
@@ -522,9 +563,9 @@ pub trait ErasedCell: Send + Sync {
     fn mark_deleted(&self);
 }
 
-impl<T: Send + 'static> ErasedCell for Cell<T> {
+impl<T: Send + 'static> ErasedCell for Bound<'_, T> {
     fn index(&self) -> usize {
-        self.index
+        self.cell.index
     }
 
     fn fragment(&self) -> &'static str {
@@ -552,30 +593,30 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
     }
 
     fn namespace(&self) -> std::borrow::Cow<'_, str> {
-        match self.update.bot {
+        match self.cx.bot {
             Some(bot) => format!("{bot}/{}", self.shared.spec.prefix).into(),
             None => self.shared.spec.prefix.as_str().into(),
         }
     }
 
     fn is_loaded(&self) -> bool {
-        self.slot.initialized()
+        self.cell.slot.initialized()
     }
 
     fn fill(&self, record: Option<Record>) -> Result<(), Error> {
         let key = self.key()?;
-        let held = self.update.take_preheld(self.index);
+        let held = self.cx.take_preheld(self.cell.index);
         let state = self.state_from(key, record)?;
-        let _ = self.slot.set(Slot::new(held, state));
+        let _ = self.cell.slot.set(Slot::new(held, state));
         Ok(())
     }
 
     fn delete_stored(&self) -> futures_util::future::BoxFuture<'_, Result<(), Error>> {
-        Box::pin(Cell::delete_stored(self))
+        Box::pin(Bound::delete_stored(self))
     }
 
     fn mark_deleted(&self) {
-        if let Some(slot) = self.slot.get()
+        if let Some(slot) = self.cell.slot.get()
             && let Ok(mut state) = slot.state.try_lock()
         {
             state.mark_deleted();
@@ -583,17 +624,17 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
     }
 
     fn release(&self) {
-        if let Some(slot) = self.slot.get() {
+        if let Some(slot) = self.cell.slot.get() {
             drop(slot.held.lock().unwrap_or_else(|p| p.into_inner()).take());
         }
     }
 
     fn plan(&self) -> Result<Plan, SaveFailure> {
-        let Some(slot) = self.slot.get() else {
+        let Some(slot) = self.cell.slot.get() else {
             return Ok(Plan::Skip);
         };
         let spec = &self.shared.spec;
-        let counters = &self.update.counters;
+        let counters = &self.cx.env.counters;
         let failure = |error: SaveError| SaveFailure {
             fragment: spec.name,
             key: self.storage_key_str().unwrap_or_default().to_owned(),
@@ -610,7 +651,7 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
                 "a guard of this fragment is still held",
             ))));
         };
-        let written_before = self.update.written_before.contains(&spec.name);
+        let written_before = self.cx.written_before.contains(&spec.name);
         let applied = matches!(&state.base, Base::Stored { scan, .. } if scan.applied);
         if (written_before || applied) && (state.dirty || state.deleted) {
             // This update's change is stored already (rule S25).
@@ -635,8 +676,8 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
         let payload = spec
             .encode_payload(value)
             .map_err(|e| failure(SaveError::Encode(e)))?;
-        let remember = self.update.config.remember_updates;
-        let id = self.update.update_id;
+        let remember = self.cx.env.config.remember_updates;
+        let id = self.cx.update_id;
         let (expect, bytes) = match &state.base {
             Base::Unread => (Expect::Any, envelope::first(id, &payload)),
             Base::Missing { initial } => {

@@ -1,17 +1,15 @@
 //! Chat migration (rule S21): a group that Telegram turns into a supergroup keeps its
 //! per-chat sessions.
 
-use std::sync::Arc;
-
 use crate::{
-    cell::ErasedCell,
+    cell::{BoundCells, ErasedCell},
     context::{ChatContext, ChatMigration},
     error::{Error, SaveError, SaveFailure, WriteOutcome},
     lock::key_hash,
     session::{MultiSession, Sessions},
     stats::Counters,
     store::{Expect, Outcome, Write},
-    update::{UpdateCtx, generated_update_id},
+    update::{UpdateCtx, UpdateRef, generated_update_id},
 };
 
 /// A user id no real update has, to see where a key function puts the user's id.
@@ -85,6 +83,8 @@ impl<S: MultiSession> Sessions<S> {
         let old_probe = self.open_raw(&ctx(migration.from, Some(PROBE_USER)));
         let new_probe = self.open_raw(&ctx(migration.to, Some(PROBE_USER)));
         let mut moved = Vec::new();
+        let (old, new) = (old.bound(), new.bound());
+        let (old_probe, new_probe) = (old_probe.bound(), new_probe.bound());
         let cells = old
             .cells()
             .into_iter()
@@ -142,6 +142,7 @@ impl<S: MultiSession> Sessions<S> {
             };
             let session = self.open_raw(&ctx);
             session
+                .bound()
                 .cells()
                 .into_iter()
                 .find(|cell| cell.index() == probe.index())
@@ -200,13 +201,12 @@ impl<S: MultiSession> Sessions<S> {
         to_key: &str,
     ) -> Result<bool, Error> {
         let store = cell.store().as_dyn();
-        let update = Arc::new(UpdateCtx::new(
-            self.inner.config.clone(),
-            self.inner.counters.clone(),
-            ChatContext::default(),
-            generated_update_id(),
-            self.inner.affinity.clone(),
-        ));
+        let update = UpdateCtx::new(ChatContext::default(), generated_update_id());
+        let update = UpdateRef {
+            update: &update,
+            env: &self.inner.env,
+            view: None,
+        };
         let load_error = |key: &str, source| Error::Load {
             fragment: cell.fragment(),
             key: key.to_owned(),
@@ -256,7 +256,7 @@ impl<S: MultiSession> Sessions<S> {
             Err(error) => writes.iter().map(|_| Err(error.replicate())).collect(),
         };
         let applied = results.iter().all(|r| matches!(r, Ok(Outcome::Applied)));
-        let counters = &self.inner.counters;
+        let counters = &self.inner.env.counters;
         Counters::add(&counters.reads, 2);
         if applied {
             Counters::add(&counters.writes, 1);

@@ -10,7 +10,7 @@ use crate::{
     error::{Error, SaveError, SaveFailure, WriteOutcome},
     stats::Counters,
     store::{Outcome, StoreError, StoreRef, Write},
-    update::UpdateCtx,
+    update::UpdateRef,
 };
 
 /// How a commit attempt ended, when it did not succeed.
@@ -25,10 +25,10 @@ pub(crate) enum CommitError {
 /// Writes what the cells of one update changed, one batch per store, all stores at once.
 pub(crate) async fn commit_cells(
     cells: Vec<&dyn ErasedCell>,
-    update: &UpdateCtx,
+    update: UpdateRef<'_>,
     attempt: u32,
 ) -> Result<(), CommitError> {
-    let counters = update.counters.clone();
+    let counters = &update.env.counters;
     let traced = tracing::enabled!(tracing::Level::DEBUG);
     let started = traced.then(std::time::Instant::now);
     // Without a subscriber that wants it, no span and no wrapper around the commit.
@@ -57,7 +57,7 @@ pub(crate) async fn commit_cells(
 /// The writes of a commit.
 async fn commit_inner(
     cells: Vec<&dyn ErasedCell>,
-    update: &UpdateCtx,
+    update: UpdateRef<'_>,
     attempt: u32,
 ) -> Result<(), CommitError> {
     let mut failures = Vec::new();
@@ -110,7 +110,7 @@ async fn commit_inner(
             });
             tracing::debug!(
                 fragment = cell.fragment(),
-                key = %update.config.shown_key(write.key()),
+                key = %update.env.config.shown_key(write.key()),
                 store = store.as_dyn().name(),
                 op = if matches!(write, Write::Put { .. }) { "put" } else { "delete" },
                 outcome = match &result {
@@ -131,14 +131,14 @@ async fn commit_inner(
             match result {
                 Ok(Outcome::Applied) => {
                     let counter = match &write {
-                        Write::Put { .. } => &update.counters.writes,
-                        Write::Delete { .. } => &update.counters.deletes,
+                        Write::Put { .. } => &update.env.counters.writes,
+                        Write::Delete { .. } => &update.env.counters.deletes,
                     };
                     Counters::add(counter, 1);
                     written.push(cell.fragment());
                 }
                 Ok(Outcome::Conflict) => {
-                    Counters::add(&update.counters.conflicts, 1);
+                    Counters::add(&update.env.counters.conflicts, 1);
                     conflicts.push(failure(SaveError::Conflict, WriteOutcome::NotWritten));
                 }
                 Err(error) => {

@@ -9,7 +9,7 @@ use std::{
 };
 
 use crate::{
-    cell::{Cell, StateGuard},
+    cell::{Bound, StateGuard},
     error::Error,
     spec::FragmentSpec,
 };
@@ -48,11 +48,11 @@ use crate::{
 /// # Ok(()) }
 /// ```
 pub struct Fragment<'a, T> {
-    cell: &'a Cell<T>,
+    cell: Bound<'a, T>,
 }
 
 impl<'a, T: Send + 'static> Fragment<'a, T> {
-    /// The access to `cell`.
+    /// The access to a session's cell (bound to its fragment and update).
     ///
     /// The derived accessors call this; a handler gets its fragments from them:
     ///
@@ -71,7 +71,8 @@ impl<'a, T: Send + 'static> Fragment<'a, T> {
     /// assert_eq!(count.name(), "count");
     /// # Ok(()) }
     /// ```
-    pub fn new(cell: &'a Cell<T>) -> Self {
+    #[doc(hidden)]
+    pub fn new(cell: Bound<'a, T>) -> Self {
         Self { cell }
     }
 

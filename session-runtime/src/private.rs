@@ -4,16 +4,17 @@ pub use std::sync::Arc;
 
 pub use crate::{
     builder::BuilderCore,
-    cell::{Cell, ErasedCell},
+    cell::{Bound, BoundCells, Cell, ErasedCell},
     codec::{Codec, CodecError, DecodeFailure, split_version},
     config::Config,
     context::SessionContext,
     fragment::Fragment,
     keys::IntoSessionKey,
-    session::{MultiSession, Sessions},
+    lock::KeyLocks,
+    session::{Core, MultiSession, Sessions, key_of},
     spec::{FragmentShared, FragmentSpec},
     store::StoreRef,
-    update::UpdateCtx,
+    update::{CellKey, KeysView, UpdateCtx, UpdateRef},
 };
 
 use crate::{

@@ -3,8 +3,9 @@
 
 use std::{
     future::Future,
+    ops::Deref,
     sync::{
-        Arc, Mutex, OnceLock, Weak,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
     },
 };
@@ -50,10 +51,22 @@ pub(crate) fn update_id_of(ctx: &dyn SessionContext) -> u64 {
     ctx.update_id().unwrap_or_else(generated_update_id)
 }
 
+/// A fragment's key in an update: its locks, its storage key, its name.
+pub type CellKey = (Arc<KeyLocks>, String, &'static str);
+
 /// The keys of an update's fragments, for taking companions' keys early (S29).
-pub(crate) trait KeysView: Send + Sync {
+/// Implemented by the derive's lazy view.
+pub trait KeysView: Send + Sync {
     /// Fragment `index`'s key locks, storage key and name, if it has a key.
-    fn key_of(&self, index: usize) -> Option<(Arc<KeyLocks>, String, &'static str)>;
+    fn key_of(&self, index: usize) -> Option<CellKey>;
+}
+
+/// What a `Sessions` shares with each of its updates.
+pub(crate) struct Env {
+    pub(crate) config: Config,
+    pub(crate) counters: Counters,
+    /// Which fragments updates touch together.
+    pub(crate) affinity: Affinity,
 }
 
 /// One key an update wants: fragment index, locks, storage key, fragment name.
@@ -99,19 +112,15 @@ pub struct UpdateCtx {
     pub(crate) ctx: UpdateIds,
     /// The update's identity (rule S25): the same across re-runs of one update.
     pub(crate) update_id: u64,
-    pub(crate) locks: Arc<UpdateLocks>,
-    pub(crate) config: Arc<Config>,
-    pub(crate) counters: Arc<Counters>,
+    /// Made when the update takes its first key (an update that touches nothing needs
+    /// none).
+    locks: OnceLock<Arc<UpdateLocks>>,
     /// Keys taken in advance (re-runs), by fragment index.
     preheld: Mutex<Vec<Option<HeldKey>>>,
     /// Fragments that could not be locked without risking a deadlock, by index.
     contended: Mutex<Vec<(usize, &'static str)>>,
     /// Whether `contended` is non-empty (checked on every update without locking).
     any_contended: AtomicBool,
-    /// Which fragments updates touch together.
-    pub(crate) affinity: Arc<Affinity>,
-    /// The update's cells, for their keys.
-    view: OnceLock<Weak<dyn KeysView>>,
     /// Fragments an earlier run of this update wrote (rule S25): not written again.
     pub(crate) written_before: Vec<&'static str>,
     /// The bot whose namespace the update's keys live in (`"{bot}/"` first), if any.
@@ -131,13 +140,7 @@ pub(crate) const COMMIT_STARTED: u8 = 1;
 pub(crate) const COMMIT_FAILED: u8 = 2;
 
 impl UpdateCtx {
-    pub(crate) fn new(
-        config: Arc<Config>,
-        counters: Arc<Counters>,
-        ctx: ChatContext,
-        update_id: u64,
-        affinity: Arc<Affinity>,
-    ) -> Self {
+    pub(crate) fn new(ctx: ChatContext, update_id: u64) -> Self {
         // `preheld` grows on first use: most updates never pre-take keys.
         Self {
             ctx: UpdateIds {
@@ -145,19 +148,20 @@ impl UpdateCtx {
                 business: None,
             },
             update_id,
-            locks: Arc::default(),
-            config,
-            counters,
+            locks: OnceLock::new(),
             preheld: Mutex::new(Vec::new()),
             any_contended: AtomicBool::new(false),
             contended: Mutex::default(),
-            affinity,
-            view: OnceLock::new(),
             written_before: Vec::new(),
             bot: None,
             closed: AtomicBool::new(false),
             commit: AtomicU8::new(COMMIT_NONE),
         }
+    }
+
+    /// Whether this update holds no key.
+    pub(crate) fn holds_nothing(&self) -> bool {
+        self.locks.get().is_none_or(|locks| locks.holds_nothing())
     }
 
     /// No access of this update's fragments succeeds from now on.
@@ -193,15 +197,59 @@ impl UpdateCtx {
         drop(taken);
     }
 
-    pub(crate) fn set_view(&self, view: Weak<dyn KeysView>) {
-        let _ = self.view.set(view);
-    }
-
     fn has_preheld(&self, index: usize) -> bool {
         let preheld = self.preheld.lock().unwrap_or_else(|p| p.into_inner());
         preheld.get(index).is_some_and(Option::is_some)
     }
 
+    pub(crate) fn take_preheld(&self, index: usize) -> Option<HeldKey> {
+        let mut preheld = self.preheld.lock().unwrap_or_else(|p| p.into_inner());
+        preheld.get_mut(index).and_then(Option::take)
+    }
+
+    pub(crate) fn put_preheld(&self, index: usize, held: HeldKey) {
+        let mut preheld = self.preheld.lock().unwrap_or_else(|p| p.into_inner());
+        if preheld.len() <= index {
+            preheld.resize_with(index + 1, || None);
+        }
+        preheld[index] = Some(held);
+    }
+
+    pub(crate) fn mark_contended(&self, index: usize, fragment: &'static str) {
+        let mut contended = self.contended.lock().unwrap_or_else(|p| p.into_inner());
+        contended.push((index, fragment));
+        self.any_contended.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn contended(&self) -> Vec<(usize, &'static str)> {
+        if !self.any_contended.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.contended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// An update as its cells see it: the update, what its `Sessions` share (config,
+/// counters, affinity), and its other cells.
+#[derive(Clone, Copy)]
+pub struct UpdateRef<'a> {
+    pub(crate) update: &'a UpdateCtx,
+    pub(crate) env: &'a Env,
+    /// The update's cells (none for the runtime's own bookkeeping updates).
+    pub(crate) view: Option<&'a dyn KeysView>,
+}
+
+impl Deref for UpdateRef<'_> {
+    type Target = UpdateCtx;
+    fn deref(&self) -> &UpdateCtx {
+        self.update
+    }
+}
+
+impl UpdateRef<'_> {
     /// The first key of an update: with the keys of the fragments usually touched with
     /// it, all in the global order (rule S29).
     pub(crate) async fn hold_first(
@@ -211,20 +259,21 @@ impl UpdateCtx {
         fragment: &'static str,
         key: &str,
     ) -> Result<HeldKey, Error> {
-        if !self.affinity.has_companions(index) {
+        let affinity = &self.env.affinity;
+        if !affinity.has_companions(index) {
             // The common case: a fragment touched alone. Taken alone, and kept unless
             // companions were learned while this update waited for it.
             let held = self.hold(locks, fragment, key).await?;
-            if !self.affinity.has_companions(index) {
+            if !affinity.has_companions(index) {
                 return Ok(held);
             }
             // Nothing is read yet: let go, and take it again with its companions.
             drop(held);
         }
-        let view = self.view.get().and_then(Weak::upgrade);
+        let view = self.view;
         let companions = |wanted: &[Wanted]| -> Vec<Wanted> {
-            let Some(view) = &view else { return Vec::new() };
-            self.affinity
+            let Some(view) = view else { return Vec::new() };
+            affinity
                 .companions(index)
                 .into_iter()
                 .filter(|j| !wanted.iter().any(|w| w.0 == *j) && !self.has_preheld(*j))
@@ -299,35 +348,6 @@ impl UpdateCtx {
         self.hold(locks, fragment, key).await
     }
 
-    pub(crate) fn take_preheld(&self, index: usize) -> Option<HeldKey> {
-        let mut preheld = self.preheld.lock().unwrap_or_else(|p| p.into_inner());
-        preheld.get_mut(index).and_then(Option::take)
-    }
-
-    pub(crate) fn put_preheld(&self, index: usize, held: HeldKey) {
-        let mut preheld = self.preheld.lock().unwrap_or_else(|p| p.into_inner());
-        if preheld.len() <= index {
-            preheld.resize_with(index + 1, || None);
-        }
-        preheld[index] = Some(held);
-    }
-
-    pub(crate) fn mark_contended(&self, index: usize, fragment: &'static str) {
-        let mut contended = self.contended.lock().unwrap_or_else(|p| p.into_inner());
-        contended.push((index, fragment));
-        self.any_contended.store(true, Ordering::Release);
-    }
-
-    pub(crate) fn contended(&self) -> Vec<(usize, &'static str)> {
-        if !self.any_contended.load(Ordering::Acquire) {
-            return Vec::new();
-        }
-        self.contended
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     /// Takes `key` of `fragment` (whose locks are `locks`), waiting up to `lock_timeout`.
     pub(crate) async fn hold(
         &self,
@@ -335,11 +355,9 @@ impl UpdateCtx {
         fragment: &'static str,
         key: &str,
     ) -> Result<HeldKey, Error> {
-        match self
-            .locks
-            .acquire(locks, key, self.config.lock_timeout)
-            .await
-        {
+        let limit = self.env.config.lock_timeout;
+        let update = self.update.locks.get_or_init(Arc::default);
+        match update.acquire(locks, key, limit).await {
             Ok(held) => Ok(held),
             Err(Refused::Cycle) => Err(Error::Contended {
                 fragment,
@@ -358,7 +376,7 @@ impl UpdateCtx {
     where
         F: Future<Output = Result<R, StoreError>>,
     {
-        match self.config.op_timeout {
+        match self.env.config.op_timeout {
             Some(limit) => {
                 // An operation that completes on its first poll (an in-process store)
                 // needs no timer.
