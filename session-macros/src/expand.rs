@@ -147,8 +147,14 @@ fn expand(input: &Input<'_>) -> TokenStream {
 
             #[automatically_derived]
             impl ::multisession::__private::BoundCells for #bound_ty<'_> {
-                fn cells(&self) -> ::std::vec::Vec<&dyn ::multisession::__private::ErasedCell> {
-                    ::std::vec![ #( &self.#indices as &dyn ::multisession::__private::ErasedCell ),* ]
+                fn cell(
+                    &self,
+                    index: usize,
+                ) -> ::core::option::Option<&dyn ::multisession::__private::ErasedCell> {
+                    match index {
+                        #( #indices => ::core::option::Option::Some(&self.#indices), )*
+                        _ => ::core::option::Option::None,
+                    }
                 }
             }
 

@@ -3,8 +3,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::OnceCell;
-
 use crate::{
     codec::DecodeFailure,
     config::OnDecodeError,
@@ -129,27 +127,36 @@ impl<T> Slot<T> {
         fragment: &'static str,
         limit: Option<Duration>,
     ) -> Result<StateGuard<'_, T>, Error> {
-        let me = tokio::task::try_id();
-        let state = match self.state.try_lock() {
-            Ok(state) => state,
+        if let Some(now) = self.try_lock(fragment) {
+            return now;
+        }
+        let state = match limit {
+            Some(limit) => tokio::time::timeout(limit, self.state.lock())
+                .await
+                .map_err(|_| Error::Held { fragment })?,
+            None => self.state.lock().await,
+        };
+        Ok(self.guard(state))
+    }
+
+    /// [`lock`](Self::lock) where it takes no wait: the guard, or [`Error::Held`] if this
+    /// task holds it; `None` if another task does.
+    fn try_lock(&self, fragment: &'static str) -> Option<Result<StateGuard<'_, T>, Error>> {
+        match self.state.try_lock() {
+            Ok(state) => Some(Ok(self.guard(state))),
             Err(_) => {
                 let holder = *self.holder.lock().unwrap_or_else(|p| p.into_inner());
-                if holder == Some(me) {
-                    return Err(Error::Held { fragment });
-                }
-                match limit {
-                    Some(limit) => tokio::time::timeout(limit, self.state.lock())
-                        .await
-                        .map_err(|_| Error::Held { fragment })?,
-                    None => self.state.lock().await,
-                }
+                (holder == Some(tokio::task::try_id())).then_some(Err(Error::Held { fragment }))
             }
-        };
-        *self.holder.lock().unwrap_or_else(|p| p.into_inner()) = Some(me);
-        Ok(StateGuard {
+        }
+    }
+
+    fn guard<'s>(&'s self, state: tokio::sync::MutexGuard<'s, State<T>>) -> StateGuard<'s, T> {
+        *self.holder.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::task::try_id());
+        StateGuard {
             state,
             holder: &self.holder,
-        })
+        }
     }
 }
 
@@ -161,7 +168,10 @@ pub struct Cell<T> {
     /// The session key and the storage key (`None`: no key for this update).
     keys: std::sync::OnceLock<Option<(String, String)>>,
     /// Boxed: an untouched fragment costs a pointer, not its value's size, per update.
-    slot: OnceCell<Box<Slot<T>>>,
+    slot: std::sync::OnceLock<Box<Slot<T>>>,
+    /// Held while the slot is made, so that tasks of the update that touch the fragment
+    /// at once read it once (rule S7).
+    init: tokio::sync::Mutex<()>,
 }
 
 impl<T> Cell<T> {
@@ -170,13 +180,30 @@ impl<T> Cell<T> {
         Self {
             index,
             keys: std::sync::OnceLock::new(),
-            slot: OnceCell::new(),
+            slot: std::sync::OnceLock::new(),
+            init: tokio::sync::Mutex::const_new(()),
         }
     }
 
     /// Whether the cell holds a value (it was touched, or strict mode loaded it).
     pub fn is_loaded(&self) -> bool {
-        self.slot.initialized()
+        self.slot.get().is_some()
+    }
+
+    /// The slot, made by `make` unless there is one (one maker at a time: see `init`).
+    async fn slot_or<F>(&self, make: impl FnOnce() -> F) -> Result<&Slot<T>, Error>
+    where
+        F: std::future::Future<Output = Result<Box<Slot<T>>, Error>>,
+    {
+        if let Some(slot) = self.slot.get() {
+            return Ok(slot);
+        }
+        let _making = self.init.lock().await;
+        if let Some(slot) = self.slot.get() {
+            return Ok(slot);
+        }
+        let slot = make().await?;
+        Ok(self.slot.get_or_init(|| slot))
     }
 }
 
@@ -198,13 +225,18 @@ impl<T> Copy for Bound<'_, T> {}
 
 /// The cells of one update, bound (the derive's `Bound` type).
 pub trait BoundCells {
+    /// Cell number `index` (field order), if there is one.
+    fn cell(&self, index: usize) -> Option<&dyn ErasedCell>;
+
     /// Every cell, in field order.
-    fn cells(&self) -> Vec<&dyn ErasedCell>;
+    fn cells(&self) -> Vec<&dyn ErasedCell> {
+        (0..).map_while(|index| self.cell(index)).collect()
+    }
 }
 
 impl BoundCells for () {
-    fn cells(&self) -> Vec<&dyn ErasedCell> {
-        Vec::new()
+    fn cell(&self, _: usize) -> Option<&dyn ErasedCell> {
+        None
     }
 }
 
@@ -350,6 +382,17 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
         } else {
             read.await
         };
+        self.loaded(key, held, result, started)
+    }
+
+    /// The slot of what the store returned for `key` (held), counted and logged.
+    fn loaded(
+        &self,
+        key: &str,
+        held: HeldKey,
+        result: Result<Option<Record>, StoreError>,
+        started: Option<std::time::Instant>,
+    ) -> Result<Box<Slot<T>>, Error> {
         let result = result
             .map_err(|source| Error::Load {
                 fragment: self.name(),
@@ -393,11 +436,57 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
 
     async fn slot(&self) -> Result<&'a Slot<T>, Error> {
         self.check_open()?;
-        self.cell
-            .slot
-            .get_or_try_init(|| self.load())
-            .await
-            .map(|slot| &**slot)
+        self.cell.slot_or(|| self.load()).await
+    }
+
+    /// [`lock_loaded`](Self::lock_loaded) where nothing has to wait: the value is loaded,
+    /// or its store answers at once and its key is free, and its guard is free. `None`:
+    /// take the async way (nothing was done that it would do again).
+    pub(crate) fn try_lock_loaded(&self) -> Option<Result<StateGuard<'a, T>, Error>> {
+        if let Err(error) = self.check_open() {
+            return Some(Err(error));
+        }
+        let slot = match self.cell.slot.get() {
+            Some(slot) => slot,
+            None => match self.try_load()? {
+                Ok(slot) => slot,
+                Err(error) => return Some(Err(error)),
+            },
+        };
+        let mut guard = match slot.try_lock(self.name())? {
+            Ok(guard) => guard,
+            Err(error) => return Some(Err(error)),
+        };
+        guard.state.materialize(&self.shared.spec);
+        Some(Ok(guard))
+    }
+
+    /// [`slot`](Self::slot) where nothing has to wait (see
+    /// [`try_lock_loaded`](Self::try_lock_loaded)).
+    fn try_load(&self) -> Option<Result<&'a Slot<T>, Error>> {
+        let store = self.shared.store.as_dyn().immediate()?;
+        let cx = self.cx;
+        // Keys taken in advance, or companions to take with this one: the async way.
+        if cx.any_preheld()
+            || (cx.holds_nothing() && cx.env.affinity.has_companions(self.cell.index))
+            // A subscriber gets the load's span from the async way.
+            || tracing::enabled!(tracing::Level::DEBUG)
+        {
+            return None;
+        }
+        let _making = self.cell.init.try_lock().ok()?;
+        if let Some(slot) = self.cell.slot.get() {
+            return Some(Ok(slot));
+        }
+        let key = match self.key() {
+            Ok(key) => key,
+            Err(error) => return Some(Err(error)),
+        };
+        let held = cx.try_hold(&self.shared.locks, key)?;
+        Some(
+            self.loaded(key, held, store.read_now(key), None)
+                .map(|slot| &**self.cell.slot.get_or_init(|| slot)),
+        )
     }
 
     /// Loads the value (once per update) and locks it for the caller.
@@ -422,8 +511,7 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
         let mut fresh = false;
         let slot = self
             .cell
-            .slot
-            .get_or_try_init(|| async {
+            .slot_or(|| async {
                 let key = self.key()?;
                 let held = self.hold(key).await?;
                 fresh = true;
@@ -600,7 +688,7 @@ impl<T: Send + 'static> ErasedCell for Bound<'_, T> {
     }
 
     fn is_loaded(&self) -> bool {
-        self.cell.slot.initialized()
+        self.cell.is_loaded()
     }
 
     fn fill(&self, record: Option<Record>) -> Result<(), Error> {

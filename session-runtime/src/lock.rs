@@ -325,6 +325,26 @@ impl UpdateLocks {
         Err(Refused::Timeout(limit.unwrap_or_default()))
     }
 
+    /// Takes `key` if nobody holds it; `None` (and nothing changed) if somebody does.
+    pub(crate) fn try_acquire(
+        self: &Arc<Self>,
+        locks: &Arc<KeyLocks>,
+        key: &str,
+    ) -> Option<HeldKey> {
+        let hash = key_hash(key);
+        let mut map = locks.table();
+        let std::collections::hash_map::Entry::Vacant(vacant) = map.entry(hash) else {
+            return None;
+        };
+        vacant.insert(Entry {
+            holder: self.no,
+            queue: VecDeque::new(),
+            wait: None,
+        });
+        drop(map);
+        Some(self.held(locks, hash))
+    }
+
     fn held(self: &Arc<Self>, locks: &Arc<KeyLocks>, hash: u64) -> HeldKey {
         self.held.fetch_add(1, Ordering::AcqRel);
         HeldKey {

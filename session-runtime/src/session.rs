@@ -7,7 +7,7 @@ use std::{fmt, future::Future, ops::Deref, sync::Arc, time::Instant};
 use crate::{
     affinity::Affinity,
     cell::{BoundCells, ErasedCell},
-    commit::{CommitError, backoff, commit_cells},
+    commit::{CommitError, backoff, commit_cells, commit_now},
     config::{Config, OnHandlerError},
     context::{ChatContext, SessionContext},
     error::Error,
@@ -748,11 +748,14 @@ impl<S: MultiSession> Session<S> {
             Some(done) => done,
             None => {
                 let bound = self.bound();
-                let cells = bound.cells();
-                let touched: Vec<bool> = cells.iter().map(|c| c.is_loaded()).collect();
                 let cx = self.cx();
-                cx.env.affinity.record(&touched);
-                Box::pin(commit_cells(cells, cx, attempt)).await
+                cx.env
+                    .affinity
+                    .record_by(|i| bound.cell(i).is_some_and(|cell| cell.is_loaded()));
+                match commit_now(&bound, cx, attempt) {
+                    Some(done) => done,
+                    None => Box::pin(commit_cells(&bound.cells(), cx, attempt)).await,
+                }
             }
         };
         if shared {

@@ -117,6 +117,8 @@ pub struct UpdateCtx {
     locks: OnceLock<Arc<UpdateLocks>>,
     /// Keys taken in advance (re-runs), by fragment index.
     preheld: Mutex<Vec<Option<HeldKey>>>,
+    /// Whether any key was ever taken in advance (checked without locking).
+    any_preheld: AtomicBool,
     /// Fragments that could not be locked without risking a deadlock, by index.
     contended: Mutex<Vec<(usize, &'static str)>>,
     /// Whether `contended` is non-empty (checked on every update without locking).
@@ -150,6 +152,7 @@ impl UpdateCtx {
             update_id,
             locks: OnceLock::new(),
             preheld: Mutex::new(Vec::new()),
+            any_preheld: AtomicBool::new(false),
             any_contended: AtomicBool::new(false),
             contended: Mutex::default(),
             written_before: Vec::new(),
@@ -198,11 +201,22 @@ impl UpdateCtx {
     }
 
     fn has_preheld(&self, index: usize) -> bool {
+        if !self.any_preheld() {
+            return false;
+        }
         let preheld = self.preheld.lock().unwrap_or_else(|p| p.into_inner());
         preheld.get(index).is_some_and(Option::is_some)
     }
 
+    /// Whether keys were taken in advance (a re-run, strict mode).
+    pub(crate) fn any_preheld(&self) -> bool {
+        self.any_preheld.load(Ordering::Acquire)
+    }
+
     pub(crate) fn take_preheld(&self, index: usize) -> Option<HeldKey> {
+        if !self.any_preheld() {
+            return None;
+        }
         let mut preheld = self.preheld.lock().unwrap_or_else(|p| p.into_inner());
         preheld.get_mut(index).and_then(Option::take)
     }
@@ -213,6 +227,7 @@ impl UpdateCtx {
             preheld.resize_with(index + 1, || None);
         }
         preheld[index] = Some(held);
+        self.any_preheld.store(true, Ordering::Release);
     }
 
     pub(crate) fn mark_contended(&self, index: usize, fragment: &'static str) {
@@ -369,6 +384,15 @@ impl UpdateRef<'_> {
                 waited,
             }),
         }
+    }
+
+    /// Takes `key` of a fragment (whose locks are `locks`) if nobody holds it; `None`
+    /// (and nothing changed) if somebody does.
+    pub(crate) fn try_hold(&self, locks: &Arc<KeyLocks>, key: &str) -> Option<HeldKey> {
+        self.update
+            .locks
+            .get_or_init(Arc::default)
+            .try_acquire(locks, key)
     }
 
     /// Runs a store operation under `op_timeout`.
