@@ -315,10 +315,8 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
                 Base::Missing { initial: None },
             ));
         };
-        let (updates, payload) = envelope::split(&bytes);
-        let scan = updates.scan(self.cx.update_id);
-        let payload_at = bytes.len() - payload.len();
-        let decoded = spec.decode_payload(payload);
+        let (scan, payload_at) = envelope::scan_stored(&bytes, self.cx.update_id);
+        let decoded = spec.decode_payload(&bytes[payload_at..]);
         let base = Base::Stored {
             payload_at,
             revision,

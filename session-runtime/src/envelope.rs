@@ -266,6 +266,41 @@ pub(crate) struct Scan {
     second: Option<(u64, usize)>,
 }
 
+/// [`split`] and [`Updates::scan`] of stored bytes in one pass: what [`rejoin`] needs,
+/// and where the payload starts.
+pub(crate) fn scan_stored(bytes: &[u8], id: u64) -> (Scan, usize) {
+    let plain = (Scan::default(), 0);
+    let Some(rest) = bytes.strip_prefix(&UPDATES_MAGIC[..]) else {
+        return plain;
+    };
+    let Some((&count, encoded)) = rest.split_first() else {
+        return plain;
+    };
+    let mut scan = Scan {
+        count: usize::from(count),
+        ..Scan::default()
+    };
+    let mut cursor = encoded;
+    let mut previous = 0u64;
+    for at in 0..count {
+        let Some((delta, next)) = read_varint(cursor) else {
+            return plain;
+        };
+        cursor = next;
+        previous = previous.wrapping_add(unzigzag(delta) as u64);
+        scan.applied |= previous == id;
+        scan.generated += usize::from(previous & GENERATED != 0);
+        if at == 0 {
+            scan.first_generated = previous & GENERATED != 0;
+        } else if at == 1 {
+            scan.second = Some((previous, encoded.len() - cursor.len()));
+        }
+    }
+    scan.last = previous;
+    (scan, bytes.len() - cursor.len())
+}
+
+#[cfg(test)]
 impl Updates<'_> {
     /// One pass: whether `id` is among them, and what [`rejoin`] needs.
     pub(crate) fn scan(&self, id: u64) -> Scan {
@@ -499,6 +534,27 @@ mod tests {
                 assert_eq!(scan.applied, updates.contains(id));
                 fast = rejoin(&fast, payload_at, &scan, id, keep, payload);
                 assert_eq!(fast, slow, "keep {keep}, id {id}");
+            }
+        }
+    }
+
+    #[test]
+    fn scanning_stored_bytes_is_split_and_scan() {
+        let generated = |n: u64| (n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | GENERATED;
+        let mut stored = b"p".to_vec();
+        let mut values = vec![stored.clone(), b"\0MSu\x05\xff".to_vec(), b"\0MSu".to_vec()];
+        for i in 0..40u64 {
+            let id = if i % 3 == 0 { generated(i) } else { 700 + i };
+            stored = join(split(&stored).0, id, 32, b"p");
+            values.push(stored.clone());
+        }
+        for bytes in &values {
+            for id in [700, 702, generated(3), 5] {
+                let (updates, payload) = split(bytes);
+                assert_eq!(
+                    scan_stored(bytes, id),
+                    (updates.scan(id), bytes.len() - payload.len())
+                );
             }
         }
     }

@@ -579,12 +579,12 @@ impl MemoryStore {
             }
         };
         // The clock only matters to values that expire, and reading it costs more than
-        // the rest of a small batch: read it only if a value involved expires.
-        let expiring = self.inner.default_ttl.is_some()
-            || writes.iter().any(|w| {
-                matches!(w, Write::Put { ttl: Some(_), .. })
-                    || map.get(w.key()).is_some_and(|e| e.expires_at.is_some())
-            });
+        // the rest of a small batch: read it only if some value may.
+        let expiring = map.expiring > 0
+            || self.inner.default_ttl.is_some()
+            || writes
+                .iter()
+                .any(|w| matches!(w, Write::Put { ttl: Some(_), .. }));
         static UNUSED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
         let now = if expiring {
             Instant::now()
