@@ -225,7 +225,7 @@ impl<S: MultiSession> Sessions<S> {
                         error: SaveError::Store(error),
                     }],
                     written: Vec::new(),
-                    update_id: update.update_id,
+                    update_id: update.update_id(),
                 })?;
         }
         Ok(existed)

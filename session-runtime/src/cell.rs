@@ -12,7 +12,7 @@ use crate::{
     spec::{FragmentShared, FragmentSpec},
     stats::Counters,
     store::{Expect, Record, StoreError, StoreRef, Write},
-    update::UpdateRef,
+    update::{UpdateCtx, UpdateRef},
 };
 
 /// What the cell knows about the stored value, as the update found it.
@@ -169,9 +169,9 @@ pub struct Cell<T> {
     keys: std::sync::OnceLock<Option<(String, String)>>,
     /// Boxed: an untouched fragment costs a pointer, not its value's size, per update.
     slot: std::sync::OnceLock<Box<Slot<T>>>,
-    /// Held while the slot is made, so that tasks of the update that touch the fragment
-    /// at once read it once (rule S7).
-    init: tokio::sync::Mutex<()>,
+    /// Set while a task of the update makes the slot, so that tasks that touch the
+    /// fragment at once read it once (rule S7).
+    making: std::sync::atomic::AtomicBool,
 }
 
 impl<T> Cell<T> {
@@ -181,7 +181,7 @@ impl<T> Cell<T> {
             index,
             keys: std::sync::OnceLock::new(),
             slot: std::sync::OnceLock::new(),
-            init: tokio::sync::Mutex::const_new(()),
+            making: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -190,15 +190,25 @@ impl<T> Cell<T> {
         self.slot.get().is_some()
     }
 
-    /// The slot, made by `make` unless there is one (one maker at a time: see `init`).
-    async fn slot_or<F>(&self, make: impl FnOnce() -> F) -> Result<&Slot<T>, Error>
+    /// The slot, made by `make` unless there is one (one task of `update` makes it; the
+    /// others wait for it).
+    async fn slot_or<F>(
+        &self,
+        update: &UpdateCtx,
+        make: impl FnOnce() -> F,
+    ) -> Result<&Slot<T>, Error>
     where
         F: std::future::Future<Output = Result<Box<Slot<T>>, Error>>,
     {
-        if let Some(slot) = self.slot.get() {
-            return Ok(slot);
-        }
-        let _making = self.init.lock().await;
+        let _making = loop {
+            if let Some(slot) = self.slot.get() {
+                return Ok(slot);
+            }
+            if let Some(making) = update.start_making(&self.making) {
+                break making;
+            }
+            update.made(&self.making).await;
+        };
         if let Some(slot) = self.slot.get() {
             return Ok(slot);
         }
@@ -315,7 +325,7 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
                 Base::Missing { initial: None },
             ));
         };
-        let (scan, payload_at) = envelope::scan_stored(&bytes, self.cx.update_id);
+        let (scan, payload_at) = envelope::scan_stored(&bytes, self.cx.update_id());
         let decoded = spec.decode_payload(&bytes[payload_at..]);
         let base = Base::Stored {
             payload_at,
@@ -434,7 +444,7 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
 
     async fn slot(&self) -> Result<&'a Slot<T>, Error> {
         self.check_open()?;
-        self.cell.slot_or(|| self.load()).await
+        self.cell.slot_or(self.cx.update, || self.load()).await
     }
 
     /// [`lock_loaded`](Self::lock_loaded) where nothing has to wait: the value is loaded,
@@ -472,7 +482,7 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
         {
             return None;
         }
-        let _making = self.cell.init.try_lock().ok()?;
+        let _making = cx.update.start_making(&self.cell.making)?;
         if let Some(slot) = self.cell.slot.get() {
             return Some(Ok(slot));
         }
@@ -509,7 +519,7 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
         let mut fresh = false;
         let slot = self
             .cell
-            .slot_or(|| async {
+            .slot_or(self.cx.update, || async {
                 let key = self.key()?;
                 let held = self.hold(key).await?;
                 fresh = true;
@@ -763,7 +773,7 @@ impl<T: Send + 'static> ErasedCell for Bound<'_, T> {
             .encode_payload(value)
             .map_err(|e| failure(SaveError::Encode(e)))?;
         let remember = self.cx.env.config.remember_updates;
-        let id = self.cx.update_id;
+        let id = self.cx.update_id();
         let (expect, bytes) = match &state.base {
             Base::Unread => (Expect::Any, envelope::first(id, &payload)),
             Base::Missing { initial } => {

@@ -9,7 +9,7 @@ use crate::{
     session::{MultiSession, Sessions},
     stats::Counters,
     store::{Expect, Outcome, Write},
-    update::{UpdateCtx, UpdateRef, generated_update_id},
+    update::{UpdateCtx, UpdateRef},
 };
 
 /// A user id no real update has, to see where a key function puts the user's id.
@@ -201,7 +201,7 @@ impl<S: MultiSession> Sessions<S> {
         to_key: &str,
     ) -> Result<bool, Error> {
         let store = cell.store().as_dyn();
-        let update = UpdateCtx::new(ChatContext::default(), generated_update_id());
+        let update = UpdateCtx::new(ChatContext::default(), None);
         let update = UpdateRef {
             update: &update,
             env: &self.inner.env,
@@ -284,7 +284,7 @@ impl<S: MultiSession> Sessions<S> {
             return Err(Error::Save {
                 failures,
                 written: Vec::new(),
-                update_id: update.update_id,
+                update_id: update.update_id(),
             });
         }
         // A conflict means another process got there first: nothing of the batch applied.

@@ -110,7 +110,7 @@ pub(crate) fn commit_now(
         Err(CommitError::Final(Error::Save {
             failures,
             written: repeated,
-            update_id: update.update_id,
+            update_id: update.update_id(),
         }))
     } else {
         match first {
@@ -228,7 +228,7 @@ fn plan<'c>(
         return Err(CommitError::Final(Error::Save {
             failures,
             written: repeated,
-            update_id: update.update_id,
+            update_id: update.update_id(),
         }));
     }
     Ok(Planned { batches, repeated })
@@ -332,7 +332,7 @@ fn settle(
         let error = Error::Save {
             failures,
             written,
-            update_id: update.update_id,
+            update_id: update.update_id(),
         };
         return Err(if retry {
             CommitError::Retry(error)
@@ -347,7 +347,7 @@ fn settle(
             store: conflict.store,
             attempts: attempt,
             written,
-            update_id: update.update_id,
+            update_id: update.update_id(),
         }));
     }
     Ok(())

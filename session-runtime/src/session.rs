@@ -13,9 +13,7 @@ use crate::{
     error::Error,
     lock::key_hash,
     stats::{Counters, Stats},
-    update::{
-        COMMIT_FAILED, COMMIT_NONE, CellKey, Env, KeysView, UpdateCtx, UpdateRef, update_id_of,
-    },
+    update::{COMMIT_FAILED, COMMIT_NONE, CellKey, Env, KeysView, UpdateCtx, UpdateRef},
 };
 
 /// A struct whose fields are session fragments. Implemented by `#[derive(MultiSession)]`.
@@ -248,16 +246,12 @@ impl<S: MultiSession> Sessions<S> {
         self.inner.env.counters.snapshot()
     }
 
-    /// A session of `ctx` as update `update_id`.
-    pub(crate) fn open_as(&self, ctx: &dyn SessionContext, update_id: u64) -> Session<S> {
-        self.open_again(ctx, update_id, Vec::new())
-    }
-
-    /// A session of `ctx` as update `update_id`, whose earlier runs wrote `written`.
+    /// A session of `ctx` as update `update_id` (`None`: generated on first need), whose
+    /// earlier runs wrote `written`.
     fn open_again(
         &self,
         ctx: &dyn SessionContext,
-        update_id: u64,
+        update_id: Option<u64>,
         written: Vec<&'static str>,
     ) -> Session<S> {
         let mut update = UpdateCtx::new(ChatContext::of(ctx), update_id);
@@ -277,7 +271,7 @@ impl<S: MultiSession> Sessions<S> {
 
     /// A session of `ctx` as its own update (or a generated one).
     pub(crate) fn open_raw(&self, ctx: &dyn SessionContext) -> Session<S> {
-        self.open_as(ctx, update_id_of(ctx))
+        self.open_again(ctx, ctx.update_id(), Vec::new())
     }
 
     /// Opens the lazy session of one update, for frameworks that cannot take a closure.
@@ -372,7 +366,9 @@ impl<S: MultiSession> Sessions<S> {
         }
         let config = &env.config;
         let counters = &env.counters;
-        let update_id = update_id_of(&ctx);
+        // The update's identity: its context's, or one its first run generates when it
+        // needs one (re-runs keep it).
+        let mut update_id = ctx.update_id();
         // The re-run budget counts from the first run that did not complete: reading the
         // clock costs more than an update that touches nothing, so it is read only then.
         let mut started: Option<Instant> = None;
@@ -387,18 +383,28 @@ impl<S: MultiSession> Sessions<S> {
         let mut written: Vec<&'static str> = Vec::new();
         loop {
             let session = self.open_again(&ctx, update_id, written.clone());
-            match session.hold_in_order(&wanted).await {
-                Ok(()) => {}
-                Err(Error::Contended { .. }) if contentions + 1 < config.contention_attempts => {
-                    contentions += 1;
-                    Counters::add(&counters.contention_retries, 1);
-                    continue;
+            if !wanted.is_empty() {
+                match session.hold_in_order(&wanted).await {
+                    Ok(()) => {}
+                    Err(Error::Contended { .. })
+                        if contentions + 1 < config.contention_attempts =>
+                    {
+                        contentions += 1;
+                        Counters::add(&counters.contention_retries, 1);
+                        update_id = update_id.or(session.update().known_update_id());
+                        continue;
+                    }
+                    Err(error) => return Err(incomplete.unwrap_or(error).into()),
                 }
-                Err(error) => return Err(incomplete.unwrap_or(error).into()),
             }
             let result = handler(session.clone()).await;
-            let contended = session.update().contended();
-            if let Some(&(_, fragment)) = contended.first() {
+            // Re-runs are the same update.
+            update_id = update_id.or(session.update().known_update_id());
+            if session.update().is_contended() {
+                let contended = session.update().contended();
+                let Some(&(_, fragment)) = contended.first() else {
+                    continue;
+                };
                 contentions += 1;
                 if contentions >= config.contention_attempts {
                     let key = session
@@ -461,6 +467,7 @@ impl<S: MultiSession> Sessions<S> {
             match session.commit_attempt(runs).await {
                 Ok(()) => return Ok(value),
                 Err(CommitError::Retry(error)) => {
+                    update_id = update_id.or(error.update_id());
                     let error = error.with_written(&written);
                     if let Error::Save { written: now, .. } | Error::Conflict { written: now, .. } =
                         &error
@@ -589,7 +596,7 @@ impl<S: MultiSession> Session<S> {
     /// # Ok(()) }
     /// ```
     pub fn update_id(&self) -> u64 {
-        self.update().update_id
+        self.update().update_id()
     }
 
     /// Deletes every fragment of this update's session, as grammY's
@@ -708,7 +715,9 @@ impl<S: MultiSession> Session<S> {
     /// The commit of an update that touched nothing, or that must not commit: decided
     /// without building the commit's (large) future.
     fn quick_commit(&self) -> Option<Result<(), CommitError>> {
-        if let Some(&(_, fragment)) = self.update().contended().first() {
+        if self.update().is_contended()
+            && let Some(&(_, fragment)) = self.update().contended().first()
+        {
             return Some(Err(CommitError::Final(Error::MustRerun { fragment })));
         }
         if !S::__any_loaded(&self.inner) {

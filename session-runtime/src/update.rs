@@ -13,7 +13,7 @@ use std::{
 use crate::{
     affinity::Affinity,
     config::Config,
-    context::{ChatContext, SessionContext},
+    context::ChatContext,
     error::Error,
     lock::{HeldKey, KeyLocks, Refused, UpdateLocks, key_hash},
     stats::Counters,
@@ -44,11 +44,6 @@ pub(crate) fn generated_update_id() -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     (z ^ (z >> 31)) | GENERATED
-}
-
-/// The update id of `ctx`: its own, or a generated one.
-pub(crate) fn update_id_of(ctx: &dyn SessionContext) -> u64 {
-    ctx.update_id().unwrap_or_else(generated_update_id)
 }
 
 /// A fragment's key in an update: its locks, its storage key, its name.
@@ -110,8 +105,9 @@ pub struct UpdateCtx {
     /// The update's identifiers, for the key functions (run on first need: an update
     /// that never touches a fragment never formats its key).
     pub(crate) ctx: UpdateIds,
-    /// The update's identity (rule S25): the same across re-runs of one update.
-    pub(crate) update_id: u64,
+    /// The update's identity (rule S25): the same across re-runs of one update. Made on
+    /// first need when the context has none (an update that touches nothing needs none).
+    update_id: OnceLock<u64>,
     /// Made when the update takes its first key (an update that touches nothing needs
     /// none).
     locks: OnceLock<Arc<UpdateLocks>>,
@@ -129,9 +125,28 @@ pub struct UpdateCtx {
     pub(crate) bot: Option<i64>,
     /// Committed: later accesses (from clones of the session) are errors.
     closed: AtomicBool,
+    /// Tasks of this update waiting for another task's load of a fragment (rule S7)
+    /// wait here; `load_waiters` says whether any ever did.
+    loads: tokio::sync::Notify,
+    load_waiters: AtomicBool,
     /// How the first commit of this update attempt went (a second commit, from a clone of
     /// the session, writes nothing): `COMMIT_*`.
     commit: AtomicU8,
+}
+
+/// A cell's slot being made by this task (see [`UpdateCtx::start_making`]).
+pub(crate) struct Making<'a> {
+    making: &'a AtomicBool,
+    update: &'a UpdateCtx,
+}
+
+impl Drop for Making<'_> {
+    fn drop(&mut self) {
+        self.making.store(false, Ordering::SeqCst);
+        if self.update.load_waiters.load(Ordering::SeqCst) {
+            self.update.loads.notify_waiters();
+        }
+    }
 }
 
 /// No commit of this update attempt has started.
@@ -142,14 +157,16 @@ pub(crate) const COMMIT_STARTED: u8 = 1;
 pub(crate) const COMMIT_FAILED: u8 = 2;
 
 impl UpdateCtx {
-    pub(crate) fn new(ctx: ChatContext, update_id: u64) -> Self {
+    /// The update of `ctx`, as update `update_id` (`None`: one is generated on first
+    /// need).
+    pub(crate) fn new(ctx: ChatContext, update_id: Option<u64>) -> Self {
         // `preheld` grows on first use: most updates never pre-take keys.
         Self {
             ctx: UpdateIds {
                 ids: ctx,
                 business: None,
             },
-            update_id,
+            update_id: update_id.map_or_else(OnceLock::new, OnceLock::from),
             locks: OnceLock::new(),
             preheld: Mutex::new(Vec::new()),
             any_preheld: AtomicBool::new(false),
@@ -158,8 +175,46 @@ impl UpdateCtx {
             written_before: Vec::new(),
             bot: None,
             closed: AtomicBool::new(false),
+            loads: tokio::sync::Notify::const_new(),
+            load_waiters: AtomicBool::new(false),
             commit: AtomicU8::new(COMMIT_NONE),
         }
+    }
+
+    /// Starts making a cell's slot, `making` being its flag, unless a task of this update
+    /// is making it; the guard ends it (made, failed or cancelled alike).
+    pub(crate) fn start_making<'a>(&'a self, making: &'a AtomicBool) -> Option<Making<'a>> {
+        making
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .ok()?;
+        Some(Making {
+            making,
+            update: self,
+        })
+    }
+
+    /// Waits until the task making a cell's slot (`making` its flag) is done.
+    pub(crate) async fn made(&self, making: &AtomicBool) {
+        let notified = self.loads.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        // The maker notifies only if it sees this (both sides sequentially consistent: it
+        // either sees the flag, or this sees it done).
+        self.load_waiters.store(true, Ordering::SeqCst);
+        if making.load(Ordering::SeqCst) {
+            notified.await;
+        }
+    }
+
+    /// The update's identity (generated now if the context has none and nothing needed
+    /// it before).
+    pub(crate) fn update_id(&self) -> u64 {
+        *self.update_id.get_or_init(generated_update_id)
+    }
+
+    /// The update's identity, if it has one already.
+    pub(crate) fn known_update_id(&self) -> Option<u64> {
+        self.update_id.get().copied()
     }
 
     /// Whether this update holds no key.
@@ -236,8 +291,14 @@ impl UpdateCtx {
         self.any_contended.store(true, Ordering::Release);
     }
 
+    /// Whether a fragment could not be locked (checked on every update).
+    #[inline]
+    pub(crate) fn is_contended(&self) -> bool {
+        self.any_contended.load(Ordering::Acquire)
+    }
+
     pub(crate) fn contended(&self) -> Vec<(usize, &'static str)> {
-        if !self.any_contended.load(Ordering::Acquire) {
+        if !self.is_contended() {
             return Vec::new();
         }
         self.contended
