@@ -1,7 +1,14 @@
 //! The lazy cell of one fragment in one update: loaded at most once, on first touch, and
 //! what it takes at commit to decide whether (and how) to write.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    hash::{Hash, Hasher},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use crate::{
     codec::DecodeFailure,
@@ -12,7 +19,7 @@ use crate::{
     spec::{FragmentShared, FragmentSpec},
     stats::Counters,
     store::{Expect, Record, StoreError, StoreRef, Write},
-    update::{UpdateCtx, UpdateRef},
+    update::{Taken, UpdateCtx, UpdateRef},
 };
 
 /// What the cell knows about the stored value, as the update found it.
@@ -94,19 +101,47 @@ pub(crate) struct Slot<T> {
     /// the session outlive it).
     held: std::sync::Mutex<Option<HeldKey>>,
     pub(crate) state: tokio::sync::Mutex<State<T>>,
-    /// The task holding the state (`Some(None)`: a caller outside any tokio task).
-    holder: std::sync::Mutex<Option<Option<tokio::task::Id>>>,
+    /// The task holding the state ([`task_number`]; 0: none).
+    holder: AtomicU64,
+}
+
+/// The current task as a number for [`Slot::holder`]: tokio's task id (its `Hash` writes
+/// the id's one `u64`), or `u64::MAX` outside any task.
+fn task_number() -> u64 {
+    /// Keeps what a `Hash` impl writes.
+    struct Number(u64);
+    impl Hasher for Number {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for &byte in bytes {
+                self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        fn write_u64(&mut self, n: u64) {
+            self.0 = n;
+        }
+    }
+    match tokio::task::try_id() {
+        Some(id) => {
+            let mut number = Number(0);
+            id.hash(&mut number);
+            number.finish().clamp(1, u64::MAX - 1)
+        }
+        None => u64::MAX,
+    }
 }
 
 /// The locked state of a cell; unlocking forgets the holder.
 pub(crate) struct StateGuard<'a, T> {
     pub(crate) state: tokio::sync::MutexGuard<'a, State<T>>,
-    holder: &'a std::sync::Mutex<Option<Option<tokio::task::Id>>>,
+    holder: &'a AtomicU64,
 }
 
 impl<T> Drop for StateGuard<'_, T> {
     fn drop(&mut self) {
-        *self.holder.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.holder.store(0, Ordering::Release);
     }
 }
 
@@ -115,7 +150,7 @@ impl<T> Slot<T> {
         Box::new(Slot {
             held: std::sync::Mutex::new(held),
             state: tokio::sync::Mutex::new(state),
-            holder: std::sync::Mutex::new(None),
+            holder: AtomicU64::new(0),
         })
     }
 
@@ -136,23 +171,27 @@ impl<T> Slot<T> {
                 .map_err(|_| Error::Held { fragment })?,
             None => self.state.lock().await,
         };
-        Ok(self.guard(state))
+        Ok(self.guard(state, task_number()))
     }
 
     /// [`lock`](Self::lock) where it takes no wait: the guard, or [`Error::Held`] if this
     /// task holds it; `None` if another task does.
     fn try_lock(&self, fragment: &'static str) -> Option<Result<StateGuard<'_, T>, Error>> {
+        let me = task_number();
         match self.state.try_lock() {
-            Ok(state) => Some(Ok(self.guard(state))),
+            Ok(state) => Some(Ok(self.guard(state, me))),
             Err(_) => {
-                let holder = *self.holder.lock().unwrap_or_else(|p| p.into_inner());
-                (holder == Some(tokio::task::try_id())).then_some(Err(Error::Held { fragment }))
+                (self.holder.load(Ordering::Acquire) == me).then_some(Err(Error::Held { fragment }))
             }
         }
     }
 
-    fn guard<'s>(&'s self, state: tokio::sync::MutexGuard<'s, State<T>>) -> StateGuard<'s, T> {
-        *self.holder.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::task::try_id());
+    fn guard<'s>(
+        &'s self,
+        state: tokio::sync::MutexGuard<'s, State<T>>,
+        me: u64,
+    ) -> StateGuard<'s, T> {
+        self.holder.store(me, Ordering::Release);
         StateGuard {
             state,
             holder: &self.holder,
@@ -292,9 +331,9 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
         })
     }
 
-    async fn hold(&self, key: &str) -> Result<HeldKey, Error> {
+    async fn hold(&self, key: &str) -> Result<Taken<'a>, Error> {
         let update = self.cx;
-        if let Some(held) = update.take_preheld(self.cell.index)
+        if let Some(held) = update.update.take_preheld(self.cell.index)
             && held.is_for(key)
         {
             return Ok(held);
@@ -397,7 +436,7 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
     fn loaded(
         &self,
         key: &str,
-        held: HeldKey,
+        held: Taken<'_>,
         result: Result<Option<Record>, StoreError>,
         started: Option<std::time::Instant>,
     ) -> Result<Box<Slot<T>>, Error> {
@@ -430,7 +469,7 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
             }
         }
         let (state, _) = result?;
-        Ok(Slot::new(Some(held), state))
+        Ok(Slot::new(Some(held.keep()), state))
     }
 
     fn check_open(&self) -> Result<(), Error> {
@@ -523,7 +562,7 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
                 let key = self.key()?;
                 let held = self.hold(key).await?;
                 fresh = true;
-                Ok::<_, Error>(Slot::new(Some(held), make()))
+                Ok::<_, Error>(Slot::new(Some(held.keep()), make()))
             })
             .await?;
         if fresh {
@@ -703,7 +742,7 @@ impl<T: Send + 'static> ErasedCell for Bound<'_, T> {
         let key = self.key()?;
         let held = self.cx.take_preheld(self.cell.index);
         let state = self.state_from(key, record)?;
-        let _ = self.cell.slot.set(Slot::new(held, state));
+        let _ = self.cell.slot.set(Slot::new(held.map(Taken::keep), state));
         Ok(())
     }
 

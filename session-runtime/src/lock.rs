@@ -16,7 +16,7 @@ use std::{
     collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -223,36 +223,39 @@ impl Drop for Waiting<'_> {
 
 static NEXT_UPDATE: AtomicU64 = AtomicU64::new(1);
 
-/// Lock bookkeeping of one update attempt (one session handle).
+/// Lock bookkeeping of one update attempt (one session handle): its number in the
+/// wait-for graph, given when it first takes a key.
+#[derive(Default)]
 pub(crate) struct UpdateLocks {
-    /// This attempt's number in the wait-for graph (never 0).
-    no: u64,
-    /// Keys held (and acquisitions that got their key but were not handed out yet).
-    held: AtomicUsize,
-}
-
-impl Default for UpdateLocks {
-    fn default() -> Self {
-        Self {
-            no: NEXT_UPDATE.fetch_add(1, Ordering::Relaxed),
-            held: AtomicUsize::new(0),
-        }
-    }
+    /// This attempt's number (0: none yet).
+    no: AtomicU64,
 }
 
 impl UpdateLocks {
-    /// Whether this update holds no key.
-    pub(crate) fn holds_nothing(&self) -> bool {
-        self.held.load(Ordering::Acquire) == 0
+    /// This attempt's number in the wait-for graph (never 0).
+    fn no(&self) -> u64 {
+        let no = self.no.load(Ordering::Acquire);
+        if no != 0 {
+            return no;
+        }
+        let fresh = NEXT_UPDATE.fetch_add(1, Ordering::Relaxed);
+        match self
+            .no
+            .compare_exchange(0, fresh, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => fresh,
+            Err(given) => given,
+        }
     }
 
     /// Takes `key`, waiting at most `limit` for it, unless the wait would close a cycle.
     pub(crate) async fn acquire(
-        self: &Arc<Self>,
+        &self,
         locks: &Arc<KeyLocks>,
         key: &str,
         limit: Option<Duration>,
     ) -> Result<HeldKey, Refused> {
+        let me = self.no();
         let hash = key_hash(key);
         let waiting = {
             let mut map = locks.table();
@@ -260,12 +263,12 @@ impl UpdateLocks {
                 std::collections::hash_map::Entry::Vacant(vacant) => {
                     // The common case: nobody holds the key.
                     vacant.insert(Entry {
-                        holder: self.no,
+                        holder: me,
                         queue: VecDeque::new(),
                         wait: None,
                     });
                     drop(map);
-                    return Ok(self.held(locks, hash));
+                    return Ok(HeldKey::new(locks, hash));
                 }
                 std::collections::hash_map::Entry::Occupied(occupied) => occupied.into_mut(),
             };
@@ -279,10 +282,10 @@ impl UpdateLocks {
                 })
                 .clone();
             let registered = with_waits(|waits| {
-                if waits.closes_cycle(self.no, holder) {
+                if waits.closes_cycle(me, holder) {
                     return false;
                 }
-                waits.add(self.no, &key);
+                waits.add(me, &key);
                 true
             });
             if !registered {
@@ -293,13 +296,13 @@ impl UpdateLocks {
             }
             let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);
             let (wake, woken) = oneshot::channel();
-            entry.queue.push_back((ticket, self.no, wake));
+            entry.queue.push_back((ticket, me, wake));
             (
                 Waiting {
                     locks,
                     hash,
                     ticket,
-                    me: self.no,
+                    me,
                     key,
                     taken: false,
                 },
@@ -317,7 +320,7 @@ impl UpdateLocks {
         if handed.is_ok() {
             waiting.taken = true;
             drop(waiting);
-            return Ok(self.held(locks, hash));
+            return Ok(HeldKey::new(locks, hash));
         }
         // The wake-up was dropped unsent, which `release` never does; `waiting`'s drop
         // sorts out the queue. Reported as a wait that did not end.
@@ -326,32 +329,19 @@ impl UpdateLocks {
     }
 
     /// Takes `key` if nobody holds it; `None` (and nothing changed) if somebody does.
-    pub(crate) fn try_acquire(
-        self: &Arc<Self>,
-        locks: &Arc<KeyLocks>,
-        key: &str,
-    ) -> Option<HeldKey> {
+    pub(crate) fn try_acquire(&self, locks: &Arc<KeyLocks>, key: &str) -> Option<HeldKey> {
         let hash = key_hash(key);
         let mut map = locks.table();
         let std::collections::hash_map::Entry::Vacant(vacant) = map.entry(hash) else {
             return None;
         };
         vacant.insert(Entry {
-            holder: self.no,
+            holder: self.no(),
             queue: VecDeque::new(),
             wait: None,
         });
         drop(map);
-        Some(self.held(locks, hash))
-    }
-
-    fn held(self: &Arc<Self>, locks: &Arc<KeyLocks>, hash: u64) -> HeldKey {
-        self.held.fetch_add(1, Ordering::AcqRel);
-        HeldKey {
-            locks: locks.clone(),
-            hash,
-            update: self.clone(),
-        }
+        Some(HeldKey::new(locks, hash))
     }
 }
 
@@ -359,10 +349,16 @@ impl UpdateLocks {
 pub(crate) struct HeldKey {
     locks: Arc<KeyLocks>,
     hash: u64,
-    update: Arc<UpdateLocks>,
 }
 
 impl HeldKey {
+    fn new(locks: &Arc<KeyLocks>, hash: u64) -> Self {
+        Self {
+            locks: locks.clone(),
+            hash,
+        }
+    }
+
     /// Whether this is the lock of `key`.
     pub(crate) fn is_for(&self, key: &str) -> bool {
         self.hash == key_hash(key)
@@ -372,7 +368,6 @@ impl HeldKey {
 impl Drop for HeldKey {
     fn drop(&mut self) {
         self.locks.release(self.hash);
-        self.update.held.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -380,7 +375,7 @@ impl Drop for HeldKey {
 mod tests {
     use super::*;
 
-    async fn take(update: &Arc<UpdateLocks>, locks: &Arc<KeyLocks>, key: &str) -> HeldKey {
+    async fn take(update: &UpdateLocks, locks: &Arc<KeyLocks>, key: &str) -> HeldKey {
         update
             .acquire(locks, key, Some(Duration::from_secs(5)))
             .await
@@ -439,8 +434,7 @@ mod tests {
         let cancelled =
             tokio::time::timeout(Duration::from_millis(10), two.acquire(&locks, "a", None)).await;
         assert!(cancelled.is_err());
-        assert!(with_waits(|w| !w.waiting.contains_key(&two.no)));
-        assert!(two.holds_nothing());
+        assert!(with_waits(|w| !w.waiting.contains_key(&two.no())));
         assert!(
             locks
                 .table()
@@ -489,7 +483,6 @@ mod tests {
         }
         assert_eq!(seen, [0, 1], "first come, first served");
         assert_eq!(locks.len(), 0);
-        assert!(updates.iter().all(|u| u.holds_nothing()));
     }
 
     #[tokio::test]
@@ -517,7 +510,6 @@ mod tests {
         // `two` never held it for good: `three` got it, and the key is free again.
         next.await.unwrap();
         assert_eq!(locks.len(), 0);
-        assert!(two.holds_nothing() && three.holds_nothing());
         drop(take(&one, &locks, "a").await);
     }
 

@@ -6,7 +6,7 @@ use std::{
     ops::Deref,
     sync::{
         Arc, Mutex, OnceLock,
-        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -108,9 +108,11 @@ pub struct UpdateCtx {
     /// The update's identity (rule S25): the same across re-runs of one update. Made on
     /// first need when the context has none (an update that touches nothing needs none).
     update_id: OnceLock<u64>,
-    /// Made when the update takes its first key (an update that touches nothing needs
-    /// none).
-    locks: OnceLock<Arc<UpdateLocks>>,
+    /// Its number in the wait-for graph (given when it first takes a key).
+    locks: UpdateLocks,
+    /// Keys this update took and did not give back: kept by its cells, taken in advance,
+    /// or on their way to one of those.
+    held: AtomicUsize,
     /// Keys taken in advance (re-runs), by fragment index.
     preheld: Mutex<Vec<Option<HeldKey>>>,
     /// Whether any key was ever taken in advance (checked without locking).
@@ -132,6 +134,41 @@ pub struct UpdateCtx {
     /// How the first commit of this update attempt went (a second commit, from a clone of
     /// the session, writes nothing): `COMMIT_*`.
     commit: AtomicU8,
+}
+
+/// A key an update took: kept (by a cell, or as taken in advance) until the update ends,
+/// or given back when dropped; [`UpdateCtx::holds_nothing`] counts what it holds.
+pub(crate) struct Taken<'u> {
+    key: HeldKey,
+    count: Counted<'u>,
+}
+
+/// Counts a taken key out again unless it was kept.
+struct Counted<'u> {
+    update: &'u UpdateCtx,
+    kept: bool,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.update.held.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Taken<'_> {
+    /// The key, held until the update ends (or its cell lets go of it).
+    pub(crate) fn keep(self) -> HeldKey {
+        let Taken { key, mut count } = self;
+        count.kept = true;
+        key
+    }
+
+    /// Whether this is the lock of `key`.
+    pub(crate) fn is_for(&self, key: &str) -> bool {
+        self.key.is_for(key)
+    }
 }
 
 /// A cell's slot being made by this task (see [`UpdateCtx::start_making`]).
@@ -167,7 +204,8 @@ impl UpdateCtx {
                 business: None,
             },
             update_id: update_id.map_or_else(OnceLock::new, OnceLock::from),
-            locks: OnceLock::new(),
+            locks: UpdateLocks::default(),
+            held: AtomicUsize::new(0),
             preheld: Mutex::new(Vec::new()),
             any_preheld: AtomicBool::new(false),
             any_contended: AtomicBool::new(false),
@@ -219,7 +257,19 @@ impl UpdateCtx {
 
     /// Whether this update holds no key.
     pub(crate) fn holds_nothing(&self) -> bool {
-        self.locks.get().is_none_or(|locks| locks.holds_nothing())
+        self.held.load(Ordering::Acquire) == 0
+    }
+
+    /// `key`, taken by this update just now.
+    fn taken(&self, key: HeldKey) -> Taken<'_> {
+        self.held.fetch_add(1, Ordering::AcqRel);
+        Taken {
+            key,
+            count: Counted {
+                update: self,
+                kept: false,
+            },
+        }
     }
 
     /// No access of this update's fragments succeeds from now on.
@@ -268,15 +318,24 @@ impl UpdateCtx {
         self.any_preheld.load(Ordering::Acquire)
     }
 
-    pub(crate) fn take_preheld(&self, index: usize) -> Option<HeldKey> {
+    pub(crate) fn take_preheld(&self, index: usize) -> Option<Taken<'_>> {
         if !self.any_preheld() {
             return None;
         }
         let mut preheld = self.preheld.lock().unwrap_or_else(|p| p.into_inner());
-        preheld.get_mut(index).and_then(Option::take)
+        let key = preheld.get_mut(index).and_then(Option::take)?;
+        // Counted when it was taken.
+        Some(Taken {
+            key,
+            count: Counted {
+                update: self,
+                kept: false,
+            },
+        })
     }
 
-    pub(crate) fn put_preheld(&self, index: usize, held: HeldKey) {
+    pub(crate) fn put_preheld(&self, index: usize, held: Taken<'_>) {
+        let held = held.keep();
         let mut preheld = self.preheld.lock().unwrap_or_else(|p| p.into_inner());
         if preheld.len() <= index {
             preheld.resize_with(index + 1, || None);
@@ -325,7 +384,7 @@ impl Deref for UpdateRef<'_> {
     }
 }
 
-impl UpdateRef<'_> {
+impl<'a> UpdateRef<'a> {
     /// The first key of an update: with the keys of the fragments usually touched with
     /// it, all in the global order (rule S29).
     pub(crate) async fn hold_first(
@@ -334,7 +393,7 @@ impl UpdateRef<'_> {
         locks: &Arc<KeyLocks>,
         fragment: &'static str,
         key: &str,
-    ) -> Result<HeldKey, Error> {
+    ) -> Result<Taken<'a>, Error> {
         let affinity = &self.env.affinity;
         if !affinity.has_companions(index) {
             // The common case: a fragment touched alone. Taken alone, and kept unless
@@ -430,11 +489,11 @@ impl UpdateRef<'_> {
         locks: &Arc<KeyLocks>,
         fragment: &'static str,
         key: &str,
-    ) -> Result<HeldKey, Error> {
+    ) -> Result<Taken<'a>, Error> {
         let limit = self.env.config.lock_timeout;
-        let update = self.update.locks.get_or_init(Arc::default);
-        match update.acquire(locks, key, limit).await {
-            Ok(held) => Ok(held),
+        let update = self.update;
+        match update.locks.acquire(locks, key, limit).await {
+            Ok(held) => Ok(update.taken(held)),
             Err(Refused::Cycle) => Err(Error::Contended {
                 fragment,
                 key: key.to_owned(),
@@ -449,11 +508,10 @@ impl UpdateRef<'_> {
 
     /// Takes `key` of a fragment (whose locks are `locks`) if nobody holds it; `None`
     /// (and nothing changed) if somebody does.
-    pub(crate) fn try_hold(&self, locks: &Arc<KeyLocks>, key: &str) -> Option<HeldKey> {
-        self.update
-            .locks
-            .get_or_init(Arc::default)
-            .try_acquire(locks, key)
+    pub(crate) fn try_hold(&self, locks: &Arc<KeyLocks>, key: &str) -> Option<Taken<'a>> {
+        let update = self.update;
+        let held = update.locks.try_acquire(locks, key)?;
+        Some(update.taken(held))
     }
 
     /// Runs a store operation under `op_timeout`.
@@ -477,5 +535,44 @@ impl UpdateRef<'_> {
             }
             None => op.await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_update_holds_what_it_took_and_did_not_give_back() {
+        let env = Env {
+            config: Config::default(),
+            counters: Counters::default(),
+            affinity: Affinity::new(2),
+        };
+        let update = UpdateCtx::new(ChatContext::new(1), None);
+        let cx = UpdateRef {
+            update: &update,
+            env: &env,
+            view: None,
+        };
+        let locks = Arc::new(KeyLocks::default());
+        assert!(update.holds_nothing());
+        // Taken, then given back (a load that failed): nothing held.
+        let taken = cx.hold(&locks, "a", "a:1").await.expect("free");
+        assert!(!update.holds_nothing());
+        drop(taken);
+        assert!(update.holds_nothing());
+        // Taken without waiting and kept (by a cell): held until the update ends.
+        let kept = cx.try_hold(&locks, "a:1").expect("free").keep();
+        assert!(!update.holds_nothing());
+        assert!(cx.try_hold(&locks, "a:1").is_none(), "taken");
+        // Taken in advance, then handed to a cell that does not want it.
+        let other = cx.hold(&locks, "b", "b:1").await.expect("free");
+        update.put_preheld(1, other);
+        let preheld = update.take_preheld(1).expect("taken in advance");
+        assert!(preheld.is_for("b:1"));
+        drop(preheld);
+        assert!(cx.try_hold(&locks, "b:1").is_some(), "given back");
+        drop(kept);
     }
 }
