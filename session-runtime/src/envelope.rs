@@ -461,7 +461,16 @@ fn write_varint(out: &mut Vec<u8>, mut n: u64) {
     out.push(n as u8);
 }
 
+#[inline]
 fn read_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    // Ids recorded after the first are small deltas: one or two bytes.
+    match *bytes {
+        [low, ref rest @ ..] if low & 0x80 == 0 => return Some((u64::from(low), rest)),
+        [low, high, ref rest @ ..] if high & 0x80 == 0 => {
+            return Some((u64::from(low & 0x7f) | u64::from(high) << 7, rest));
+        }
+        _ => {}
+    }
     let mut n = 0u64;
     for (i, &byte) in bytes.iter().enumerate().take(10) {
         n |= u64::from(byte & 0x7f) << (7 * i);

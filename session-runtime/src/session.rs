@@ -758,9 +758,18 @@ impl<S: MultiSession> Session<S> {
             None => {
                 let bound = self.bound();
                 let cx = self.cx();
-                cx.env
-                    .affinity
-                    .record_by(|i| bound.cell(i).is_some_and(|cell| cell.is_loaded()));
+                {
+                    let touched = |i| bound.cell(i).is_some_and(|cell| cell.is_loaded());
+                    match S::FRAGMENTS.len() {
+                        // Which fragments were touched, asked once each.
+                        n @ ..=64 => {
+                            let mask =
+                                (0..n).fold(0u64, |mask, i| mask | u64::from(touched(i)) << i);
+                            cx.env.affinity.record_by(|i| mask >> i & 1 == 1);
+                        }
+                        _ => cx.env.affinity.record_by(touched),
+                    }
+                }
                 match commit_now(&bound, cx, attempt) {
                     Some(done) => done,
                     None => Box::pin(commit_cells(&bound.cells(), cx, attempt)).await,
