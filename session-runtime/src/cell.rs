@@ -808,40 +808,58 @@ impl<T: Send + 'static> ErasedCell for Bound<'_, T> {
         let (true, Some(value)) = (state.dirty, state.value.as_ref()) else {
             return Ok(Plan::Skip);
         };
-        let payload = spec
-            .encode_payload(value)
-            .map_err(|e| failure(SaveError::Encode(e)))?;
         let remember = self.cx.env.config.remember_updates;
         let id = self.cx.update_id();
-        let (expect, bytes) = match &state.base {
-            Base::Unread => (Expect::Any, envelope::first(id, &payload)),
-            Base::Missing { initial } => {
-                if !state.force
-                    && initial
-                        .as_deref()
-                        .is_some_and(|initial| spec.same_value(initial, &payload, value))
-                {
-                    Counters::add(&counters.skipped_writes, 1);
-                    return Ok(Plan::Skip);
-                }
-                (Expect::Absent, envelope::first(id, &payload))
+        // The stored bytes: the header of recorded updates, then the codec's payload,
+        // written into one buffer.
+        let mut bytes = Vec::with_capacity(match &state.base {
+            // About what it was, and room for one more id.
+            Base::Stored { bytes, .. } => bytes.len() + 16,
+            _ => 64,
+        });
+        let (expect, payload_at) = match &state.base {
+            Base::Unread | Base::Missing { .. } => {
+                envelope::first_header(&mut bytes, id);
+                let expect = match state.base {
+                    Base::Unread => Expect::Any,
+                    _ => Expect::Absent,
+                };
+                (expect, Some(bytes.len()))
             }
             Base::Stored {
-                bytes,
+                bytes: stored,
                 payload_at,
                 revision,
                 scan,
             } => {
-                if !state.force && spec.same_value(&bytes[*payload_at..], &payload, value) {
-                    Counters::add(&counters.skipped_writes, 1);
-                    return Ok(Plan::Skip);
-                }
-                (
-                    Expect::Revision(*revision),
-                    envelope::rejoin(bytes, *payload_at, scan, id, remember, &payload),
-                )
+                let fits =
+                    envelope::rejoin_header(&mut bytes, stored, *payload_at, scan, id, remember);
+                (Expect::Revision(*revision), fits.then_some(bytes.len()))
             }
         };
+        let at = payload_at.unwrap_or(0);
+        spec.encode_payload_into(value, &mut bytes)
+            .map_err(|e| failure(SaveError::Encode(e)))?;
+        let before = match &state.base {
+            Base::Unread => None,
+            Base::Missing { initial } => initial.as_deref(),
+            Base::Stored {
+                bytes: stored,
+                payload_at,
+                ..
+            } => Some(&stored[*payload_at..]),
+        };
+        if !state.force && before.is_some_and(|before| spec.same_value(before, &bytes[at..], value))
+        {
+            Counters::add(&counters.skipped_writes, 1);
+            return Ok(Plan::Skip);
+        }
+        if payload_at.is_none()
+            && let Base::Stored { bytes: stored, .. } = &state.base
+        {
+            // The header takes `join` itself (rare): the payload is all `bytes` so far.
+            bytes = envelope::join(envelope::split(stored).0, id, remember, &bytes);
+        }
         Ok(Plan::Write(Write::Put {
             key,
             value: bytes,

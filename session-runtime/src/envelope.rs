@@ -248,8 +248,17 @@ pub const GENERATED_REMEMBERED: usize = 8;
 const GENERATED: u64 = 1 << 63;
 
 /// The stored bytes of `payload` first changed by update `id` (no earlier record).
+#[cfg(test)]
 pub(crate) fn first(id: u64, payload: &[u8]) -> Vec<u8> {
     join(Updates::NONE, id, 1, payload)
+}
+
+/// Appends the header of a value first changed by update `id` (no earlier record) to
+/// `out`; the payload follows.
+pub(crate) fn first_header(out: &mut Vec<u8>, id: u64) {
+    out.extend_from_slice(UPDATES_MAGIC);
+    out.push(1);
+    write_varint(out, zigzag(id as i64));
 }
 
 /// What one pass over a stored value's updates found, for [`rejoin`].
@@ -332,6 +341,7 @@ impl Updates<'_> {
 /// [`join`] for a stored value already scanned: `stored` is the whole stored value, its
 /// payload starting at `payload_at`. Appending an id (or dropping the oldest for it)
 /// copies the other encoded ids as they are.
+#[cfg(test)]
 pub(crate) fn rejoin(
     stored: &[u8],
     payload_at: usize,
@@ -340,6 +350,26 @@ pub(crate) fn rejoin(
     keep: usize,
     payload: &[u8],
 ) -> Vec<u8> {
+    let mut out = Vec::new();
+    if !rejoin_header(&mut out, stored, payload_at, scan, id, keep) {
+        return join(split(stored).0, id, keep, payload);
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Appends the header [`join`] would give a stored value already scanned (`stored`, its
+/// payload at `payload_at`) changed by update `id` to `out`, copying the encoded ids it
+/// keeps as they are; `false` (and `out` unchanged) where that takes [`join`] itself
+/// (the update is among them already, a damaged header, more than one id to drop).
+pub(crate) fn rejoin_header(
+    out: &mut Vec<u8>,
+    stored: &[u8],
+    payload_at: usize,
+    scan: &Scan,
+    id: u64,
+    keep: usize,
+) -> bool {
     let keep = keep.clamp(1, usize::from(u8::MAX));
     let generated = scan.generated + usize::from(id & GENERATED != 0);
     // One generated id too many (an update without an id of its own, after several
@@ -352,34 +382,33 @@ pub(crate) fn rejoin(
         && payload_at > UPDATES_MAGIC.len()
         || scan.count == 0;
     if !fits {
-        return join(split(stored).0, id, keep, payload);
+        return false;
     }
     let encoded = if scan.count == 0 {
         &[][..]
     } else {
         &stored[UPDATES_MAGIC.len() + 1..payload_at]
     };
-    let mut out = Vec::with_capacity(UPDATES_MAGIC.len() + 12 + encoded.len() + payload.len());
+    out.reserve(UPDATES_MAGIC.len() + 12 + encoded.len());
     out.extend_from_slice(UPDATES_MAGIC);
     if scan.count < keep && !generated_over {
         out.push((scan.count + 1) as u8);
         out.extend_from_slice(encoded);
-        write_varint(&mut out, zigzag(id.wrapping_sub(scan.last) as i64));
+        write_varint(out, zigzag(id.wrapping_sub(scan.last) as i64));
     } else {
         // Full (or one generated id too many): the oldest goes, the second becomes the
         // first (an absolute value).
         out.push(scan.count as u8);
         match scan.second {
             Some((second, rest)) => {
-                write_varint(&mut out, zigzag(second as i64));
+                write_varint(out, zigzag(second as i64));
                 out.extend_from_slice(&encoded[rest..]);
-                write_varint(&mut out, zigzag(id.wrapping_sub(scan.last) as i64));
+                write_varint(out, zigzag(id.wrapping_sub(scan.last) as i64));
             }
-            None => write_varint(&mut out, zigzag(id as i64)),
+            None => write_varint(out, zigzag(id as i64)),
         }
     }
-    out.extend_from_slice(payload);
-    out
+    true
 }
 
 /// The stored bytes of `payload` changed by update `id`, after the updates `previous`:
@@ -544,6 +573,16 @@ mod tests {
                 fast = rejoin(&fast, payload_at, &scan, id, keep, payload);
                 assert_eq!(fast, slow, "keep {keep}, id {id}");
             }
+        }
+    }
+
+    #[test]
+    fn a_first_header_is_what_first_gives() {
+        for id in [0, 1, 584_120_332, u64::MAX, GENERATED | 77] {
+            let mut bytes = Vec::new();
+            first_header(&mut bytes, id);
+            bytes.extend_from_slice(b"{}");
+            assert_eq!(bytes, first(id, b"{}"));
         }
     }
 

@@ -735,10 +735,13 @@ impl<S: MultiSession> Session<S> {
         let update = self.update();
         if shared {
             update.close();
+        } else {
+            // The other handles are gone: see what they did before they went.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
         }
         // A second commit through a clone (the endpoint committed, then the framework):
         // what the update changed was written, or reported as failed, by the first.
-        match update.begin_commit() {
+        match update.begin_commit(!shared) {
             COMMIT_NONE => {}
             COMMIT_FAILED => {
                 let fragment = self

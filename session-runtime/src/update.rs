@@ -274,7 +274,17 @@ impl UpdateCtx {
 
     /// Marks the start of a commit; returns how an earlier commit of this attempt went
     /// (`COMMIT_NONE` if this is the first).
-    pub(crate) fn begin_commit(&self) -> u8 {
+    ///
+    /// `alone`: the caller holds the last handle of the session (and has synchronized
+    /// with the others' drops), so no other commit can start meanwhile.
+    pub(crate) fn begin_commit(&self, alone: bool) -> u8 {
+        if alone {
+            let earlier = self.commit.load(Ordering::Acquire);
+            if earlier == COMMIT_NONE {
+                self.commit.store(COMMIT_STARTED, Ordering::Release);
+            }
+            return earlier;
+        }
         self.commit
             .compare_exchange(
                 COMMIT_NONE,
