@@ -311,6 +311,40 @@ async fn s7_one_read_per_fragment_per_update_however_often_touched() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s7_one_read_when_tasks_on_several_threads_touch_a_fragment_at_once() {
+    // The memory store answers at once, so loads take the path without waiting; tasks of
+    // one update racing on other threads for the same fragment still read it once.
+    let (store, sessions) = counting();
+    let updates = 200u64;
+    for _ in 0..updates {
+        sessions
+            .run(&group(1, 2), |s| async move {
+                let start = Arc::new(tokio::sync::Barrier::new(8));
+                let tasks: Vec<_> = (0..8)
+                    .map(|_| {
+                        let (s, start) = (s.clone(), start.clone());
+                        tokio::spawn(async move {
+                            start.wait().await;
+                            s.pizza().await?.count += 1;
+                            R::Ok(())
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap()?;
+                }
+                R::Ok(())
+            })
+            .await
+            .unwrap();
+    }
+    let c = store.counts();
+    assert_eq!((c.reads, c.writes), (updates, updates));
+    let expected = format!(r#"{{"count":{}}}"#, updates * 8);
+    assert_eq!(raw(&store, "pizza:1").await, Some(expected));
+}
+
 #[tokio::test]
 async fn s8_assigning_without_reading_does_no_read() {
     let (store, sessions) = counting();

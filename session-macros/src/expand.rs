@@ -60,6 +60,9 @@ fn expand(input: &Input<'_>) -> TokenStream {
     let tys: Vec<_> = input.fields.iter().map(|f| f.ty).collect();
     let names: Vec<_> = input.fields.iter().map(|f| f.name.as_str()).collect();
     let indices: Vec<_> = (0..count).map(Index::from).collect();
+    // The lazy view is a tuple: the core first, then one cell per field (no field name
+    // of the user's can collide with the core's).
+    let cells: Vec<_> = (1..=count).map(Index::from).collect();
     let specs: Vec<_> = input.fields.iter().map(spec).collect();
     // The builder's typestate: one parameter per fragment, `NoStore` until its store is set.
     let states: Vec<_> = (0..count)
@@ -98,20 +101,24 @@ fn expand(input: &Input<'_>) -> TokenStream {
         .iter()
         .map(|f| format!("The store of the `{}` fragment.", f.name));
     let shared_ty = format_ident!("__MsShared");
-    let (store, config, stores, shared, lazy, update) = (
+    let bound_ty = format_ident!("__MsBound");
+    let (store, config, stores, shared, lazy, core, bound, cx) = (
         local("store"),
         local("config"),
         local("stores"),
         local("shared"),
         local("lazy"),
-        local("update"),
+        local("core"),
+        local("bound"),
+        local("cx"),
     );
 
     quote! {
         #[doc = #lazy_doc]
-        #vis struct #lazy_ty {
-            #( #fields: ::multisession::__private::Cell<#tys>, )*
-        }
+        #vis struct #lazy_ty(
+            ::multisession::__private::Core<#ident>,
+            #( ::multisession::__private::Cell<#tys>, )*
+        );
 
         #[doc = #builder_doc]
         #[must_use = "call `.build()` to get the sessions"]
@@ -131,12 +138,46 @@ fn expand(input: &Input<'_>) -> TokenStream {
                 #( #fields: ::multisession::__private::Arc<::multisession::__private::FragmentShared<#tys>>, )*
             }
 
+            // The cells of one update with their fragments, as the runtime goes through
+            // them.
+            #[doc(hidden)]
+            pub struct #bound_ty<'__ms_a>(
+                #( ::multisession::__private::Bound<'__ms_a, #tys>, )*
+            );
+
+            #[automatically_derived]
+            impl ::multisession::__private::BoundCells for #bound_ty<'_> {
+                fn cell(
+                    &self,
+                    index: usize,
+                ) -> ::core::option::Option<&dyn ::multisession::__private::ErasedCell> {
+                    match index {
+                        #( #indices => ::core::option::Option::Some(&self.#indices), )*
+                        _ => ::core::option::Option::None,
+                    }
+                }
+            }
+
+            #[automatically_derived]
+            impl ::multisession::__private::KeysView for #lazy_ty {
+                fn key_of(
+                    &self,
+                    index: usize,
+                ) -> ::core::option::Option<::multisession::__private::CellKey> {
+                    ::multisession::__private::key_of::<#ident>(self, index)
+                }
+            }
+
             #[automatically_derived]
             impl #lazy_ty {
                 #(
                     #[doc = #accessor_docs]
                     #vis fn #fields(&self) -> ::multisession::Fragment<'_, #tys> {
-                        ::multisession::Fragment::new(&self.#fields)
+                        ::multisession::Fragment::new(::multisession::__private::Bound::new(
+                            &self.#cells,
+                            &*self.0.shared().#fields,
+                            self.0.cx(self),
+                        ))
                     }
                 )*
             }
@@ -204,33 +245,38 @@ fn expand(input: &Input<'_>) -> TokenStream {
             impl ::multisession::MultiSession for #ident {
                 type Lazy = #lazy_ty;
                 type Shared = #shared_ty;
+                type Bound<'__ms_a> = #bound_ty<'__ms_a>;
 
                 const FRAGMENTS: &'static [&'static str] = &[ #( #names ),* ];
 
-                fn __open(
-                    #shared: &Self::Shared,
-                    _: &dyn ::multisession::SessionContext,
-                    #update: &::multisession::__private::Arc<::multisession::__private::UpdateCtx>,
-                ) -> Self::Lazy {
-                    #lazy_ty {
-                        #( #fields: ::multisession::__private::Cell::new(&#shared.#fields, #indices, #update), )*
-                    }
+                fn __open(#core: ::multisession::__private::Core<Self>) -> Self::Lazy {
+                    #lazy_ty(#core, #( ::multisession::__private::Cell::new(#indices), )*)
                 }
 
-                fn __cells(#lazy: &Self::Lazy) -> ::std::vec::Vec<&dyn ::multisession::__private::ErasedCell> {
-                    ::std::vec![ #( &#lazy.#fields as &dyn ::multisession::__private::ErasedCell ),* ]
+                fn __core(#lazy: &Self::Lazy) -> &::multisession::__private::Core<Self> {
+                    &#lazy.0
+                }
+
+                fn __bind(#lazy: &Self::Lazy) -> #bound_ty<'_> {
+                    let #cx = #lazy.0.cx(#lazy);
+                    let #shared = #lazy.0.shared();
+                    #bound_ty(
+                        #( ::multisession::__private::Bound::new(&#lazy.#cells, &*#shared.#fields, #cx), )*
+                    )
                 }
 
                 fn __any_loaded(#lazy: &Self::Lazy) -> bool {
-                    false #( || ::multisession::__private::ErasedCell::is_loaded(&#lazy.#fields) )*
+                    false #( || #lazy.#cells.is_loaded() )*
                 }
 
                 fn __take(#lazy: &Self::Lazy) -> Self {
-                    Self { #( #fields: #lazy.#fields.take_value(), )* }
+                    let #bound = Self::__bind(#lazy);
+                    Self { #( #fields: #bound.#indices.take_value(), )* }
                 }
 
                 fn __put(self, #lazy: &Self::Lazy) {
-                    #( #lazy.#fields.put_value(self.#fields); )*
+                    let #bound = Self::__bind(#lazy);
+                    #( #bound.#indices.put_value(self.#fields); )*
                 }
             }
         };

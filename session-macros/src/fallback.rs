@@ -128,18 +128,19 @@ pub fn expand(
             impl #impl_generics ::multisession::MultiSession for #ident #ty_generics #bounded_where {
                 type Lazy = #lazy_ty #ty_generics;
                 type Shared = ();
+                type Bound<'__ms_a> = ();
 
                 const FRAGMENTS: &'static [&'static str] = &[ #( #names ),* ];
 
-                fn __open(
-                    _: &Self::Shared,
-                    _: &dyn ::multisession::SessionContext,
-                    _: &::multisession::__private::Arc<::multisession::__private::UpdateCtx>,
-                ) -> Self::Lazy {
+                fn __open(_: ::multisession::__private::Core<Self>) -> Self::Lazy {
                     ::core::unimplemented!()
                 }
 
-                fn __cells(_: &Self::Lazy) -> ::std::vec::Vec<&dyn ::multisession::__private::ErasedCell> {
+                fn __core(_: &Self::Lazy) -> &::multisession::__private::Core<Self> {
+                    ::core::unimplemented!()
+                }
+
+                fn __bind(_: &Self::Lazy) {
                     ::core::unimplemented!()
                 }
 
@@ -152,6 +153,17 @@ pub fn expand(
                 }
 
                 fn __put(self, _: &Self::Lazy) {
+                    ::core::unimplemented!()
+                }
+            }
+
+            #[automatically_derived]
+            #[allow(unused)]
+            impl #impl_generics ::multisession::__private::KeysView for #lazy_ty #ty_generics #bounded_where {
+                fn key_of(
+                    &self,
+                    _: usize,
+                ) -> ::core::option::Option<::multisession::__private::CellKey> {
                     ::core::unimplemented!()
                 }
             }

@@ -1,11 +1,11 @@
 //! Admin tools: list, count and remove a fragment's stored sessions (rule S20).
 
 use crate::{
-    cell::ErasedCell,
+    cell::{BoundCells, ErasedCell},
     context::ChatContext,
     envelope,
     error::{Error, SaveError, SaveFailure, WriteOutcome},
-    session::{MultiSession, Session, Sessions},
+    session::{MultiSession, Sessions},
 };
 
 /// One page of a fragment's stored sessions, from [`Sessions::list`].
@@ -45,13 +45,12 @@ pub struct SessionPage {
 
 impl<S: MultiSession> Sessions<S> {
     fn admin_cell<'a>(
-        &self,
-        session: &'a Session<S>,
+        cells: &[&'a dyn ErasedCell],
         fragment: &str,
     ) -> Result<&'a dyn ErasedCell, Error> {
-        session
-            .cells()
-            .into_iter()
+        cells
+            .iter()
+            .copied()
             .find(|cell| cell.fragment() == fragment)
             .ok_or_else(|| Error::UnknownFragment {
                 fragment: fragment.to_owned(),
@@ -105,12 +104,13 @@ impl<S: MultiSession> Sessions<S> {
         limit: usize,
     ) -> Result<SessionPage, Error> {
         let session = self.open_raw(&ChatContext::default());
-        let cell = self.admin_cell(&session, fragment)?;
+        let bound = session.bound();
+        let cells = bound.cells();
+        let cell = Self::admin_cell(&cells, fragment)?;
         let prefix = cell.namespace();
         let prefix = prefix.as_ref();
         let page = session
-            .inner
-            .update
+            .cx()
             .timed(cell.store().as_dyn().list(prefix, cursor, limit))
             .await
             .map_err(|e| Self::list_error(cell, e))?;
@@ -151,11 +151,12 @@ impl<S: MultiSession> Sessions<S> {
     /// ```
     pub async fn count(&self, fragment: &str) -> Result<u64, Error> {
         let session = self.open_raw(&ChatContext::default());
-        let cell = self.admin_cell(&session, fragment)?;
+        let bound = session.bound();
+        let cells = bound.cells();
+        let cell = Self::admin_cell(&cells, fragment)?;
         let namespace = cell.namespace();
         session
-            .inner
-            .update
+            .cx()
             .timed(cell.store().as_dyn().count(&namespace))
             .await
             .map_err(|e| Self::list_error(cell, e))
@@ -190,9 +191,11 @@ impl<S: MultiSession> Sessions<S> {
     /// ```
     pub async fn remove(&self, fragment: &str, session_key: &str) -> Result<bool, Error> {
         let session = self.open_raw(&ChatContext::default());
-        let cell = self.admin_cell(&session, fragment)?;
+        let bound = session.bound();
+        let cells = bound.cells();
+        let cell = Self::admin_cell(&cells, fragment)?;
         let key = format!("{}{session_key}", cell.namespace());
-        let update = &session.inner.update;
+        let update = session.cx();
         let _held = update.hold(cell.key_locks(), cell.fragment(), &key).await?;
         let store = cell.store().as_dyn();
         let existed = update
@@ -222,7 +225,7 @@ impl<S: MultiSession> Sessions<S> {
                         error: SaveError::Store(error),
                     }],
                     written: Vec::new(),
-                    update_id: update.update_id,
+                    update_id: update.update_id(),
                 })?;
         }
         Ok(existed)

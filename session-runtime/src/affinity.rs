@@ -36,11 +36,14 @@ impl Affinity {
 
     /// Learns from one committed update: `touched[i]` says fragment `i` was touched.
     pub(crate) fn record(&self, touched: &[bool]) {
-        if touched.iter().filter(|&&t| t).count() == 0 {
-            return;
-        }
-        for (i, _) in touched.iter().enumerate().filter(|(_, t)| **t) {
-            for (j, &other) in touched.iter().enumerate() {
+        self.record_by(|i| touched.get(i).copied().unwrap_or(false));
+    }
+
+    /// [`record`](Self::record), with `touched(i)` saying whether fragment `i` was.
+    pub(crate) fn record_by(&self, touched: impl Fn(usize) -> bool) {
+        for i in (0..self.n).filter(|&i| touched(i)) {
+            for j in 0..self.n {
+                let other = touched(j);
                 let Some(score) = self.score(i, j).filter(|_| i != j) else {
                     continue;
                 };

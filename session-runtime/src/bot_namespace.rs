@@ -3,6 +3,7 @@
 //! namespace.
 
 use crate::{
+    cell::BoundCells,
     context::ChatContext,
     error::Error,
     session::{MultiSession, Sessions},
@@ -47,7 +48,8 @@ impl<S: MultiSession> Sessions<S> {
         };
         let session = self.open_raw(&ChatContext::default());
         let mut moved = 0u64;
-        for cell in session.cells() {
+        let bound = session.bound();
+        for cell in bound.cells() {
             let prefix = cell.prefix();
             if prefix.is_empty() {
                 // Every key of the store would match: nothing tells this fragment's apart.
@@ -63,8 +65,7 @@ impl<S: MultiSession> Sessions<S> {
             let mut cursor: Option<String> = None;
             loop {
                 let page = session
-                    .inner
-                    .update
+                    .cx()
                     .timed(store.list(prefix, cursor.as_deref(), 500))
                     .await
                     .map_err(|source| Error::Load {

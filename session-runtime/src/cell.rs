@@ -1,9 +1,14 @@
 //! The lazy cell of one fragment in one update: loaded at most once, on first touch, and
 //! what it takes at commit to decide whether (and how) to write.
 
-use std::{sync::Arc, time::Duration};
-
-use tokio::sync::OnceCell;
+use std::{
+    hash::{Hash, Hasher},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use crate::{
     codec::DecodeFailure,
@@ -14,7 +19,7 @@ use crate::{
     spec::{FragmentShared, FragmentSpec},
     stats::Counters,
     store::{Expect, Record, StoreError, StoreRef, Write},
-    update::UpdateCtx,
+    update::{Taken, UpdateCtx, UpdateRef},
 };
 
 /// What the cell knows about the stored value, as the update found it.
@@ -96,19 +101,47 @@ pub(crate) struct Slot<T> {
     /// the session outlive it).
     held: std::sync::Mutex<Option<HeldKey>>,
     pub(crate) state: tokio::sync::Mutex<State<T>>,
-    /// The task holding the state (`Some(None)`: a caller outside any tokio task).
-    holder: std::sync::Mutex<Option<Option<tokio::task::Id>>>,
+    /// The task holding the state ([`task_number`]; 0: none).
+    holder: AtomicU64,
+}
+
+/// The current task as a number for [`Slot::holder`]: tokio's task id (its `Hash` writes
+/// the id's one `u64`), or `u64::MAX` outside any task.
+fn task_number() -> u64 {
+    /// Keeps what a `Hash` impl writes.
+    struct Number(u64);
+    impl Hasher for Number {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for &byte in bytes {
+                self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        fn write_u64(&mut self, n: u64) {
+            self.0 = n;
+        }
+    }
+    match tokio::task::try_id() {
+        Some(id) => {
+            let mut number = Number(0);
+            id.hash(&mut number);
+            number.finish().clamp(1, u64::MAX - 1)
+        }
+        None => u64::MAX,
+    }
 }
 
 /// The locked state of a cell; unlocking forgets the holder.
 pub(crate) struct StateGuard<'a, T> {
     pub(crate) state: tokio::sync::MutexGuard<'a, State<T>>,
-    holder: &'a std::sync::Mutex<Option<Option<tokio::task::Id>>>,
+    holder: &'a AtomicU64,
 }
 
 impl<T> Drop for StateGuard<'_, T> {
     fn drop(&mut self) {
-        *self.holder.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.holder.store(0, Ordering::Release);
     }
 }
 
@@ -117,7 +150,7 @@ impl<T> Slot<T> {
         Box::new(Slot {
             held: std::sync::Mutex::new(held),
             state: tokio::sync::Mutex::new(state),
-            holder: std::sync::Mutex::new(None),
+            holder: AtomicU64::new(0),
         })
     }
 
@@ -129,60 +162,147 @@ impl<T> Slot<T> {
         fragment: &'static str,
         limit: Option<Duration>,
     ) -> Result<StateGuard<'_, T>, Error> {
-        let me = tokio::task::try_id();
-        let state = match self.state.try_lock() {
-            Ok(state) => state,
-            Err(_) => {
-                let holder = *self.holder.lock().unwrap_or_else(|p| p.into_inner());
-                if holder == Some(me) {
-                    return Err(Error::Held { fragment });
-                }
-                match limit {
-                    Some(limit) => tokio::time::timeout(limit, self.state.lock())
-                        .await
-                        .map_err(|_| Error::Held { fragment })?,
-                    None => self.state.lock().await,
-                }
-            }
+        if let Some(now) = self.try_lock(fragment) {
+            return now;
+        }
+        let state = match limit {
+            Some(limit) => tokio::time::timeout(limit, self.state.lock())
+                .await
+                .map_err(|_| Error::Held { fragment })?,
+            None => self.state.lock().await,
         };
-        *self.holder.lock().unwrap_or_else(|p| p.into_inner()) = Some(me);
-        Ok(StateGuard {
-            state,
-            holder: &self.holder,
-        })
+        Ok(self.guard(state, task_number()))
     }
-}
 
-/// The per-update cell of one fragment: loaded at most once, on first touch.
-pub struct Cell<T> {
-    pub(crate) shared: Arc<FragmentShared<T>>,
-    index: usize,
-    /// The session key and the storage key (`None`: no key for this update).
-    keys: std::sync::OnceLock<Option<(String, String)>>,
-    update: Arc<UpdateCtx>,
-    /// Boxed: an untouched fragment costs a pointer, not its value's size, per update.
-    slot: OnceCell<Box<Slot<T>>>,
-}
-
-impl<T: Send + 'static> Cell<T> {
-    /// The cell of fragment number `index` for the update `ctx`.
-    pub fn new(shared: &Arc<FragmentShared<T>>, index: usize, update: &Arc<UpdateCtx>) -> Self {
-        Self {
-            shared: shared.clone(),
-            index,
-            keys: std::sync::OnceLock::new(),
-            update: update.clone(),
-            slot: OnceCell::new(),
+    /// [`lock`](Self::lock) where it takes no wait: the guard, or [`Error::Held`] if this
+    /// task holds it; `None` if another task does.
+    fn try_lock(&self, fragment: &'static str) -> Option<Result<StateGuard<'_, T>, Error>> {
+        let me = task_number();
+        match self.state.try_lock() {
+            Ok(state) => Some(Ok(self.guard(state, me))),
+            Err(_) => {
+                (self.holder.load(Ordering::Acquire) == me).then_some(Err(Error::Held { fragment }))
+            }
         }
     }
 
-    fn keys(&self) -> Option<&(String, String)> {
-        self.keys
+    fn guard<'s>(
+        &'s self,
+        state: tokio::sync::MutexGuard<'s, State<T>>,
+        me: u64,
+    ) -> StateGuard<'s, T> {
+        self.holder.store(me, Ordering::Release);
+        StateGuard {
+            state,
+            holder: &self.holder,
+        }
+    }
+}
+
+/// The per-update cell of one fragment: loaded at most once, on first touch. It holds
+/// only what this update learned; its fragment and the update come with it as a
+/// [`Bound`], so opening a session clones nothing per fragment.
+pub struct Cell<T> {
+    index: usize,
+    /// The session key and the storage key (`None`: no key for this update).
+    keys: std::sync::OnceLock<Option<(String, String)>>,
+    /// Boxed: an untouched fragment costs a pointer, not its value's size, per update.
+    slot: std::sync::OnceLock<Box<Slot<T>>>,
+    /// Set while a task of the update makes the slot, so that tasks that touch the
+    /// fragment at once read it once (rule S7).
+    making: std::sync::atomic::AtomicBool,
+}
+
+impl<T> Cell<T> {
+    /// The cell of fragment number `index`, untouched.
+    pub fn new(index: usize) -> Self {
+        Self {
+            index,
+            keys: std::sync::OnceLock::new(),
+            slot: std::sync::OnceLock::new(),
+            making: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the cell holds a value (it was touched, or strict mode loaded it).
+    pub fn is_loaded(&self) -> bool {
+        self.slot.get().is_some()
+    }
+
+    /// The slot, made by `make` unless there is one (one task of `update` makes it; the
+    /// others wait for it).
+    async fn slot_or<F>(
+        &self,
+        update: &UpdateCtx,
+        make: impl FnOnce() -> F,
+    ) -> Result<&Slot<T>, Error>
+    where
+        F: std::future::Future<Output = Result<Box<Slot<T>>, Error>>,
+    {
+        let _making = loop {
+            if let Some(slot) = self.slot.get() {
+                return Ok(slot);
+            }
+            if let Some(making) = update.start_making(&self.making) {
+                break making;
+            }
+            update.made(&self.making).await;
+        };
+        if let Some(slot) = self.slot.get() {
+            return Ok(slot);
+        }
+        let slot = make().await?;
+        Ok(self.slot.get_or_init(|| slot))
+    }
+}
+
+/// A cell with its fragment and its update: what it takes to load, change and commit
+/// it. Three references, made wherever a cell is used.
+pub struct Bound<'a, T> {
+    cell: &'a Cell<T>,
+    pub(crate) shared: &'a FragmentShared<T>,
+    cx: UpdateRef<'a>,
+}
+
+impl<T> Clone for Bound<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Bound<'_, T> {}
+
+/// The cells of one update, bound (the derive's `Bound` type).
+pub trait BoundCells {
+    /// Cell number `index` (field order), if there is one.
+    fn cell(&self, index: usize) -> Option<&dyn ErasedCell>;
+
+    /// Every cell, in field order.
+    fn cells(&self) -> Vec<&dyn ErasedCell> {
+        (0..).map_while(|index| self.cell(index)).collect()
+    }
+}
+
+impl BoundCells for () {
+    fn cell(&self, _: usize) -> Option<&dyn ErasedCell> {
+        None
+    }
+}
+
+impl<'a, T: Send + 'static> Bound<'a, T> {
+    /// `cell` of the fragment `shared`, in the update `cx`.
+    pub fn new(cell: &'a Cell<T>, shared: &'a FragmentShared<T>, cx: UpdateRef<'a>) -> Self {
+        Self { cell, shared, cx }
+    }
+
+    fn keys(&self) -> Option<&'a (String, String)> {
+        self.cell
+            .keys
             .get_or_init(|| {
-                let session_key = (self.shared.spec.key)(&self.update.ctx)?;
+                let session_key = (self.shared.spec.key)(&self.cx.ctx)?;
                 let mut storage_key =
                     String::with_capacity(self.shared.spec.prefix.len() + session_key.len() + 21);
-                if let Some(bot) = self.update.bot {
+                if let Some(bot) = self.cx.bot {
                     use std::fmt::Write as _;
                     let _ = write!(storage_key, "{bot}/");
                 }
@@ -193,11 +313,11 @@ impl<T: Send + 'static> Cell<T> {
             .as_ref()
     }
 
-    pub(crate) fn session_key_str(&self) -> Option<&str> {
+    pub(crate) fn session_key_str(&self) -> Option<&'a str> {
         self.keys().map(|(session, _)| session.as_str())
     }
 
-    pub(crate) fn storage_key_str(&self) -> Option<&str> {
+    pub(crate) fn storage_key_str(&self) -> Option<&'a str> {
         self.keys().map(|(_, storage)| storage.as_str())
     }
 
@@ -205,28 +325,28 @@ impl<T: Send + 'static> Cell<T> {
         self.shared.spec.name
     }
 
-    fn key(&self) -> Result<&str, Error> {
+    fn key(&self) -> Result<&'a str, Error> {
         self.storage_key_str().ok_or(Error::NoKey {
             fragment: self.name(),
         })
     }
 
-    async fn hold(&self, key: &str) -> Result<HeldKey, Error> {
-        let update = &self.update;
-        if let Some(held) = update.take_preheld(self.index)
-            && held.key() == key
+    async fn hold(&self, key: &str) -> Result<Taken<'a>, Error> {
+        let update = self.cx;
+        if let Some(held) = update.update.take_preheld(self.cell.index)
+            && held.is_for(key)
         {
             return Ok(held);
         }
-        let held = if update.locks.holds_nothing() {
+        let held = if update.holds_nothing() {
             update
-                .hold_first(self.index, &self.shared.locks, self.name(), key)
+                .hold_first(self.cell.index, &self.shared.locks, self.name(), key)
                 .await
         } else {
             update.hold(&self.shared.locks, self.name(), key).await
         };
         if let Err(Error::Contended { .. }) = &held {
-            update.mark_contended(self.index, self.name());
+            update.mark_contended(self.cell.index, self.name());
         }
         held
     }
@@ -244,10 +364,8 @@ impl<T: Send + 'static> Cell<T> {
                 Base::Missing { initial: None },
             ));
         };
-        let (updates, payload) = envelope::split(&bytes);
-        let scan = updates.scan(self.update.update_id);
-        let payload_at = bytes.len() - payload.len();
-        let decoded = spec.decode_payload(payload);
+        let (scan, payload_at) = envelope::scan_stored(&bytes, self.cx.update_id());
+        let decoded = spec.decode_payload(&bytes[payload_at..]);
         let base = Base::Stored {
             payload_at,
             revision,
@@ -270,7 +388,7 @@ impl<T: Send + 'static> Cell<T> {
                 supported,
             }),
             Err(DecodeFailure::Codec(source)) => {
-                if self.update.config.on_decode_error != OnDecodeError::Reset {
+                if self.cx.env.config.on_decode_error != OnDecodeError::Reset {
                     return Err(Error::Decode {
                         fragment: spec.name,
                         key: key.to_owned(),
@@ -299,7 +417,7 @@ impl<T: Send + 'static> Cell<T> {
         let held = self.hold(key).await?;
         let traced = tracing::enabled!(tracing::Level::DEBUG);
         let started = traced.then(std::time::Instant::now);
-        let read = self.update.timed(self.shared.store.as_dyn().read(key));
+        let read = self.cx.timed(self.shared.store.as_dyn().read(key));
         // Without a subscriber that wants it, no span and no wrapper around the read.
         let result = if traced {
             let span = tracing::debug_span!(
@@ -311,6 +429,17 @@ impl<T: Send + 'static> Cell<T> {
         } else {
             read.await
         };
+        self.loaded(key, held, result, started)
+    }
+
+    /// The slot of what the store returned for `key` (held), counted and logged.
+    fn loaded(
+        &self,
+        key: &str,
+        held: Taken<'_>,
+        result: Result<Option<Record>, StoreError>,
+        started: Option<std::time::Instant>,
+    ) -> Result<Box<Slot<T>>, Error> {
         let result = result
             .map_err(|source| Error::Load {
                 fragment: self.name(),
@@ -322,9 +451,9 @@ impl<T: Send + 'static> Cell<T> {
                 let found = record.is_some();
                 self.state_from(key, record).map(|state| (state, found))
             });
-        let counters = &self.update.counters;
+        let counters = &self.cx.env.counters;
         Counters::add(&counters.reads, 1);
-        let shown = self.update.config.shown_key(key);
+        let shown = self.cx.env.config.shown_key(key);
         match &result {
             Ok((_, found)) => tracing::debug!(
                 fragment = self.name(),
@@ -340,11 +469,11 @@ impl<T: Send + 'static> Cell<T> {
             }
         }
         let (state, _) = result?;
-        Ok(Slot::new(Some(held), state))
+        Ok(Slot::new(Some(held.keep()), state))
     }
 
     fn check_open(&self) -> Result<(), Error> {
-        if self.update.is_closed() {
+        if self.cx.is_closed() {
             return Err(Error::Committed {
                 fragment: self.name(),
             });
@@ -352,19 +481,66 @@ impl<T: Send + 'static> Cell<T> {
         Ok(())
     }
 
-    async fn slot(&self) -> Result<&Slot<T>, Error> {
+    async fn slot(&self) -> Result<&'a Slot<T>, Error> {
         self.check_open()?;
-        self.slot
-            .get_or_try_init(|| self.load())
-            .await
-            .map(|slot| &**slot)
+        self.cell.slot_or(self.cx.update, || self.load()).await
+    }
+
+    /// [`lock_loaded`](Self::lock_loaded) where nothing has to wait: the value is loaded,
+    /// or its store answers at once and its key is free, and its guard is free. `None`:
+    /// take the async way (nothing was done that it would do again).
+    pub(crate) fn try_lock_loaded(&self) -> Option<Result<StateGuard<'a, T>, Error>> {
+        if let Err(error) = self.check_open() {
+            return Some(Err(error));
+        }
+        let slot = match self.cell.slot.get() {
+            Some(slot) => slot,
+            None => match self.try_load()? {
+                Ok(slot) => slot,
+                Err(error) => return Some(Err(error)),
+            },
+        };
+        let mut guard = match slot.try_lock(self.name())? {
+            Ok(guard) => guard,
+            Err(error) => return Some(Err(error)),
+        };
+        guard.state.materialize(&self.shared.spec);
+        Some(Ok(guard))
+    }
+
+    /// [`slot`](Self::slot) where nothing has to wait (see
+    /// [`try_lock_loaded`](Self::try_lock_loaded)).
+    fn try_load(&self) -> Option<Result<&'a Slot<T>, Error>> {
+        let store = self.shared.store.as_dyn().immediate()?;
+        let cx = self.cx;
+        // Keys taken in advance, or companions to take with this one: the async way.
+        if cx.any_preheld()
+            || (cx.holds_nothing() && cx.env.affinity.has_companions(self.cell.index))
+            // A subscriber gets the load's span from the async way.
+            || tracing::enabled!(tracing::Level::DEBUG)
+        {
+            return None;
+        }
+        let _making = cx.update.start_making(&self.cell.making)?;
+        if let Some(slot) = self.cell.slot.get() {
+            return Some(Ok(slot));
+        }
+        let key = match self.key() {
+            Ok(key) => key,
+            Err(error) => return Some(Err(error)),
+        };
+        let held = cx.try_hold(&self.shared.locks, key)?;
+        Some(
+            self.loaded(key, held, store.read_now(key), None)
+                .map(|slot| &**self.cell.slot.get_or_init(|| slot)),
+        )
     }
 
     /// Loads the value (once per update) and locks it for the caller.
-    pub(crate) async fn lock_loaded(&self) -> Result<StateGuard<'_, T>, Error> {
+    pub(crate) async fn lock_loaded(&self) -> Result<StateGuard<'a, T>, Error> {
         let slot = self.slot().await?;
         let mut guard = slot
-            .lock(self.name(), self.update.config.lock_timeout)
+            .lock(self.name(), self.cx.env.config.lock_timeout)
             .await?;
         // Committed while this access waited for the guard.
         self.check_open()?;
@@ -377,23 +553,23 @@ impl<T: Send + 'static> Cell<T> {
     async fn lock_blind(
         &self,
         make: impl FnOnce() -> State<T>,
-    ) -> Result<(Option<StateGuard<'_, T>>, bool), Error> {
+    ) -> Result<(Option<StateGuard<'a, T>>, bool), Error> {
         self.check_open()?;
         let mut fresh = false;
         let slot = self
-            .slot
-            .get_or_try_init(|| async {
+            .cell
+            .slot_or(self.cx.update, || async {
                 let key = self.key()?;
                 let held = self.hold(key).await?;
                 fresh = true;
-                Ok::<_, Error>(Slot::new(Some(held), make()))
+                Ok::<_, Error>(Slot::new(Some(held.keep()), make()))
             })
             .await?;
         if fresh {
             return Ok((None, true));
         }
         let guard = slot
-            .lock(self.name(), self.update.config.lock_timeout)
+            .lock(self.name(), self.cx.env.config.lock_timeout)
             .await?;
         self.check_open()?;
         Ok((Some(guard), false))
@@ -444,7 +620,7 @@ impl<T: Send + 'static> Cell<T> {
     /// its initial (a missing value).
     pub fn take_value(&self) -> T {
         let spec = &self.shared.spec;
-        if let Some(slot) = self.slot.get()
+        if let Some(slot) = self.cell.slot.get()
             && let Ok(mut state) = slot.state.try_lock()
         {
             let state = &mut *state;
@@ -464,7 +640,7 @@ impl<T: Send + 'static> Cell<T> {
     /// Strict mode: puts the (possibly changed) value back, to be saved if it changed. A
     /// fragment without a key for this update is skipped (rule S24).
     pub fn put_value(&self, value: T) {
-        if let Some(slot) = self.slot.get()
+        if let Some(slot) = self.cell.slot.get()
             && let Ok(mut state) = slot.state.try_lock()
         {
             state.dirty = true;
@@ -522,9 +698,9 @@ pub trait ErasedCell: Send + Sync {
     fn mark_deleted(&self);
 }
 
-impl<T: Send + 'static> ErasedCell for Cell<T> {
+impl<T: Send + 'static> ErasedCell for Bound<'_, T> {
     fn index(&self) -> usize {
-        self.index
+        self.cell.index
     }
 
     fn fragment(&self) -> &'static str {
@@ -552,30 +728,30 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
     }
 
     fn namespace(&self) -> std::borrow::Cow<'_, str> {
-        match self.update.bot {
+        match self.cx.bot {
             Some(bot) => format!("{bot}/{}", self.shared.spec.prefix).into(),
             None => self.shared.spec.prefix.as_str().into(),
         }
     }
 
     fn is_loaded(&self) -> bool {
-        self.slot.initialized()
+        self.cell.is_loaded()
     }
 
     fn fill(&self, record: Option<Record>) -> Result<(), Error> {
         let key = self.key()?;
-        let held = self.update.take_preheld(self.index);
+        let held = self.cx.take_preheld(self.cell.index);
         let state = self.state_from(key, record)?;
-        let _ = self.slot.set(Slot::new(held, state));
+        let _ = self.cell.slot.set(Slot::new(held.map(Taken::keep), state));
         Ok(())
     }
 
     fn delete_stored(&self) -> futures_util::future::BoxFuture<'_, Result<(), Error>> {
-        Box::pin(Cell::delete_stored(self))
+        Box::pin(Bound::delete_stored(self))
     }
 
     fn mark_deleted(&self) {
-        if let Some(slot) = self.slot.get()
+        if let Some(slot) = self.cell.slot.get()
             && let Ok(mut state) = slot.state.try_lock()
         {
             state.mark_deleted();
@@ -583,17 +759,17 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
     }
 
     fn release(&self) {
-        if let Some(slot) = self.slot.get() {
+        if let Some(slot) = self.cell.slot.get() {
             drop(slot.held.lock().unwrap_or_else(|p| p.into_inner()).take());
         }
     }
 
     fn plan(&self) -> Result<Plan, SaveFailure> {
-        let Some(slot) = self.slot.get() else {
+        let Some(slot) = self.cell.slot.get() else {
             return Ok(Plan::Skip);
         };
         let spec = &self.shared.spec;
-        let counters = &self.update.counters;
+        let counters = &self.cx.env.counters;
         let failure = |error: SaveError| SaveFailure {
             fragment: spec.name,
             key: self.storage_key_str().unwrap_or_default().to_owned(),
@@ -610,7 +786,7 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
                 "a guard of this fragment is still held",
             ))));
         };
-        let written_before = self.update.written_before.contains(&spec.name);
+        let written_before = self.cx.written_before.contains(&spec.name);
         let applied = matches!(&state.base, Base::Stored { scan, .. } if scan.applied);
         if (written_before || applied) && (state.dirty || state.deleted) {
             // This update's change is stored already (rule S25).
@@ -632,40 +808,58 @@ impl<T: Send + 'static> ErasedCell for Cell<T> {
         let (true, Some(value)) = (state.dirty, state.value.as_ref()) else {
             return Ok(Plan::Skip);
         };
-        let payload = spec
-            .encode_payload(value)
-            .map_err(|e| failure(SaveError::Encode(e)))?;
-        let remember = self.update.config.remember_updates;
-        let id = self.update.update_id;
-        let (expect, bytes) = match &state.base {
-            Base::Unread => (Expect::Any, envelope::first(id, &payload)),
-            Base::Missing { initial } => {
-                if !state.force
-                    && initial
-                        .as_deref()
-                        .is_some_and(|initial| spec.same_value(initial, &payload, value))
-                {
-                    Counters::add(&counters.skipped_writes, 1);
-                    return Ok(Plan::Skip);
-                }
-                (Expect::Absent, envelope::first(id, &payload))
+        let remember = self.cx.env.config.remember_updates;
+        let id = self.cx.update_id();
+        // The stored bytes: the header of recorded updates, then the codec's payload,
+        // written into one buffer.
+        let mut bytes = Vec::with_capacity(match &state.base {
+            // About what it was, and room for one more id.
+            Base::Stored { bytes, .. } => bytes.len() + 16,
+            _ => 64,
+        });
+        let (expect, payload_at) = match &state.base {
+            Base::Unread | Base::Missing { .. } => {
+                envelope::first_header(&mut bytes, id);
+                let expect = match state.base {
+                    Base::Unread => Expect::Any,
+                    _ => Expect::Absent,
+                };
+                (expect, Some(bytes.len()))
             }
             Base::Stored {
-                bytes,
+                bytes: stored,
                 payload_at,
                 revision,
                 scan,
             } => {
-                if !state.force && spec.same_value(&bytes[*payload_at..], &payload, value) {
-                    Counters::add(&counters.skipped_writes, 1);
-                    return Ok(Plan::Skip);
-                }
-                (
-                    Expect::Revision(*revision),
-                    envelope::rejoin(bytes, *payload_at, scan, id, remember, &payload),
-                )
+                let fits =
+                    envelope::rejoin_header(&mut bytes, stored, *payload_at, scan, id, remember);
+                (Expect::Revision(*revision), fits.then_some(bytes.len()))
             }
         };
+        let at = payload_at.unwrap_or(0);
+        spec.encode_payload_into(value, &mut bytes)
+            .map_err(|e| failure(SaveError::Encode(e)))?;
+        let before = match &state.base {
+            Base::Unread => None,
+            Base::Missing { initial } => initial.as_deref(),
+            Base::Stored {
+                bytes: stored,
+                payload_at,
+                ..
+            } => Some(&stored[*payload_at..]),
+        };
+        if !state.force && before.is_some_and(|before| spec.same_value(before, &bytes[at..], value))
+        {
+            Counters::add(&counters.skipped_writes, 1);
+            return Ok(Plan::Skip);
+        }
+        if payload_at.is_none()
+            && let Base::Stored { bytes: stored, .. } = &state.base
+        {
+            // The header takes `join` itself (rare): the payload is all `bytes` so far.
+            bytes = envelope::join(envelope::split(stored).0, id, remember, &bytes);
+        }
         Ok(Plan::Write(Write::Put {
             key,
             value: bytes,

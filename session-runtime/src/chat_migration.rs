@@ -1,16 +1,15 @@
 //! Chat migration (rule S21): a group that Telegram turns into a supergroup keeps its
 //! per-chat sessions.
 
-use std::sync::Arc;
-
 use crate::{
-    cell::ErasedCell,
+    cell::{BoundCells, ErasedCell},
     context::{ChatContext, ChatMigration},
     error::{Error, SaveError, SaveFailure, WriteOutcome},
+    lock::key_hash,
     session::{MultiSession, Sessions},
     stats::Counters,
     store::{Expect, Outcome, Write},
-    update::{UpdateCtx, generated_update_id},
+    update::{UpdateCtx, UpdateRef},
 };
 
 /// A user id no real update has, to see where a key function puts the user's id.
@@ -84,6 +83,8 @@ impl<S: MultiSession> Sessions<S> {
         let old_probe = self.open_raw(&ctx(migration.from, Some(PROBE_USER)));
         let new_probe = self.open_raw(&ctx(migration.to, Some(PROBE_USER)));
         let mut moved = Vec::new();
+        let (old, new) = (old.bound(), new.bound());
+        let (old_probe, new_probe) = (old_probe.bound(), new_probe.bound());
         let cells = old
             .cells()
             .into_iter()
@@ -141,6 +142,7 @@ impl<S: MultiSession> Sessions<S> {
             };
             let session = self.open_raw(&ctx);
             session
+                .bound()
                 .cells()
                 .into_iter()
                 .find(|cell| cell.index() == probe.index())
@@ -199,21 +201,21 @@ impl<S: MultiSession> Sessions<S> {
         to_key: &str,
     ) -> Result<bool, Error> {
         let store = cell.store().as_dyn();
-        let update = Arc::new(UpdateCtx::new(
-            self.inner.config.clone(),
-            self.inner.counters.clone(),
-            ChatContext::default(),
-            generated_update_id(),
-            self.inner.affinity.clone(),
-        ));
+        let update = UpdateCtx::new(ChatContext::default(), None);
+        let update = UpdateRef {
+            update: &update,
+            env: &self.inner.env,
+            view: None,
+        };
         let load_error = |key: &str, source| Error::Load {
             fragment: cell.fragment(),
             key: key.to_owned(),
             store: store.name().to_owned(),
             source,
         };
-        // Both keys of this fragment, in the global order, so no update races the move.
-        let (first, second) = if from_key < to_key {
+        // Both keys of this fragment, in the global order (by their locks), so no update
+        // races the move. Two keys whose locks are one (equal hashes) take it once.
+        let (first, second) = if key_hash(from_key) < key_hash(to_key) {
             (from_key, to_key)
         } else {
             (to_key, from_key)
@@ -221,9 +223,15 @@ impl<S: MultiSession> Sessions<S> {
         let _first = update
             .hold(cell.key_locks(), cell.fragment(), first)
             .await?;
-        let _second = update
-            .hold(cell.key_locks(), cell.fragment(), second)
-            .await?;
+        let _second = if key_hash(first) == key_hash(second) {
+            None
+        } else {
+            Some(
+                update
+                    .hold(cell.key_locks(), cell.fragment(), second)
+                    .await?,
+            )
+        };
         let records = update
             .timed(store.read_many(&[from_key, to_key]))
             .await
@@ -248,7 +256,7 @@ impl<S: MultiSession> Sessions<S> {
             Err(error) => writes.iter().map(|_| Err(error.replicate())).collect(),
         };
         let applied = results.iter().all(|r| matches!(r, Ok(Outcome::Applied)));
-        let counters = &self.inner.counters;
+        let counters = &self.inner.env.counters;
         Counters::add(&counters.reads, 2);
         if applied {
             Counters::add(&counters.writes, 1);
@@ -276,7 +284,7 @@ impl<S: MultiSession> Sessions<S> {
             return Err(Error::Save {
                 failures,
                 written: Vec::new(),
-                update_id: update.update_id,
+                update_id: update.update_id(),
             });
         }
         // A conflict means another process got there first: nothing of the batch applied.

@@ -77,6 +77,14 @@ pub trait Codec: Send + Sync + 'static {
     /// Encodes a value.
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError>;
 
+    /// Encodes a value at the end of `out` (what the runtime calls: a stored value's
+    /// header comes first). The default appends what [`encode`](Codec::encode) gives;
+    /// a codec that can write into a buffer overrides it and saves a copy.
+    fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        out.extend_from_slice(&Self::encode(value)?);
+        Ok(())
+    }
+
     /// Decodes a value.
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>;
 }
@@ -116,6 +124,10 @@ impl Codec for Json {
 
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
         serde_json::to_vec(value).map_err(|e| CodecError::new(Self::NAME, e))
+    }
+
+    fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        serde_json::to_writer(out, value).map_err(|e| CodecError::new(Self::NAME, e))
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
@@ -192,8 +204,13 @@ pub fn split_version(bytes: &[u8]) -> (u32, &[u8]) {
 /// ```
 pub fn with_version(version: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + payload.len());
-    out.extend_from_slice(VERSION_MAGIC);
-    out.extend_from_slice(&version.to_be_bytes());
+    write_version(version, &mut out);
     out.extend_from_slice(payload);
     out
+}
+
+/// Appends the version header of `version` to `out` (the codec's bytes follow).
+pub(crate) fn write_version(version: u32, out: &mut Vec<u8>) {
+    out.extend_from_slice(VERSION_MAGIC);
+    out.extend_from_slice(&version.to_be_bytes());
 }

@@ -140,7 +140,8 @@ pub enum OnDecodeError {
 #[non_exhaustive]
 pub enum OnConflict {
     /// Re-run, with a jittered growing pause, until the update commits or `budget` has
-    /// passed since the update started. The default, with 20 s.
+    /// passed since its first run ended without completing (the re-runs get the whole
+    /// budget, however long that first run took). The default, with 20 s.
     RetryFor {
         /// The time after which the last error is returned.
         budget: Duration,
@@ -165,7 +166,7 @@ impl Default for OnConflict {
 }
 
 impl OnConflict {
-    /// Whether run number `runs + 1` may start, `elapsed` after the first.
+    /// Whether run number `runs + 1` may start, `elapsed` after the first incomplete one.
     pub(crate) fn allows(self, runs: u32, elapsed: Duration) -> bool {
         match self {
             OnConflict::RetryFor { budget } => elapsed < budget,

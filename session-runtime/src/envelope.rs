@@ -248,8 +248,17 @@ pub const GENERATED_REMEMBERED: usize = 8;
 const GENERATED: u64 = 1 << 63;
 
 /// The stored bytes of `payload` first changed by update `id` (no earlier record).
+#[cfg(test)]
 pub(crate) fn first(id: u64, payload: &[u8]) -> Vec<u8> {
     join(Updates::NONE, id, 1, payload)
+}
+
+/// Appends the header of a value first changed by update `id` (no earlier record) to
+/// `out`; the payload follows.
+pub(crate) fn first_header(out: &mut Vec<u8>, id: u64) {
+    out.extend_from_slice(UPDATES_MAGIC);
+    out.push(1);
+    write_varint(out, zigzag(id as i64));
 }
 
 /// What one pass over a stored value's updates found, for [`rejoin`].
@@ -260,10 +269,47 @@ pub(crate) struct Scan {
     count: usize,
     last: u64,
     generated: usize,
+    /// The first (oldest) id is a generated one.
+    first_generated: bool,
     /// The second id, and where the third starts (in the encoded ids).
     second: Option<(u64, usize)>,
 }
 
+/// [`split`] and [`Updates::scan`] of stored bytes in one pass: what [`rejoin`] needs,
+/// and where the payload starts.
+pub(crate) fn scan_stored(bytes: &[u8], id: u64) -> (Scan, usize) {
+    let plain = (Scan::default(), 0);
+    let Some(rest) = bytes.strip_prefix(&UPDATES_MAGIC[..]) else {
+        return plain;
+    };
+    let Some((&count, encoded)) = rest.split_first() else {
+        return plain;
+    };
+    let mut scan = Scan {
+        count: usize::from(count),
+        ..Scan::default()
+    };
+    let mut cursor = encoded;
+    let mut previous = 0u64;
+    for at in 0..count {
+        let Some((delta, next)) = read_varint(cursor) else {
+            return plain;
+        };
+        cursor = next;
+        previous = previous.wrapping_add(unzigzag(delta) as u64);
+        scan.applied |= previous == id;
+        scan.generated += usize::from(previous & GENERATED != 0);
+        if at == 0 {
+            scan.first_generated = previous & GENERATED != 0;
+        } else if at == 1 {
+            scan.second = Some((previous, encoded.len() - cursor.len()));
+        }
+    }
+    scan.last = previous;
+    (scan, bytes.len() - cursor.len())
+}
+
+#[cfg(test)]
 impl Updates<'_> {
     /// One pass: whether `id` is among them, and what [`rejoin`] needs.
     pub(crate) fn scan(&self, id: u64) -> Scan {
@@ -281,7 +327,9 @@ impl Updates<'_> {
             previous = previous.wrapping_add(unzigzag(delta) as u64);
             scan.applied |= previous == id;
             scan.generated += usize::from(previous & GENERATED != 0);
-            if at == 1 {
+            if at == 0 {
+                scan.first_generated = previous & GENERATED != 0;
+            } else if at == 1 {
                 scan.second = Some((previous, self.encoded.len() - cursor.len()));
             }
         }
@@ -293,6 +341,7 @@ impl Updates<'_> {
 /// [`join`] for a stored value already scanned: `stored` is the whole stored value, its
 /// payload starting at `payload_at`. Appending an id (or dropping the oldest for it)
 /// copies the other encoded ids as they are.
+#[cfg(test)]
 pub(crate) fn rejoin(
     stored: &[u8],
     payload_at: usize,
@@ -301,40 +350,65 @@ pub(crate) fn rejoin(
     keep: usize,
     payload: &[u8],
 ) -> Vec<u8> {
+    let mut out = Vec::new();
+    if !rejoin_header(&mut out, stored, payload_at, scan, id, keep) {
+        return join(split(stored).0, id, keep, payload);
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Appends the header [`join`] would give a stored value already scanned (`stored`, its
+/// payload at `payload_at`) changed by update `id` to `out`, copying the encoded ids it
+/// keeps as they are; `false` (and `out` unchanged) where that takes [`join`] itself
+/// (the update is among them already, a damaged header, more than one id to drop).
+pub(crate) fn rejoin_header(
+    out: &mut Vec<u8>,
+    stored: &[u8],
+    payload_at: usize,
+    scan: &Scan,
+    id: u64,
+    keep: usize,
+) -> bool {
     let keep = keep.clamp(1, usize::from(u8::MAX));
+    let generated = scan.generated + usize::from(id & GENERATED != 0);
+    // One generated id too many (an update without an id of its own, after several
+    // others): `join` drops the oldest generated one, which is the first id if that one
+    // is generated — the same bytes as dropping the oldest for room.
+    let generated_over = generated > GENERATED_REMEMBERED;
     let fits = !scan.applied
-        && scan.generated + usize::from(id & GENERATED != 0) <= GENERATED_REMEMBERED
+        && (!generated_over || (generated == GENERATED_REMEMBERED + 1 && scan.first_generated))
         && scan.count <= keep
         && payload_at > UPDATES_MAGIC.len()
         || scan.count == 0;
     if !fits {
-        return join(split(stored).0, id, keep, payload);
+        return false;
     }
     let encoded = if scan.count == 0 {
         &[][..]
     } else {
         &stored[UPDATES_MAGIC.len() + 1..payload_at]
     };
-    let mut out = Vec::with_capacity(UPDATES_MAGIC.len() + 12 + encoded.len() + payload.len());
+    out.reserve(UPDATES_MAGIC.len() + 12 + encoded.len());
     out.extend_from_slice(UPDATES_MAGIC);
-    if scan.count < keep {
+    if scan.count < keep && !generated_over {
         out.push((scan.count + 1) as u8);
         out.extend_from_slice(encoded);
-        write_varint(&mut out, zigzag(id.wrapping_sub(scan.last) as i64));
+        write_varint(out, zigzag(id.wrapping_sub(scan.last) as i64));
     } else {
-        // Full: the oldest goes, the second becomes the first (an absolute value).
+        // Full (or one generated id too many): the oldest goes, the second becomes the
+        // first (an absolute value).
         out.push(scan.count as u8);
         match scan.second {
             Some((second, rest)) => {
-                write_varint(&mut out, zigzag(second as i64));
+                write_varint(out, zigzag(second as i64));
                 out.extend_from_slice(&encoded[rest..]);
-                write_varint(&mut out, zigzag(id.wrapping_sub(scan.last) as i64));
+                write_varint(out, zigzag(id.wrapping_sub(scan.last) as i64));
             }
-            None => write_varint(&mut out, zigzag(id as i64)),
+            None => write_varint(out, zigzag(id as i64)),
         }
     }
-    out.extend_from_slice(payload);
-    out
+    true
 }
 
 /// The stored bytes of `payload` changed by update `id`, after the updates `previous`:
@@ -416,7 +490,16 @@ fn write_varint(out: &mut Vec<u8>, mut n: u64) {
     out.push(n as u8);
 }
 
+#[inline]
 fn read_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    // Ids recorded after the first are small deltas: one or two bytes.
+    match *bytes {
+        [low, ref rest @ ..] if low & 0x80 == 0 => return Some((u64::from(low), rest)),
+        [low, high, ref rest @ ..] if high & 0x80 == 0 => {
+            return Some((u64::from(low & 0x7f) | u64::from(high) << 7, rest));
+        }
+        _ => {}
+    }
     let mut n = 0u64;
     for (i, &byte) in bytes.iter().enumerate().take(10) {
         n |= u64::from(byte & 0x7f) << (7 * i);
@@ -489,6 +572,67 @@ mod tests {
                 assert_eq!(scan.applied, updates.contains(id));
                 fast = rejoin(&fast, payload_at, &scan, id, keep, payload);
                 assert_eq!(fast, slow, "keep {keep}, id {id}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_first_header_is_what_first_gives() {
+        for id in [0, 1, 584_120_332, u64::MAX, GENERATED | 77] {
+            let mut bytes = Vec::new();
+            first_header(&mut bytes, id);
+            bytes.extend_from_slice(b"{}");
+            assert_eq!(bytes, first(id, b"{}"));
+        }
+    }
+
+    #[test]
+    fn scanning_stored_bytes_is_split_and_scan() {
+        let generated = |n: u64| (n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | GENERATED;
+        let mut stored = b"p".to_vec();
+        let mut values = vec![stored.clone(), b"\0MSu\x05\xff".to_vec(), b"\0MSu".to_vec()];
+        for i in 0..40u64 {
+            let id = if i % 3 == 0 { generated(i) } else { 700 + i };
+            stored = join(split(&stored).0, id, 32, b"p");
+            values.push(stored.clone());
+        }
+        for bytes in &values {
+            for id in [700, 702, generated(3), 5] {
+                let (updates, payload) = split(bytes);
+                assert_eq!(
+                    scan_stored(bytes, id),
+                    (updates.scan(id), bytes.len() - payload.len())
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rejoin_equals_join_with_many_generated_ids() {
+        let generated = |n: u64| (n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | GENERATED;
+        // All generated (a context without update ids), every other one, every third,
+        // and generated ids between Telegram ones, for several bounds.
+        for every in [1u64, 2, 3, 5] {
+            for keep in [1usize, 2, 8, 9, 10, 32] {
+                let mut slow = b"p".to_vec();
+                let mut fast = b"p".to_vec();
+                for i in 0..60u64 {
+                    let id = if i % every == 0 {
+                        generated(i)
+                    } else {
+                        500 + i
+                    };
+                    let (updates, payload) = split(&slow);
+                    slow = join(updates, id, keep, payload);
+                    let (updates, payload) = split(&fast);
+                    let payload_at = fast.len() - payload.len();
+                    let scan = updates.scan(id);
+                    fast = rejoin(&fast, payload_at, &scan, id, keep, payload);
+                    assert_eq!(fast, slow, "every {every}, keep {keep}, update {i}");
+                }
+                let (updates, _) = split(&fast);
+                let kept = updates.iter().filter(|id| id & GENERATED != 0).count();
+                assert!(kept <= GENERATED_REMEMBERED, "{kept} generated ids kept");
             }
         }
     }

@@ -6,10 +6,11 @@ use std::{
     future::{Future, IntoFuture},
     ops::{Deref, DerefMut},
     pin::Pin,
+    task::{Context, Poll},
 };
 
 use crate::{
-    cell::{Cell, StateGuard},
+    cell::{Bound, StateGuard},
     error::Error,
     spec::FragmentSpec,
 };
@@ -48,11 +49,11 @@ use crate::{
 /// # Ok(()) }
 /// ```
 pub struct Fragment<'a, T> {
-    cell: &'a Cell<T>,
+    cell: Bound<'a, T>,
 }
 
 impl<'a, T: Send + 'static> Fragment<'a, T> {
-    /// The access to `cell`.
+    /// The access to a session's cell (bound to its fragment and update).
     ///
     /// The derived accessors call this; a handler gets its fragments from them:
     ///
@@ -71,7 +72,8 @@ impl<'a, T: Send + 'static> Fragment<'a, T> {
     /// assert_eq!(count.name(), "count");
     /// # Ok(()) }
     /// ```
-    pub fn new(cell: &'a Cell<T>) -> Self {
+    #[doc(hidden)]
+    pub fn new(cell: Bound<'a, T>) -> Self {
         Self { cell }
     }
 
@@ -278,10 +280,92 @@ impl<'a, T: Send + 'static> Fragment<'a, T> {
 
 impl<'a, T: Send + 'static> IntoFuture for Fragment<'a, T> {
     type Output = Result<FragmentGuard<'a, T>, Error>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+    type IntoFuture = FragmentFuture<'a, T>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.get())
+        FragmentFuture {
+            stage: Stage::Start(self.cell),
+        }
+    }
+}
+
+/// What `.await` on a [`Fragment`] runs: [`Fragment::get`].
+///
+/// Where nothing has to wait (the value is loaded, or its store answers at once, such as
+/// the memory store, and nobody else holds its key or its guard), the first poll
+/// completes it without allocating; otherwise it goes on as [`Fragment::get`] does.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), multisession::Error> {
+/// use multisession::{ChatContext, MultiSession, stores::MemoryStore};
+/// use std::future::IntoFuture;
+///
+/// #[derive(MultiSession)]
+/// struct Bot {
+///     count: u32,
+/// }
+///
+/// let sessions = Bot::builder().default_store(MemoryStore::new()).build();
+/// sessions
+///     .run(&ChatContext::new(1), async |s| {
+///         let load: multisession::FragmentFuture<'_, u32> = s.count().into_future();
+///         *load.await? += 1;
+///         Ok::<_, multisession::Error>(())
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct FragmentFuture<'a, T> {
+    stage: Stage<'a, T>,
+}
+
+/// Where a [`FragmentFuture`] is.
+enum Stage<'a, T> {
+    /// Not polled yet.
+    Start(Bound<'a, T>),
+    /// Waiting (for the store, a key or a guard).
+    Waiting(Pin<Box<dyn Future<Output = Result<FragmentGuard<'a, T>, Error>> + Send + 'a>>),
+    /// Completed.
+    Done,
+}
+
+impl<'a, T: Send + 'static> Future for FragmentFuture<'a, T> {
+    type Output = Result<FragmentGuard<'a, T>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Stage::Start(cell) = this.stage {
+            if let Some(done) = cell.try_lock_loaded() {
+                this.stage = Stage::Done;
+                return Poll::Ready(done.map(|guard| FragmentGuard {
+                    guard,
+                    spec: &cell.shared.spec,
+                }));
+            }
+            this.stage = Stage::Waiting(Box::pin(Fragment { cell }.get()));
+        }
+        match &mut this.stage {
+            Stage::Waiting(waiting) => {
+                let done = std::task::ready!(waiting.as_mut().poll(cx));
+                this.stage = Stage::Done;
+                Poll::Ready(done)
+            }
+            Stage::Start(_) | Stage::Done => panic!("`FragmentFuture` polled after completion"),
+        }
+    }
+}
+
+impl<T> fmt::Debug for FragmentFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stage = match self.stage {
+            Stage::Start(_) => "start",
+            Stage::Waiting(_) => "waiting",
+            Stage::Done => "done",
+        };
+        f.debug_struct("FragmentFuture")
+            .field("stage", &stage)
+            .finish()
     }
 }
 

@@ -44,7 +44,7 @@ pub use async_trait::async_trait;
 pub use config::{Config, OnConflict, OnDecodeError, OnHandlerError};
 pub use context::{ChatContext, ChatMigration, SessionContext};
 pub use error::{Error, SaveError, SaveFailure, Stored, WriteOutcome};
-pub use fragment::{Fragment, FragmentGuard};
+pub use fragment::{Fragment, FragmentFuture, FragmentGuard};
 pub use session::{MultiSession, Session, Sessions};
 pub use stats::Stats;
 pub use strict::Loaded;

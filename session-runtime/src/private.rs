@@ -4,16 +4,17 @@ pub use std::sync::Arc;
 
 pub use crate::{
     builder::BuilderCore,
-    cell::{Cell, ErasedCell},
+    cell::{Bound, BoundCells, Cell, ErasedCell},
     codec::{Codec, CodecError, DecodeFailure, split_version},
     config::Config,
     context::SessionContext,
     fragment::Fragment,
     keys::IntoSessionKey,
-    session::{MultiSession, Sessions},
+    lock::KeyLocks,
+    session::{Core, MultiSession, Sessions, key_of},
     spec::{FragmentShared, FragmentSpec},
     store::StoreRef,
-    update::UpdateCtx,
+    update::{CellKey, KeysView, UpdateCtx, UpdateRef},
 };
 
 use crate::{
@@ -47,7 +48,7 @@ where
 
 /// The encoder of codec `C` for `T`, and its comparison tree (rule S22).
 pub fn encoder<T: serde::Serialize, C: Codec>() -> crate::spec::Encoders<T> {
-    (C::encode::<T>, crate::spec::canonical::<T>)
+    (C::encode_into::<T>, crate::spec::canonical::<T>)
 }
 
 /// The decoder of codec `C` for `T`.
@@ -178,7 +179,7 @@ mod sealed {
 
 impl<T: serde::Serialize + serde::de::DeserializeOwned> FragmentData<ViaSerde> for T {
     fn encoder<C: Codec>() -> crate::spec::Encoders<T> {
-        (C::encode::<T>, crate::spec::canonical::<T>)
+        (C::encode_into::<T>, crate::spec::canonical::<T>)
     }
 
     fn decoder<C: Codec>() -> fn(&[u8]) -> Result<T, CodecError> {

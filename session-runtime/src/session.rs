@@ -6,14 +6,14 @@ use std::{fmt, future::Future, ops::Deref, sync::Arc, time::Instant};
 
 use crate::{
     affinity::Affinity,
-    cell::ErasedCell,
-    commit::{CommitError, backoff, commit_cells},
+    cell::{BoundCells, ErasedCell},
+    commit::{CommitError, backoff, commit_cells, commit_now},
     config::{Config, OnHandlerError},
     context::{ChatContext, SessionContext},
     error::Error,
-    lock::KeyLocks,
+    lock::key_hash,
     stats::{Counters, Stats},
-    update::{COMMIT_FAILED, COMMIT_NONE, KeysView, UpdateCtx, update_id_of},
+    update::{COMMIT_FAILED, COMMIT_NONE, CellKey, Env, KeysView, UpdateCtx, UpdateRef},
 };
 
 /// A struct whose fields are session fragments. Implemented by `#[derive(MultiSession)]`.
@@ -53,22 +53,25 @@ use crate::{
 /// ```
 pub trait MultiSession: Sized + Send + 'static {
     /// The per-update lazy view: one cell per fragment, one accessor method per field.
-    type Lazy: Send + Sync + 'static;
+    type Lazy: KeysView + Send + Sync + 'static;
     /// The fragments as a running [`Sessions`] holds them.
     #[doc(hidden)]
     type Shared: Send + Sync + 'static;
+    /// The cells of a lazy view with what they need (their fragment, the update), as
+    /// the runtime goes through them.
+    #[doc(hidden)]
+    type Bound<'a>: BoundCells + Send;
 
     /// The fragment names, in field order.
     const FRAGMENTS: &'static [&'static str];
 
+    /// The lazy view of one update: `core` and an untouched cell per fragment.
     #[doc(hidden)]
-    fn __open(
-        shared: &Self::Shared,
-        ctx: &dyn SessionContext,
-        update: &Arc<UpdateCtx>,
-    ) -> Self::Lazy;
+    fn __open(core: Core<Self>) -> Self::Lazy;
     #[doc(hidden)]
-    fn __cells(lazy: &Self::Lazy) -> Vec<&dyn ErasedCell>;
+    fn __core(lazy: &Self::Lazy) -> &Core<Self>;
+    #[doc(hidden)]
+    fn __bind(lazy: &Self::Lazy) -> Self::Bound<'_>;
     /// Whether any fragment was touched (loaded, set or deleted) in this update.
     #[doc(hidden)]
     fn __any_loaded(lazy: &Self::Lazy) -> bool;
@@ -76,6 +79,43 @@ pub trait MultiSession: Sized + Send + 'static {
     fn __take(lazy: &Self::Lazy) -> Self;
     #[doc(hidden)]
     fn __put(self, lazy: &Self::Lazy);
+}
+
+/// What the cells of one update share: the sessions they belong to and the update.
+/// Part of the derive's lazy view, so a session is one allocation.
+#[doc(hidden)]
+pub struct Core<S: MultiSession> {
+    pub(crate) sessions: Arc<SessionsInner<S>>,
+    pub(crate) update: UpdateCtx,
+}
+
+impl<S: MultiSession> Core<S> {
+    /// The fragments with their stores.
+    pub fn shared(&self) -> &S::Shared {
+        &self.sessions.shared
+    }
+
+    /// The update as the cells of `view` (the lazy view holding this core) see it.
+    pub fn cx<'a>(&'a self, view: &'a dyn KeysView) -> UpdateRef<'a> {
+        UpdateRef {
+            update: &self.update,
+            env: &self.sessions.env,
+            view: Some(view),
+        }
+    }
+}
+
+/// Fragment `index`'s key in the update of `lazy` (what the derive's `KeysView` returns).
+#[doc(hidden)]
+pub fn key_of<S: MultiSession>(lazy: &S::Lazy, index: usize) -> Option<CellKey> {
+    let bound = S::__bind(lazy);
+    let cells = bound.cells();
+    let cell = cells.get(index)?;
+    Some((
+        cell.key_locks().clone(),
+        cell.storage_key()?.to_owned(),
+        cell.fragment(),
+    ))
 }
 
 /// The sessions of one bot: the fragments with their stores. Cheap to clone.
@@ -122,9 +162,7 @@ pub struct Sessions<S: MultiSession> {
 
 pub(crate) struct SessionsInner<S: MultiSession> {
     shared: S::Shared,
-    pub(crate) config: Arc<Config>,
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) affinity: Arc<Affinity>,
+    pub(crate) env: Env,
 }
 
 impl<S: MultiSession> Clone for Sessions<S> {
@@ -139,7 +177,7 @@ impl<S: MultiSession> fmt::Debug for Sessions<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sessions")
             .field("fragments", &S::FRAGMENTS)
-            .field("config", &self.inner.config)
+            .field("config", &self.inner.env.config)
             .finish()
     }
 }
@@ -150,9 +188,11 @@ impl<S: MultiSession> Sessions<S> {
         Self {
             inner: Arc::new(SessionsInner {
                 shared,
-                config: Arc::new(config),
-                counters: Arc::default(),
-                affinity: Arc::new(Affinity::new(S::FRAGMENTS.len())),
+                env: Env {
+                    config,
+                    counters: Counters::default(),
+                    affinity: Affinity::new(S::FRAGMENTS.len()),
+                },
             }),
         }
     }
@@ -175,7 +215,7 @@ impl<S: MultiSession> Sessions<S> {
     /// # Ok(()) }
     /// ```
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        &self.inner.env.config
     }
 
     /// What these sessions did so far: reads, writes, conflicts, retries, errors.
@@ -203,44 +243,35 @@ impl<S: MultiSession> Sessions<S> {
     /// # Ok(()) }
     /// ```
     pub fn stats(&self) -> Stats {
-        self.inner.counters.snapshot()
+        self.inner.env.counters.snapshot()
     }
 
-    /// A session of `ctx` as update `update_id`.
-    pub(crate) fn open_as(&self, ctx: &dyn SessionContext, update_id: u64) -> Session<S> {
-        self.open_again(ctx, update_id, Vec::new())
-    }
-
-    /// A session of `ctx` as update `update_id`, whose earlier runs wrote `written`.
+    /// A session of `ctx` as update `update_id` (`None`: generated on first need), whose
+    /// earlier runs wrote `written`.
     fn open_again(
         &self,
         ctx: &dyn SessionContext,
-        update_id: u64,
+        update_id: Option<u64>,
         written: Vec<&'static str>,
     ) -> Session<S> {
-        let mut update = UpdateCtx::new(
-            self.inner.config.clone(),
-            self.inner.counters.clone(),
-            ChatContext::of(ctx),
-            update_id,
-            self.inner.affinity.clone(),
-        );
+        let mut update = UpdateCtx::new(ChatContext::of(ctx), update_id);
         update.written_before = written;
-        update.bot = self.inner.config.bot_of(ctx.bot_id());
+        update.bot = self.inner.env.config.bot_of(ctx.bot_id());
         if let Some(business) = ctx.business_connection_id() {
             update.ctx.business = Some(business.into());
         }
-        let update = Arc::new(update);
-        let lazy = S::__open(&self.inner.shared, ctx, &update);
-        let inner = Arc::new(SessionInner { lazy, update });
-        let view: std::sync::Weak<SessionInner<S>> = Arc::downgrade(&inner);
-        inner.update.set_view(view);
-        Session { inner }
+        let core = Core {
+            sessions: self.inner.clone(),
+            update,
+        };
+        Session {
+            inner: Arc::new(S::__open(core)),
+        }
     }
 
     /// A session of `ctx` as its own update (or a generated one).
     pub(crate) fn open_raw(&self, ctx: &dyn SessionContext) -> Session<S> {
-        self.open_as(ctx, update_id_of(ctx))
+        self.open_again(ctx, ctx.update_id(), Vec::new())
     }
 
     /// Opens the lazy session of one update, for frameworks that cannot take a closure.
@@ -271,7 +302,7 @@ impl<S: MultiSession> Sessions<S> {
     /// # Ok(()) }
     /// ```
     pub fn open<C: SessionContext + ?Sized>(&self, ctx: &C) -> Session<S> {
-        Counters::add(&self.inner.counters.updates, 1);
+        Counters::add(&self.inner.env.counters.updates, 1);
         self.open_raw(&ctx)
     }
 
@@ -328,14 +359,19 @@ impl<S: MultiSession> Sessions<S> {
         Fut: Future<Output = Result<R, E>>,
         E: From<Error>,
     {
-        Counters::add(&self.inner.counters.updates, 1);
+        let env = &self.inner.env;
+        Counters::add(&env.counters.updates, 1);
         if let Some(migration) = ctx.chat_migration() {
             self.migrate_chat_of(ctx.bot_id(), migration).await?;
         }
-        let config = self.inner.config.clone();
-        let counters = &self.inner.counters;
-        let update_id = update_id_of(&ctx);
-        let started = Instant::now();
+        let config = &env.config;
+        let counters = &env.counters;
+        // The update's identity: its context's, or one its first run generates when it
+        // needs one (re-runs keep it).
+        let mut update_id = ctx.update_id();
+        // The re-run budget counts from the first run that did not complete: reading the
+        // clock costs more than an update that touches nothing, so it is read only then.
+        let mut started: Option<Instant> = None;
         let mut runs = 0u32;
         let mut contentions = 0u32;
         let mut wanted: Vec<usize> = Vec::new();
@@ -347,21 +383,32 @@ impl<S: MultiSession> Sessions<S> {
         let mut written: Vec<&'static str> = Vec::new();
         loop {
             let session = self.open_again(&ctx, update_id, written.clone());
-            match session.hold_in_order(&wanted).await {
-                Ok(()) => {}
-                Err(Error::Contended { .. }) if contentions + 1 < config.contention_attempts => {
-                    contentions += 1;
-                    Counters::add(&counters.contention_retries, 1);
-                    continue;
+            if !wanted.is_empty() {
+                match session.hold_in_order(&wanted).await {
+                    Ok(()) => {}
+                    Err(Error::Contended { .. })
+                        if contentions + 1 < config.contention_attempts =>
+                    {
+                        contentions += 1;
+                        Counters::add(&counters.contention_retries, 1);
+                        update_id = update_id.or(session.update().known_update_id());
+                        continue;
+                    }
+                    Err(error) => return Err(incomplete.unwrap_or(error).into()),
                 }
-                Err(error) => return Err(incomplete.unwrap_or(error).into()),
             }
             let result = handler(session.clone()).await;
-            let contended = session.inner.update.contended();
-            if let Some(&(_, fragment)) = contended.first() {
+            // Re-runs are the same update.
+            update_id = update_id.or(session.update().known_update_id());
+            if session.update().is_contended() {
+                let contended = session.update().contended();
+                let Some(&(_, fragment)) = contended.first() else {
+                    continue;
+                };
                 contentions += 1;
                 if contentions >= config.contention_attempts {
                     let key = session
+                        .bound()
                         .cells()
                         .into_iter()
                         .find(|cell| cell.fragment() == fragment)
@@ -375,6 +422,7 @@ impl<S: MultiSession> Sessions<S> {
                 Counters::add(&counters.contention_retries, 1);
                 // Re-run holding, in the global order, what this attempt held or wanted.
                 wanted = session
+                    .bound()
                     .cells()
                     .into_iter()
                     .filter(|cell| cell.is_loaded())
@@ -385,7 +433,7 @@ impl<S: MultiSession> Sessions<S> {
                 let touched: Vec<bool> = (0..S::FRAGMENTS.len())
                     .map(|i| wanted.contains(&i))
                     .collect();
-                self.inner.affinity.record(&touched);
+                env.affinity.record(&touched);
                 drop(session);
                 continue;
             }
@@ -397,6 +445,7 @@ impl<S: MultiSession> Sessions<S> {
                         // A re-run failed (a store still down, say) after an earlier run
                         // stored part of the update: keep trying within the budget, then
                         // report what the earlier run stored.
+                        let started = *started.get_or_insert_with(Instant::now);
                         if config.on_conflict.allows(runs, started.elapsed()) {
                             Counters::add(&counters.commit_retries, 1);
                             incomplete = Some(earlier);
@@ -418,12 +467,14 @@ impl<S: MultiSession> Sessions<S> {
             match session.commit_attempt(runs).await {
                 Ok(()) => return Ok(value),
                 Err(CommitError::Retry(error)) => {
+                    update_id = update_id.or(error.update_id());
                     let error = error.with_written(&written);
                     if let Error::Save { written: now, .. } | Error::Conflict { written: now, .. } =
                         &error
                     {
                         written.clone_from(now);
                     }
+                    let started = *started.get_or_insert_with(Instant::now);
                     if !config.on_conflict.allows(runs, started.elapsed()) {
                         Counters::add(&counters.errors, 1);
                         return Err(error.into());
@@ -479,24 +530,8 @@ impl<S: MultiSession> Sessions<S> {
 /// # Ok(()) }
 /// ```
 pub struct Session<S: MultiSession> {
-    pub(crate) inner: Arc<SessionInner<S>>,
-}
-
-pub(crate) struct SessionInner<S: MultiSession> {
-    pub(crate) lazy: S::Lazy,
-    pub(crate) update: Arc<UpdateCtx>,
-}
-
-impl<S: MultiSession> KeysView for SessionInner<S> {
-    fn key_of(&self, index: usize) -> Option<(Arc<KeyLocks>, String, &'static str)> {
-        let cells = S::__cells(&self.lazy);
-        let cell = cells.get(index)?;
-        Some((
-            cell.key_locks().clone(),
-            cell.storage_key()?.to_owned(),
-            cell.fragment(),
-        ))
-    }
+    /// The lazy view: the update and its cells, in one allocation.
+    pub(crate) inner: Arc<S::Lazy>,
 }
 
 impl<S: MultiSession> Clone for Session<S> {
@@ -510,14 +545,15 @@ impl<S: MultiSession> Clone for Session<S> {
 impl<S: MultiSession> Deref for Session<S> {
     type Target = S::Lazy;
     fn deref(&self) -> &S::Lazy {
-        &self.inner.lazy
+        &self.inner
     }
 }
 
 impl<S: MultiSession> fmt::Debug for Session<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut map = f.debug_map();
-        for cell in self.cells() {
+        let bound = self.bound();
+        for cell in bound.cells() {
             map.entry(&cell.fragment(), &cell.storage_key());
         }
         map.finish()
@@ -525,8 +561,19 @@ impl<S: MultiSession> fmt::Debug for Session<S> {
 }
 
 impl<S: MultiSession> Session<S> {
-    pub(crate) fn cells(&self) -> Vec<&dyn ErasedCell> {
-        S::__cells(&self.inner.lazy)
+    /// The update.
+    pub(crate) fn update(&self) -> &UpdateCtx {
+        &S::__core(&self.inner).update
+    }
+
+    /// The update as its cells see it.
+    pub(crate) fn cx(&self) -> UpdateRef<'_> {
+        S::__core(&self.inner).cx(&*self.inner)
+    }
+
+    /// The cells, for going through them.
+    pub(crate) fn bound(&self) -> S::Bound<'_> {
+        S::__bind(&self.inner)
     }
 
     /// The identity of this session's update (its context's
@@ -549,7 +596,7 @@ impl<S: MultiSession> Session<S> {
     /// # Ok(()) }
     /// ```
     pub fn update_id(&self) -> u64 {
-        self.inner.update.update_id
+        self.update().update_id()
     }
 
     /// Deletes every fragment of this update's session, as grammY's
@@ -587,7 +634,8 @@ impl<S: MultiSession> Session<S> {
     /// # Ok(()) }
     /// ```
     pub async fn delete_all(&self) -> Result<(), Error> {
-        for cell in self.cells() {
+        let bound = self.bound();
+        for cell in bound.cells() {
             cell.delete_stored().await?;
         }
         Ok(())
@@ -598,16 +646,20 @@ impl<S: MultiSession> Session<S> {
         if indices.is_empty() {
             return Ok(());
         }
-        let mut cells: Vec<&dyn ErasedCell> = self
+        let bound = self.bound();
+        let mut cells: Vec<&dyn ErasedCell> = bound
             .cells()
             .into_iter()
             .filter(|cell| indices.contains(&cell.index()) && cell.storage_key().is_some())
             .collect();
-        cells.sort_by(|a, b| {
-            (a.key_locks().order_id(), a.storage_key())
-                .cmp(&(b.key_locks().order_id(), b.storage_key()))
+        // The global order: by fragment, then by the key's lock (its hash).
+        cells.sort_by_key(|cell| {
+            (
+                cell.key_locks().order_id(),
+                cell.storage_key().map(key_hash),
+            )
         });
-        let update = &self.inner.update;
+        let update = self.cx();
         for cell in cells {
             if let Some(key) = cell.storage_key() {
                 let held = update.hold(cell.key_locks(), cell.fragment(), key).await?;
@@ -663,10 +715,12 @@ impl<S: MultiSession> Session<S> {
     /// The commit of an update that touched nothing, or that must not commit: decided
     /// without building the commit's (large) future.
     fn quick_commit(&self) -> Option<Result<(), CommitError>> {
-        if let Some(&(_, fragment)) = self.inner.update.contended().first() {
+        if self.update().is_contended()
+            && let Some(&(_, fragment)) = self.update().contended().first()
+        {
             return Some(Err(CommitError::Final(Error::MustRerun { fragment })));
         }
-        if !S::__any_loaded(&self.inner.lazy) {
+        if !S::__any_loaded(&self.inner) {
             // Nothing touched (the common case: chatter): nothing to write.
             return Some(Ok(()));
         }
@@ -678,15 +732,20 @@ impl<S: MultiSession> Session<S> {
         // commit: from now on their accesses are `Error::Committed`, never a change that
         // is silently dropped, and the keys are let go when the commit is done.
         let shared = Arc::strong_count(&self.inner) > 1;
+        let update = self.update();
         if shared {
-            self.inner.update.close();
+            update.close();
+        } else {
+            // The other handles are gone: see what they did before they went.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
         }
         // A second commit through a clone (the endpoint committed, then the framework):
         // what the update changed was written, or reported as failed, by the first.
-        match self.inner.update.begin_commit() {
+        match update.begin_commit(!shared) {
             COMMIT_NONE => {}
             COMMIT_FAILED => {
                 let fragment = self
+                    .bound()
                     .cells()
                     .into_iter()
                     .find(|cell| cell.is_loaded())
@@ -700,20 +759,34 @@ impl<S: MultiSession> Session<S> {
         let result = match self.quick_commit() {
             Some(done) => done,
             None => {
-                let cells = self.cells();
-                let touched: Vec<bool> = cells.iter().map(|c| c.is_loaded()).collect();
-                self.inner.update.affinity.record(&touched);
-                Box::pin(commit_cells(cells, &self.inner.update, attempt)).await
+                let bound = self.bound();
+                let cx = self.cx();
+                {
+                    let touched = |i| bound.cell(i).is_some_and(|cell| cell.is_loaded());
+                    match S::FRAGMENTS.len() {
+                        // Which fragments were touched, asked once each.
+                        n @ ..=64 => {
+                            let mask =
+                                (0..n).fold(0u64, |mask, i| mask | u64::from(touched(i)) << i);
+                            cx.env.affinity.record_by(|i| mask >> i & 1 == 1);
+                        }
+                        _ => cx.env.affinity.record_by(touched),
+                    }
+                }
+                match commit_now(&bound, cx, attempt) {
+                    Some(done) => done,
+                    None => Box::pin(commit_cells(&bound.cells(), cx, attempt)).await,
+                }
             }
         };
         if shared {
-            for cell in self.cells() {
+            for cell in self.bound().cells() {
                 cell.release();
             }
-            self.inner.update.release_preheld();
+            update.release_preheld();
         }
         if result.is_err() {
-            self.inner.update.commit_failed();
+            update.commit_failed();
         }
         result
     }

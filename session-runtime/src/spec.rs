@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    codec::{CodecError, DecodeFailure, with_version},
+    codec::{CodecError, DecodeFailure, write_version},
     context::SessionContext,
     lock::KeyLocks,
     store::StoreRef,
@@ -19,7 +19,8 @@ pub struct FragmentSpec<T> {
     pub(crate) prefix: String,
     pub(crate) key: KeyFn,
     pub(crate) initial: InitialFn<T>,
-    pub(crate) encode: fn(&T) -> Result<Vec<u8>, CodecError>,
+    /// Appends the codec's bytes of a value to a buffer.
+    pub(crate) encode: fn(&T, &mut Vec<u8>) -> Result<(), CodecError>,
     pub(crate) decode: fn(&[u8]) -> Result<T, CodecError>,
     /// The value as a codec-independent tree whose maps are sorted: equal trees are equal
     /// values, whatever the iteration order of `HashMap`s and `HashSet`s (rule S22).
@@ -48,9 +49,9 @@ pub(crate) fn canonical<T: serde::Serialize>(value: &T) -> Option<serde_json::Va
     serde_json::to_value(value).ok()
 }
 
-/// A fragment's encoder: the codec's, and the comparison tree's.
+/// A fragment's encoder: the codec's (appending to a buffer), and the comparison tree's.
 pub type Encoders<T> = (
-    fn(&T) -> Result<Vec<u8>, CodecError>,
+    fn(&T, &mut Vec<u8>) -> Result<(), CodecError>,
     fn(&T) -> Option<serde_json::Value>,
 );
 
@@ -106,11 +107,21 @@ impl<T> FragmentSpec<T> {
 
     /// The codec's bytes for `value` (with the version header if there are migrations).
     pub(crate) fn encode_payload(&self, value: &T) -> Result<Vec<u8>, CodecError> {
-        let payload = (self.encode)(value)?;
-        Ok(match &self.migrations {
-            Some(m) => with_version(m.version, &payload),
-            None => payload,
-        })
+        let mut payload = Vec::new();
+        self.encode_payload_into(value, &mut payload)?;
+        Ok(payload)
+    }
+
+    /// [`encode_payload`](Self::encode_payload), appended to `out`.
+    pub(crate) fn encode_payload_into(
+        &self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        if let Some(m) = &self.migrations {
+            write_version(m.version, out);
+        }
+        (self.encode)(value, out)
     }
 
     /// The value in a payload, and whether it was migrated from an older version.

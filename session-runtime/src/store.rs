@@ -458,6 +458,30 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// A store that answers at once, without waiting for anything (an in-process store, such
+/// as [`MemoryStore`](crate::stores::MemoryStore)). [`Store::immediate`] hands it out;
+/// where it can, the runtime calls these instead of the async methods, which spares it
+/// a future per operation and the operation timeout's timer.
+///
+/// Each method must do exactly what its async counterpart does.
+///
+/// ```
+/// use multisession::{store::{Expect, ImmediateStore, Outcome, Store, Write}, stores::MemoryStore};
+///
+/// let store = MemoryStore::new();
+/// let now: &dyn ImmediateStore = store.immediate().expect("the memory store answers at once");
+/// let put = Write::Put { key: "count:1".into(), value: b"1".to_vec(), ttl: None, expect: Expect::Absent };
+/// assert!(matches!(now.apply_now(&[put])[..], [Ok(Outcome::Applied)]));
+/// assert_eq!(now.read_now("count:1").unwrap().unwrap().value, b"1");
+/// ```
+pub trait ImmediateStore: Send + Sync {
+    /// [`Store::read`], answered at once.
+    fn read_now(&self, key: &str) -> Result<Option<Record>, StoreError>;
+
+    /// [`Store::apply`], answered at once.
+    fn apply_now(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>>;
+}
+
 /// A key-value store of session bytes, usable as `Arc<dyn Store>`.
 ///
 /// Only [`name`](Store::name), [`read`](Store::read), [`write`](Store::write) and
@@ -520,6 +544,12 @@ pub trait Store: Send + Sync + 'static {
     /// fragments that sit on clones of the same store. Default: the address of `self`.
     fn instance(&self) -> usize {
         self as *const Self as *const () as usize
+    }
+
+    /// This store as one that answers at once ([`ImmediateStore`]), if it is one. Default:
+    /// `None` (every store that does I/O).
+    fn immediate(&self) -> Option<&dyn ImmediateStore> {
+        None
     }
 
     /// Reads `key`; `None` if it holds no (unexpired) value.
@@ -665,6 +695,9 @@ impl<T: Store + ?Sized> Store for Arc<T> {
     }
     fn instance(&self) -> usize {
         (**self).instance()
+    }
+    fn immediate(&self) -> Option<&dyn ImmediateStore> {
+        (**self).immediate()
     }
     async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
         (**self).read(key).await

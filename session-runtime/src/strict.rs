@@ -9,7 +9,7 @@ use std::{
 use futures_util::future::join_all;
 
 use crate::{
-    cell::ErasedCell,
+    cell::{BoundCells, ErasedCell},
     context::SessionContext,
     error::Error,
     session::{MultiSession, Session, Sessions},
@@ -45,7 +45,7 @@ impl<S: MultiSession> Sessions<S> {
     /// # Ok(()) }
     /// ```
     pub async fn load<C: SessionContext + ?Sized>(&self, ctx: &C) -> Result<Loaded<S>, Error> {
-        Counters::add(&self.inner.counters.updates, 1);
+        Counters::add(&self.inner.env.counters.updates, 1);
         if let Some(migration) = ctx.chat_migration() {
             self.migrate_chat_of(ctx.bot_id(), migration).await?;
         }
@@ -56,10 +56,10 @@ impl<S: MultiSession> Sessions<S> {
             Err(error) => Err(error),
         };
         if let Err(error) = loaded {
-            Counters::add(&self.inner.counters.errors, 1);
+            Counters::add(&self.inner.env.counters.errors, 1);
             return Err(error);
         }
-        let value = S::__take(&session.inner.lazy);
+        let value = S::__take(&session.inner);
         Ok(Loaded { value, session })
     }
 }
@@ -67,8 +67,9 @@ impl<S: MultiSession> Sessions<S> {
 impl<S: MultiSession> Session<S> {
     /// Strict mode: reads every fragment with a key, one batch per store, all stores at once.
     pub(crate) async fn load_all(&self) -> Result<(), Error> {
+        let bound = self.bound();
         let mut groups: Vec<(usize, Vec<&dyn ErasedCell>)> = Vec::new();
-        for cell in self.cells() {
+        for cell in bound.cells() {
             if cell.storage_key().is_some() {
                 let instance = cell.store().as_dyn().instance();
                 match groups.iter_mut().find(|(id, _)| *id == instance) {
@@ -77,10 +78,10 @@ impl<S: MultiSession> Session<S> {
                 }
             }
         }
-        let update = &self.inner.update;
+        let update = self.cx();
         let reads = groups.into_iter().map(|(_, cells)| async move {
             let keys: Vec<&str> = cells.iter().filter_map(|c| c.storage_key()).collect();
-            Counters::add(&update.counters.reads, keys.len() as u64);
+            Counters::add(&update.env.counters.reads, keys.len() as u64);
             let store = cells[0].store().clone();
             let records = update.timed(store.as_dyn().read_many(&keys)).await;
             (cells, records)
@@ -158,7 +159,7 @@ impl<S: MultiSession> Loaded<S> {
     /// ```
     pub async fn save(self) -> Result<(), Error> {
         let Loaded { value, session } = self;
-        value.__put(&session.inner.lazy);
+        value.__put(&session.inner);
         session.commit().await
     }
 
@@ -190,7 +191,7 @@ impl<S: MultiSession> Loaded<S> {
     pub async fn delete_all(self) -> Result<(), Error> {
         let Loaded { value, session } = self;
         drop(value);
-        for cell in session.cells() {
+        for cell in session.bound().cells() {
             cell.mark_deleted();
         }
         session.commit().await

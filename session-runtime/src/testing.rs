@@ -260,6 +260,7 @@ macro_rules! conformance_tests {
             reads_with_ttl_give_the_remaining_ttl,
             concurrent_creates_of_one_key_have_one_winner,
             applied_revisions_are_the_stored_ones,
+            immediate_answers_are_the_async_ones,
         );
     };
 }
@@ -1267,6 +1268,68 @@ pub mod cases {
                 || !store.capabilities().conditional,
             "{conflict:?}"
         );
+        cleanup(store, &[a, b]).await;
+    }
+
+    /// A store that answers at once ([`Store::immediate`](crate::store::Store::immediate))
+    /// gives the answers its async methods give: the same records, the same outcomes of
+    /// compare-and-set, expired values missing.
+    pub async fn immediate_answers_are_the_async_ones(store: &StoreRef, ns: &str) {
+        let store = store.as_dyn();
+        let Some(now) = store.immediate() else {
+            return;
+        };
+        let (a, b) = (format!("{ns}now:a"), format!("{ns}now:b"));
+        assert!(now.read_now(&a).expect("read_now").is_none());
+        let results = now.apply_now(&[put(&a, b"1", Expect::Absent)]);
+        assert!(matches!(results[..], [Ok(Outcome::Applied)]), "{results:?}");
+        let record = now.read_now(&a).expect("read_now").expect("stored");
+        assert_eq!(Some(&record), store.read(&a).await.expect("read").as_ref());
+        assert_eq!(record.value, b"1");
+        // Compare-and-set: a stale revision conflicts and changes nothing, as in `apply`.
+        let stale = Expect::Revision(record.revision);
+        let results = now.apply_now(&[put(&a, b"2", stale)]);
+        assert!(matches!(results[..], [Ok(Outcome::Applied)]), "{results:?}");
+        let results = now.apply_now(&[put(&a, b"3", stale), put(&b, b"x", Expect::Any)]);
+        let capabilities = store.capabilities();
+        if capabilities.conditional {
+            assert!(matches!(results[0], Ok(Outcome::Conflict)), "{results:?}");
+            assert_eq!(
+                value(store.read(&a).await.expect("read")),
+                Some(b"2".to_vec())
+            );
+        }
+        if capabilities.conditional && capabilities.atomic_batch {
+            assert!(matches!(results[1], Ok(Outcome::Conflict)), "{results:?}");
+            assert!(
+                now.read_now(&b).expect("read_now").is_none(),
+                "all or nothing"
+            );
+        }
+        // Expiry: a value past its TTL reads as missing both ways.
+        let expiring = Write::Put {
+            key: b.clone(),
+            value: b"t".to_vec(),
+            ttl: Some(Duration::from_millis(20)),
+            expect: Expect::Any,
+        };
+        assert!(matches!(
+            now.apply_now(&[expiring])[..],
+            [Ok(Outcome::Applied)]
+        ));
+        assert!(now.read_now(&b).expect("read_now").is_some());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(now.read_now(&b).expect("read_now").is_none());
+        assert!(store.read(&b).await.expect("read").is_none());
+        let delete = Write::Delete {
+            key: a.clone(),
+            expect: Expect::Any,
+        };
+        assert!(matches!(
+            now.apply_now(&[delete])[..],
+            [Ok(Outcome::Applied)]
+        ));
+        assert!(store.read(&a).await.expect("read").is_none());
         cleanup(store, &[a, b]).await;
     }
 

@@ -3,18 +3,19 @@
 
 use std::{
     future::Future,
+    ops::Deref,
     sync::{
-        Arc, Mutex, OnceLock, Weak,
-        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
 use crate::{
     affinity::Affinity,
     config::Config,
-    context::{ChatContext, SessionContext},
+    context::ChatContext,
     error::Error,
-    lock::{HeldKey, KeyLocks, Refused, UpdateLocks},
+    lock::{HeldKey, KeyLocks, Refused, UpdateLocks, key_hash},
     stats::Counters,
     store::StoreError,
 };
@@ -24,8 +25,10 @@ use crate::{
 pub(crate) const GENERATED: u64 = 1 << 63;
 
 /// A fresh update id for a context that has none: a random per-process base plus a
-/// counter, mixed (splitmix64), with [`GENERATED`] set; unique across processes for all
-/// practical purposes, and a few nanoseconds to make.
+/// counter, with [`GENERATED`] set. Unique across processes for all practical purposes
+/// (two processes' ids meet only if their random 63-bit bases lie closer than the number
+/// of updates they handle), and consecutive within one: the ids a stored value records
+/// (rule S25) differ by a few updates, so each costs a byte or three after the first.
 pub(crate) fn generated_update_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     static BASE: OnceLock<u64> = OnceLock::new();
@@ -35,25 +38,25 @@ pub(crate) fn generated_update_id() -> u64 {
         hasher.write_u32(std::process::id());
         hasher.finish()
     });
-    let mut z = base.wrapping_add(
-        COUNTER
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    );
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) | GENERATED
+    base.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed)) | GENERATED
 }
 
-/// The update id of `ctx`: its own, or a generated one.
-pub(crate) fn update_id_of(ctx: &dyn SessionContext) -> u64 {
-    ctx.update_id().unwrap_or_else(generated_update_id)
-}
+/// A fragment's key in an update: its locks, its storage key, its name.
+pub type CellKey = (Arc<KeyLocks>, String, &'static str);
 
 /// The keys of an update's fragments, for taking companions' keys early (S29).
-pub(crate) trait KeysView: Send + Sync {
+/// Implemented by the derive's lazy view.
+pub trait KeysView: Send + Sync {
     /// Fragment `index`'s key locks, storage key and name, if it has a key.
-    fn key_of(&self, index: usize) -> Option<(Arc<KeyLocks>, String, &'static str)>;
+    fn key_of(&self, index: usize) -> Option<CellKey>;
+}
+
+/// What a `Sessions` shares with each of its updates.
+pub(crate) struct Env {
+    pub(crate) config: Config,
+    pub(crate) counters: Counters,
+    /// Which fragments updates touch together.
+    pub(crate) affinity: Affinity,
 }
 
 /// One key an update wants: fragment index, locks, storage key, fragment name.
@@ -97,30 +100,85 @@ pub struct UpdateCtx {
     /// The update's identifiers, for the key functions (run on first need: an update
     /// that never touches a fragment never formats its key).
     pub(crate) ctx: UpdateIds,
-    /// The update's identity (rule S25): the same across re-runs of one update.
-    pub(crate) update_id: u64,
-    pub(crate) locks: Arc<UpdateLocks>,
-    pub(crate) config: Arc<Config>,
-    pub(crate) counters: Arc<Counters>,
+    /// The update's identity (rule S25): the same across re-runs of one update. Made on
+    /// first need when the context has none (an update that touches nothing needs none).
+    update_id: OnceLock<u64>,
+    /// Its number in the wait-for graph (given when it first takes a key).
+    locks: UpdateLocks,
+    /// Keys this update took and did not give back: kept by its cells, taken in advance,
+    /// or on their way to one of those.
+    held: AtomicUsize,
     /// Keys taken in advance (re-runs), by fragment index.
     preheld: Mutex<Vec<Option<HeldKey>>>,
+    /// Whether any key was ever taken in advance (checked without locking).
+    any_preheld: AtomicBool,
     /// Fragments that could not be locked without risking a deadlock, by index.
     contended: Mutex<Vec<(usize, &'static str)>>,
     /// Whether `contended` is non-empty (checked on every update without locking).
     any_contended: AtomicBool,
-    /// Which fragments updates touch together.
-    pub(crate) affinity: Arc<Affinity>,
-    /// The update's cells, for their keys.
-    view: OnceLock<Weak<dyn KeysView>>,
     /// Fragments an earlier run of this update wrote (rule S25): not written again.
     pub(crate) written_before: Vec<&'static str>,
     /// The bot whose namespace the update's keys live in (`"{bot}/"` first), if any.
     pub(crate) bot: Option<i64>,
     /// Committed: later accesses (from clones of the session) are errors.
     closed: AtomicBool,
+    /// Tasks of this update waiting for another task's load of a fragment (rule S7)
+    /// wait here; `load_waiters` says whether any ever did.
+    loads: tokio::sync::Notify,
+    load_waiters: AtomicBool,
     /// How the first commit of this update attempt went (a second commit, from a clone of
     /// the session, writes nothing): `COMMIT_*`.
     commit: AtomicU8,
+}
+
+/// A key an update took: kept (by a cell, or as taken in advance) until the update ends,
+/// or given back when dropped; [`UpdateCtx::holds_nothing`] counts what it holds.
+pub(crate) struct Taken<'u> {
+    key: HeldKey,
+    count: Counted<'u>,
+}
+
+/// Counts a taken key out again unless it was kept.
+struct Counted<'u> {
+    update: &'u UpdateCtx,
+    kept: bool,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.update.held.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Taken<'_> {
+    /// The key, held until the update ends (or its cell lets go of it).
+    pub(crate) fn keep(self) -> HeldKey {
+        let Taken { key, mut count } = self;
+        count.kept = true;
+        key
+    }
+
+    /// Whether this is the lock of `key`.
+    pub(crate) fn is_for(&self, key: &str) -> bool {
+        self.key.is_for(key)
+    }
+}
+
+/// A cell's slot being made by this task (see [`UpdateCtx::start_making`]).
+pub(crate) struct Making<'a> {
+    making: &'a AtomicBool,
+    update: &'a UpdateCtx,
+}
+
+impl Drop for Making<'_> {
+    fn drop(&mut self) {
+        self.making.store(false, Ordering::SeqCst);
+        if self.update.load_waiters.load(Ordering::SeqCst) {
+            self.update.loads.notify_waiters();
+        }
+    }
 }
 
 /// No commit of this update attempt has started.
@@ -131,32 +189,81 @@ pub(crate) const COMMIT_STARTED: u8 = 1;
 pub(crate) const COMMIT_FAILED: u8 = 2;
 
 impl UpdateCtx {
-    pub(crate) fn new(
-        config: Arc<Config>,
-        counters: Arc<Counters>,
-        ctx: ChatContext,
-        update_id: u64,
-        affinity: Arc<Affinity>,
-    ) -> Self {
+    /// The update of `ctx`, as update `update_id` (`None`: one is generated on first
+    /// need).
+    pub(crate) fn new(ctx: ChatContext, update_id: Option<u64>) -> Self {
         // `preheld` grows on first use: most updates never pre-take keys.
         Self {
             ctx: UpdateIds {
                 ids: ctx,
                 business: None,
             },
-            update_id,
-            locks: Arc::default(),
-            config,
-            counters,
+            update_id: update_id.map_or_else(OnceLock::new, OnceLock::from),
+            locks: UpdateLocks::default(),
+            held: AtomicUsize::new(0),
             preheld: Mutex::new(Vec::new()),
+            any_preheld: AtomicBool::new(false),
             any_contended: AtomicBool::new(false),
             contended: Mutex::default(),
-            affinity,
-            view: OnceLock::new(),
             written_before: Vec::new(),
             bot: None,
             closed: AtomicBool::new(false),
+            loads: tokio::sync::Notify::const_new(),
+            load_waiters: AtomicBool::new(false),
             commit: AtomicU8::new(COMMIT_NONE),
+        }
+    }
+
+    /// Starts making a cell's slot, `making` being its flag, unless a task of this update
+    /// is making it; the guard ends it (made, failed or cancelled alike).
+    pub(crate) fn start_making<'a>(&'a self, making: &'a AtomicBool) -> Option<Making<'a>> {
+        making
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .ok()?;
+        Some(Making {
+            making,
+            update: self,
+        })
+    }
+
+    /// Waits until the task making a cell's slot (`making` its flag) is done.
+    pub(crate) async fn made(&self, making: &AtomicBool) {
+        let notified = self.loads.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        // The maker notifies only if it sees this (both sides sequentially consistent: it
+        // either sees the flag, or this sees it done).
+        self.load_waiters.store(true, Ordering::SeqCst);
+        if making.load(Ordering::SeqCst) {
+            notified.await;
+        }
+    }
+
+    /// The update's identity (generated now if the context has none and nothing needed
+    /// it before).
+    pub(crate) fn update_id(&self) -> u64 {
+        *self.update_id.get_or_init(generated_update_id)
+    }
+
+    /// The update's identity, if it has one already.
+    pub(crate) fn known_update_id(&self) -> Option<u64> {
+        self.update_id.get().copied()
+    }
+
+    /// Whether this update holds no key.
+    pub(crate) fn holds_nothing(&self) -> bool {
+        self.held.load(Ordering::Acquire) == 0
+    }
+
+    /// `key`, taken by this update just now.
+    fn taken(&self, key: HeldKey) -> Taken<'_> {
+        self.held.fetch_add(1, Ordering::AcqRel);
+        Taken {
+            key,
+            count: Counted {
+                update: self,
+                kept: false,
+            },
         }
     }
 
@@ -167,7 +274,17 @@ impl UpdateCtx {
 
     /// Marks the start of a commit; returns how an earlier commit of this attempt went
     /// (`COMMIT_NONE` if this is the first).
-    pub(crate) fn begin_commit(&self) -> u8 {
+    ///
+    /// `alone`: the caller holds the last handle of the session (and has synchronized
+    /// with the others' drops), so no other commit can start meanwhile.
+    pub(crate) fn begin_commit(&self, alone: bool) -> u8 {
+        if alone {
+            let earlier = self.commit.load(Ordering::Acquire);
+            if earlier == COMMIT_NONE {
+                self.commit.store(COMMIT_STARTED, Ordering::Release);
+            }
+            return earlier;
+        }
         self.commit
             .compare_exchange(
                 COMMIT_NONE,
@@ -193,15 +310,86 @@ impl UpdateCtx {
         drop(taken);
     }
 
-    pub(crate) fn set_view(&self, view: Weak<dyn KeysView>) {
-        let _ = self.view.set(view);
-    }
-
     fn has_preheld(&self, index: usize) -> bool {
+        if !self.any_preheld() {
+            return false;
+        }
         let preheld = self.preheld.lock().unwrap_or_else(|p| p.into_inner());
         preheld.get(index).is_some_and(Option::is_some)
     }
 
+    /// Whether keys were taken in advance (a re-run, strict mode).
+    pub(crate) fn any_preheld(&self) -> bool {
+        self.any_preheld.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn take_preheld(&self, index: usize) -> Option<Taken<'_>> {
+        if !self.any_preheld() {
+            return None;
+        }
+        let mut preheld = self.preheld.lock().unwrap_or_else(|p| p.into_inner());
+        let key = preheld.get_mut(index).and_then(Option::take)?;
+        // Counted when it was taken.
+        Some(Taken {
+            key,
+            count: Counted {
+                update: self,
+                kept: false,
+            },
+        })
+    }
+
+    pub(crate) fn put_preheld(&self, index: usize, held: Taken<'_>) {
+        let held = held.keep();
+        let mut preheld = self.preheld.lock().unwrap_or_else(|p| p.into_inner());
+        if preheld.len() <= index {
+            preheld.resize_with(index + 1, || None);
+        }
+        preheld[index] = Some(held);
+        self.any_preheld.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn mark_contended(&self, index: usize, fragment: &'static str) {
+        let mut contended = self.contended.lock().unwrap_or_else(|p| p.into_inner());
+        contended.push((index, fragment));
+        self.any_contended.store(true, Ordering::Release);
+    }
+
+    /// Whether a fragment could not be locked (checked on every update).
+    #[inline]
+    pub(crate) fn is_contended(&self) -> bool {
+        self.any_contended.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn contended(&self) -> Vec<(usize, &'static str)> {
+        if !self.is_contended() {
+            return Vec::new();
+        }
+        self.contended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// An update as its cells see it: the update, what its `Sessions` share (config,
+/// counters, affinity), and its other cells.
+#[derive(Clone, Copy)]
+pub struct UpdateRef<'a> {
+    pub(crate) update: &'a UpdateCtx,
+    pub(crate) env: &'a Env,
+    /// The update's cells (none for the runtime's own bookkeeping updates).
+    pub(crate) view: Option<&'a dyn KeysView>,
+}
+
+impl Deref for UpdateRef<'_> {
+    type Target = UpdateCtx;
+    fn deref(&self) -> &UpdateCtx {
+        self.update
+    }
+}
+
+impl<'a> UpdateRef<'a> {
     /// The first key of an update: with the keys of the fragments usually touched with
     /// it, all in the global order (rule S29).
     pub(crate) async fn hold_first(
@@ -210,28 +398,29 @@ impl UpdateCtx {
         locks: &Arc<KeyLocks>,
         fragment: &'static str,
         key: &str,
-    ) -> Result<HeldKey, Error> {
-        if !self.affinity.has_companions(index) {
+    ) -> Result<Taken<'a>, Error> {
+        let affinity = &self.env.affinity;
+        if !affinity.has_companions(index) {
             // The common case: a fragment touched alone. Taken alone, and kept unless
             // companions were learned while this update waited for it.
             let held = self.hold(locks, fragment, key).await?;
-            if !self.affinity.has_companions(index) {
+            if !affinity.has_companions(index) {
                 return Ok(held);
             }
             // Nothing is read yet: let go, and take it again with its companions.
             drop(held);
         }
-        let view = self.view.get().and_then(Weak::upgrade);
+        let view = self.view;
         let companions = |wanted: &[Wanted]| -> Vec<Wanted> {
-            let Some(view) = &view else { return Vec::new() };
-            self.affinity
+            let Some(view) = view else { return Vec::new() };
+            affinity
                 .companions(index)
                 .into_iter()
                 .filter(|j| !wanted.iter().any(|w| w.0 == *j) && !self.has_preheld(*j))
                 .filter_map(|j| view.key_of(j).map(|(l, k, n)| (j, l, k, n)))
                 .collect()
         };
-        let order = |w: &Wanted| (w.1.order_id(), w.2.clone());
+        let order = |w: &Wanted| (w.1.order_id(), key_hash(&w.2));
         let mut wanted: Vec<Wanted> = vec![(index, locks.clone(), key.to_owned(), fragment)];
         wanted.extend(companions(&wanted));
         for round in 0..3 {
@@ -299,48 +488,17 @@ impl UpdateCtx {
         self.hold(locks, fragment, key).await
     }
 
-    pub(crate) fn take_preheld(&self, index: usize) -> Option<HeldKey> {
-        let mut preheld = self.preheld.lock().unwrap_or_else(|p| p.into_inner());
-        preheld.get_mut(index).and_then(Option::take)
-    }
-
-    pub(crate) fn put_preheld(&self, index: usize, held: HeldKey) {
-        let mut preheld = self.preheld.lock().unwrap_or_else(|p| p.into_inner());
-        if preheld.len() <= index {
-            preheld.resize_with(index + 1, || None);
-        }
-        preheld[index] = Some(held);
-    }
-
-    pub(crate) fn mark_contended(&self, index: usize, fragment: &'static str) {
-        let mut contended = self.contended.lock().unwrap_or_else(|p| p.into_inner());
-        contended.push((index, fragment));
-        self.any_contended.store(true, Ordering::Release);
-    }
-
-    pub(crate) fn contended(&self) -> Vec<(usize, &'static str)> {
-        if !self.any_contended.load(Ordering::Acquire) {
-            return Vec::new();
-        }
-        self.contended
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     /// Takes `key` of `fragment` (whose locks are `locks`), waiting up to `lock_timeout`.
     pub(crate) async fn hold(
         &self,
         locks: &Arc<KeyLocks>,
         fragment: &'static str,
         key: &str,
-    ) -> Result<HeldKey, Error> {
-        match self
-            .locks
-            .acquire(locks, key, self.config.lock_timeout)
-            .await
-        {
-            Ok(held) => Ok(held),
+    ) -> Result<Taken<'a>, Error> {
+        let limit = self.env.config.lock_timeout;
+        let update = self.update;
+        match update.locks.acquire(locks, key, limit).await {
+            Ok(held) => Ok(update.taken(held)),
             Err(Refused::Cycle) => Err(Error::Contended {
                 fragment,
                 key: key.to_owned(),
@@ -353,12 +511,20 @@ impl UpdateCtx {
         }
     }
 
+    /// Takes `key` of a fragment (whose locks are `locks`) if nobody holds it; `None`
+    /// (and nothing changed) if somebody does.
+    pub(crate) fn try_hold(&self, locks: &Arc<KeyLocks>, key: &str) -> Option<Taken<'a>> {
+        let update = self.update;
+        let held = update.locks.try_acquire(locks, key)?;
+        Some(update.taken(held))
+    }
+
     /// Runs a store operation under `op_timeout`.
     pub(crate) async fn timed<F, R>(&self, op: F) -> Result<R, StoreError>
     where
         F: Future<Output = Result<R, StoreError>>,
     {
-        match self.config.op_timeout {
+        match self.env.config.op_timeout {
             Some(limit) => {
                 // An operation that completes on its first poll (an in-process store)
                 // needs no timer.
@@ -374,5 +540,58 @@ impl UpdateCtx {
             }
             None => op.await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_marked_distinct_and_cheap_to_record() {
+        let ids: Vec<u64> = (0..1000).map(|_| generated_update_id()).collect();
+        assert!(ids.iter().all(|id| id & GENERATED != 0));
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        // Eight of them, as a stored value keeps them: the first in full, then deltas.
+        let mut stored = Vec::new();
+        for &id in &ids[..8] {
+            stored = crate::envelope::join(crate::envelope::split(&stored).0, id, 32, b"");
+        }
+        assert!(stored.len() <= 4 + 1 + 10 + 7 * 2, "{} bytes", stored.len());
+    }
+
+    #[tokio::test]
+    async fn an_update_holds_what_it_took_and_did_not_give_back() {
+        let env = Env {
+            config: Config::default(),
+            counters: Counters::default(),
+            affinity: Affinity::new(2),
+        };
+        let update = UpdateCtx::new(ChatContext::new(1), None);
+        let cx = UpdateRef {
+            update: &update,
+            env: &env,
+            view: None,
+        };
+        let locks = Arc::new(KeyLocks::default());
+        assert!(update.holds_nothing());
+        // Taken, then given back (a load that failed): nothing held.
+        let taken = cx.hold(&locks, "a", "a:1").await.expect("free");
+        assert!(!update.holds_nothing());
+        drop(taken);
+        assert!(update.holds_nothing());
+        // Taken without waiting and kept (by a cell): held until the update ends.
+        let kept = cx.try_hold(&locks, "a:1").expect("free").keep();
+        assert!(!update.holds_nothing());
+        assert!(cx.try_hold(&locks, "a:1").is_none(), "taken");
+        // Taken in advance, then handed to a cell that does not want it.
+        let other = cx.hold(&locks, "b", "b:1").await.expect("free");
+        update.put_preheld(1, other);
+        let preheld = update.take_preheld(1).expect("taken in advance");
+        assert!(preheld.is_for("b:1"));
+        drop(preheld);
+        assert!(cx.try_hold(&locks, "b:1").is_some(), "given back");
+        drop(kept);
     }
 }

@@ -8,7 +8,9 @@ use std::{
 
 use async_trait::async_trait;
 
-use crate::store::{Capabilities, Outcome, Page, Record, Store, StoreError, StoreRef, Write};
+use crate::store::{
+    Capabilities, ImmediateStore, Outcome, Page, Record, Store, StoreError, StoreRef, Write,
+};
 
 /// Wraps a store and counts what goes through it.
 ///
@@ -234,6 +236,46 @@ impl CountingStore {
     fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
+
+    /// Counts a batch of writes before it goes out.
+    fn count_writes(&self, writes: &[Write]) {
+        let deletes = writes
+            .iter()
+            .filter(|w| matches!(w, Write::Delete { .. }))
+            .count();
+        Self::add(&self.counters.writes, writes.len() - deletes);
+        Self::add(&self.counters.deletes, deletes);
+        Self::add(&self.counters.write_calls, 1);
+    }
+}
+
+/// Counts as the async methods do, for an inner store that answers at once.
+impl ImmediateStore for CountingStore {
+    fn read_now(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        let Some(inner) = self.inner.as_dyn().immediate() else {
+            return Err(StoreError::Unsupported("read_now"));
+        };
+        Self::add(&self.counters.reads, 1);
+        Self::add(&self.counters.read_calls, 1);
+        inner.read_now(key)
+    }
+
+    fn apply_now(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
+        let Some(inner) = self.inner.as_dyn().immediate() else {
+            return writes
+                .iter()
+                .map(|_| Err(StoreError::Unsupported("apply_now")))
+                .collect();
+        };
+        self.count_writes(writes);
+        let results = inner.apply_now(writes);
+        let conflicts = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Outcome::Conflict)))
+            .count();
+        Self::add(&self.counters.conflicts, conflicts);
+        results
+    }
 }
 
 #[async_trait]
@@ -248,6 +290,13 @@ impl Store for CountingStore {
 
     fn instance(&self) -> usize {
         Arc::as_ptr(&self.counters) as usize
+    }
+
+    fn immediate(&self) -> Option<&dyn ImmediateStore> {
+        self.inner
+            .as_dyn()
+            .immediate()
+            .map(|_| self as &dyn ImmediateStore)
     }
 
     async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
@@ -313,13 +362,7 @@ impl Store for CountingStore {
         &self,
         writes: &[Write],
     ) -> Vec<Result<(Outcome, Option<u64>), StoreError>> {
-        let deletes = writes
-            .iter()
-            .filter(|w| matches!(w, Write::Delete { .. }))
-            .count();
-        Self::add(&self.counters.writes, writes.len() - deletes);
-        Self::add(&self.counters.deletes, deletes);
-        Self::add(&self.counters.write_calls, 1);
+        self.count_writes(writes);
         let results = self.inner.as_dyn().apply_with_revisions(writes).await;
         let conflicts = results
             .iter()

@@ -28,7 +28,7 @@ use self::{
     entry::{Entry, EntryPtr, MAX_LEN, NEVER},
     index::Index,
 };
-use crate::store::{Capabilities, Outcome, Page, Record, Store, StoreError, Write};
+use crate::store::{Capabilities, ImmediateStore, Outcome, Page, Record, Store, StoreError, Write};
 
 /// An in-process store: a hash table behind a lock for reads and writes, and an ordered
 /// index that listings walk without that lock.
@@ -790,9 +790,12 @@ impl Store for MemoryStore {
         Arc::as_ptr(&self.inner) as usize
     }
 
+    fn immediate(&self) -> Option<&dyn ImmediateStore> {
+        Some(self)
+    }
+
     async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
-        let mut map = self.lock()?;
-        Ok(map.get(key))
+        self.read_now(key)
     }
 
     async fn read_with_ttl(
@@ -850,7 +853,7 @@ impl Store for MemoryStore {
     }
 
     async fn apply(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
-        crate::store::without_revisions(self.apply_inner(writes))
+        self.apply_now(writes)
     }
 
     async fn apply_with_revisions(
@@ -864,6 +867,17 @@ impl Store for MemoryStore {
             .into_iter()
             .map(|result| result.map(|(outcome, revision)| (outcome, revision.filter(|_| known))))
             .collect()
+    }
+}
+
+impl ImmediateStore for MemoryStore {
+    fn read_now(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        let mut map = self.lock()?;
+        Ok(map.get(key))
+    }
+
+    fn apply_now(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
+        crate::store::without_revisions(self.apply_inner(writes))
     }
 }
 
