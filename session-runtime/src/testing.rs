@@ -1271,7 +1271,7 @@ pub mod cases {
         cleanup(store, &[a, b]).await;
     }
 
-    /// A store that answers at once ([`Store::immediate`](crate::store::Store::immediate))
+    /// A store that answers at once ([`Store::immediate`])
     /// gives the answers its async methods give: the same records, the same outcomes of
     /// compare-and-set, expired values missing.
     pub async fn immediate_answers_are_the_async_ones(store: &StoreRef, ns: &str) {
