@@ -252,6 +252,8 @@ struct Inner {
     permits: Arc<Semaphore>,
     table: String,
     counter: String,
+    /// The statements of the point operations, made once.
+    sql: Sql,
     path: PathBuf,
     /// [`SqliteConfig::inline`].
     inline: bool,
@@ -271,6 +273,41 @@ struct Slot {
     /// lock held elsewhere fails the job at once, before it did anything), and the WAL
     /// hook leaves checkpoints to the blocking pool.
     no_wait: Arc<AtomicBool>,
+}
+
+/// The SQL of the point operations on one table (prepared from the connection's cache
+/// after the first use; made once, not per call).
+struct Sql {
+    read: String,
+    read_with_ttl: String,
+    next_revision: String,
+    put: String,
+    update: String,
+    delete: String,
+}
+
+impl Sql {
+    fn new(table: &str, counter: &str) -> Self {
+        const LIVE: &str = "(expires_at IS NULL OR expires_at > ?2)";
+        Sql {
+            read: format!("SELECT value, revision FROM \"{table}\" WHERE key = ?1 AND {LIVE}"),
+            read_with_ttl: format!(
+                "SELECT value, revision, expires_at FROM \"{table}\" WHERE key = ?1 AND {LIVE}"
+            ),
+            next_revision: format!(
+                "UPDATE \"{counter}\" SET last = last + 1 WHERE id = 0 AND last < ?1 RETURNING last"
+            ),
+            put: format!(
+                "INSERT INTO \"{table}\" (key, value, revision, expires_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, revision = excluded.revision, expires_at = excluded.expires_at"
+            ),
+            update: format!(
+                "UPDATE \"{table}\" SET value = ?1, revision = revision + 1, expires_at = ?2
+                 WHERE key = ?3 AND revision = ?4 AND (expires_at IS NULL OR expires_at > ?5)"
+            ),
+            delete: format!("DELETE FROM \"{table}\" WHERE key = ?1"),
+        }
+    }
 }
 
 /// How many pages the write-ahead log may hold before a commit checkpoints it (SQLite's
@@ -605,6 +642,7 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 permits: Arc::new(Semaphore::new(connections.len())),
                 pool: Mutex::new(connections),
+                sql: Sql::new(&table, &counter),
                 table,
                 counter,
                 path,
@@ -824,14 +862,11 @@ impl SweepBatches for SqliteStore {
 
 fn read_one(
     conn: &Connection,
-    table: &str,
+    sql: &Sql,
     key: &str,
     now: i64,
 ) -> Result<Option<Record>, StoreError> {
-    let sql = format!(
-        "SELECT value, revision FROM \"{table}\" WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)"
-    );
-    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+    let mut stmt = conn.prepare_cached(&sql.read).map_err(backend)?;
     stmt.query_row(params![key.as_bytes(), now], |row| {
         Ok(Record::new(
             row.get::<_, Vec<u8>>(0)?,
@@ -844,18 +879,18 @@ fn read_one(
 
 /// The revision of a create or blind write: the counter's next value `c`, as `c × 10^9`,
 /// above every revision any key had (updates in place add one to the revision read).
-fn next_revision(conn: &Connection, counter: &str) -> Result<u64, StoreError> {
-    let sql = format!(
-        "UPDATE \"{counter}\" SET last = last + 1 WHERE id = 0 AND last < ?1 RETURNING last"
-    );
-    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+fn next_revision(conn: &Connection, inner: &Inner) -> Result<u64, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&inner.sql.next_revision)
+        .map_err(backend)?;
     let last = stmt
         .query_row([MAX_COUNTER], |row| row.get::<_, i64>(0))
         .optional()
         .map_err(backend)?
         .ok_or_else(|| {
             StoreError::backend(format!(
-                "sqlite: the revision counter {counter:?} is exhausted (or missing)"
+                "sqlite: the revision counter {:?} is exhausted (or missing)",
+                inner.counter
             ))
         })?;
     Ok(u64::try_from(last).unwrap_or(0) * 1_000_000_000)
@@ -873,13 +908,8 @@ fn put(
     ttl: Option<Duration>,
     now: i64,
 ) -> Result<(), StoreError> {
-    let revision = next_revision(conn, &inner.counter)?;
-    let sql = format!(
-        "INSERT INTO \"{}\" (key, value, revision, expires_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value, revision = excluded.revision, expires_at = excluded.expires_at",
-        inner.table
-    );
-    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+    let revision = next_revision(conn, inner)?;
+    let mut stmt = conn.prepare_cached(&inner.sql.put).map_err(backend)?;
     stmt.execute(params![
         key.as_bytes(),
         value,
@@ -894,18 +924,14 @@ fn put(
 /// plus one, the new expiry. Whether it applied (the key held `expected`).
 fn update_in_place(
     conn: &Connection,
-    table: &str,
+    sql: &Sql,
     key: &str,
     value: &[u8],
     ttl: Option<Duration>,
     expected: i64,
     now: i64,
 ) -> Result<bool, StoreError> {
-    let sql = format!(
-        "UPDATE \"{table}\" SET value = ?1, revision = revision + 1, expires_at = ?2
-         WHERE key = ?3 AND revision = ?4 AND (expires_at IS NULL OR expires_at > ?5)"
-    );
-    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+    let mut stmt = conn.prepare_cached(&sql.update).map_err(backend)?;
     let changed = stmt
         .execute(params![
             value,
@@ -918,12 +944,32 @@ fn update_in_place(
     Ok(changed == 1)
 }
 
-fn delete(conn: &Connection, table: &str, key: &str) -> Result<(), StoreError> {
-    let mut stmt = conn
-        .prepare_cached(&format!("DELETE FROM \"{table}\" WHERE key = ?1"))
-        .map_err(backend)?;
+fn delete(conn: &Connection, sql: &Sql, key: &str) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(&sql.delete).map_err(backend)?;
     stmt.execute(params![key.as_bytes()]).map_err(backend)?;
     Ok(())
+}
+
+/// The outcome of a write statement run on its own (autocommit): a lock held elsewhere
+/// or a refused statement failed before anything was written; any other failure (an
+/// I/O error while committing, say) may have come after the commit began: unknown.
+fn autocommitted(error: rusqlite::Error) -> StoreError {
+    let refused = matches!(
+        error.sqlite_error_code(),
+        Some(
+            rusqlite::ErrorCode::DatabaseBusy
+                | rusqlite::ErrorCode::DatabaseLocked
+                | rusqlite::ErrorCode::ConstraintViolation
+                | rusqlite::ErrorCode::ReadOnly
+                | rusqlite::ErrorCode::OperationInterrupted
+                | rusqlite::ErrorCode::ApiMisuse
+        )
+    ) || matches!(error, rusqlite::Error::SqlInputError { .. });
+    if refused {
+        backend(error)
+    } else {
+        StoreError::Unknown(Box::new(error))
+    }
 }
 
 #[async_trait]
@@ -943,7 +989,7 @@ impl Store for SqliteStore {
     async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
         let key = key.to_owned();
         self.call(false, move |conn, inner, _| {
-            read_one(conn, &inner.table, &key, now_ms())
+            read_one(conn, &inner.sql, &key, now_ms())
         })
         .await
     }
@@ -954,12 +1000,10 @@ impl Store for SqliteStore {
     ) -> Result<Option<(Record, Option<Duration>)>, StoreError> {
         let key = key.to_owned();
         self.call(false, move |conn, inner, _| {
-            let sql = format!(
-                "SELECT value, revision, expires_at FROM \"{}\" WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
-                inner.table
-            );
             let now = now_ms();
-            let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+            let mut stmt = conn
+                .prepare_cached(&inner.sql.read_with_ttl)
+                .map_err(backend)?;
             stmt.query_row(params![key.as_bytes(), now], |row| {
                 let record = Record::new(row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)? as u64);
                 let ttl = row.get::<_, Option<i64>>(2)?.map(|at| {
@@ -996,7 +1040,7 @@ impl Store for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(backend)?;
-            delete(&tx, &inner.table, &key)?;
+            delete(&tx, &inner.sql, &key)?;
             commit(tx, cancel)
         })
         .await
@@ -1010,7 +1054,7 @@ impl Store for SqliteStore {
             let now = now_ms();
             let records = keys
                 .iter()
-                .map(|key| read_one(&tx, &inner.table, key, now))
+                .map(|key| read_one(&tx, &inner.sql, key, now))
                 .collect::<Result<Vec<_>, _>>()?;
             tx.commit().map_err(backend)?;
             Ok(records)
@@ -1086,6 +1130,37 @@ impl Store for SqliteStore {
         let count = writes.len();
         let result = self
             .call(true, move |conn, inner, cancel| {
+                // A lone compare-and-set put of a key (the lazy runtime's usual write) is
+                // one statement, a transaction of its own: checked and written at once.
+                if let [
+                    Write::Put {
+                        key,
+                        value,
+                        ttl,
+                        expect: Expect::Revision(expected),
+                    },
+                ] = owned.as_slice()
+                    && let Ok(expected) = i64::try_from(*expected)
+                    && expected < i64::MAX
+                {
+                    cancel.check()?;
+                    let now = now_ms();
+                    let mut stmt = conn.prepare_cached(&inner.sql.update).map_err(backend)?;
+                    let changed = stmt
+                        .execute(params![
+                            value,
+                            expiry(*ttl, now),
+                            key.as_bytes(),
+                            expected,
+                            now
+                        ])
+                        .map_err(autocommitted)?;
+                    return Ok(if changed == 1 {
+                        Outcome::Applied
+                    } else {
+                        Outcome::Conflict
+                    });
+                }
                 // Until `commit`, any error (the write lock not obtained within the busy
                 // timeout, a failed statement, a cancellation) drops the transaction,
                 // which rolls it back: nothing is applied.
@@ -1110,8 +1185,7 @@ impl Store for SqliteStore {
                     if write.expect() == Expect::Any {
                         continue;
                     }
-                    let current =
-                        read_one(&tx, &inner.table, write.key(), now)?.map(|r| r.revision);
+                    let current = read_one(&tx, &inner.sql, write.key(), now)?.map(|r| r.revision);
                     if !write.expect().is_met_by(current) {
                         return Ok(Outcome::Conflict);
                     }
@@ -1125,8 +1199,7 @@ impl Store for SqliteStore {
                             expect: Expect::Revision(expected),
                         } if in_place(write) => {
                             let expected = i64::try_from(*expected).unwrap_or(i64::MAX);
-                            if !update_in_place(&tx, &inner.table, key, value, *ttl, expected, now)?
-                            {
+                            if !update_in_place(&tx, &inner.sql, key, value, *ttl, expected, now)? {
                                 // Dropping `tx` rolls back what came before.
                                 return Ok(Outcome::Conflict);
                             }
@@ -1134,7 +1207,7 @@ impl Store for SqliteStore {
                         Write::Put {
                             key, value, ttl, ..
                         } => put(&tx, inner, key, value, *ttl, now)?,
-                        Write::Delete { key, .. } => delete(&tx, &inner.table, key)?,
+                        Write::Delete { key, .. } => delete(&tx, &inner.sql, key)?,
                     }
                 }
                 commit(tx, cancel)?;
