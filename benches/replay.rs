@@ -309,8 +309,9 @@ fn main() {
     let profiled = runtime.block_on(async {
         // `BENCH_PROFILE=chatter|/pizza|/start`: only lazy mode on that kind, in a loop,
         // for a profiler (`perf record`).
-        // `BENCH_PROFILE=sqlite-lazy|sqlite-direct`: one mode on a SQLite file, in a loop.
-        if let Ok(mode @ ("sqlite-lazy" | "sqlite-direct")) =
+        // `BENCH_PROFILE=sqlite-lazy|sqlite-direct|sqlite-hand`: one mode on a SQLite file,
+        // in a loop (`sqlite-hand`: the hand-written rusqlite bot, item 6's baseline).
+        if let Ok(mode @ ("sqlite-lazy" | "sqlite-direct" | "sqlite-hand")) =
             std::env::var("BENCH_PROFILE").as_deref()
         {
             let updates = workload(5_000, 100, 500);
@@ -320,8 +321,20 @@ fn main() {
                     .await
                     .expect("open sqlite"),
             );
+            let hand = if mode == "sqlite-hand" {
+                let hand_path = path.with_extension("hand.db");
+                Some((sql::SqliteHand::open(&hand_path).await, hand_path))
+            } else {
+                None
+            };
             for _ in 0..4 {
-                let elapsed = if mode == "sqlite-lazy" {
+                let elapsed = if let Some((hand, _)) = &hand {
+                    let started = Instant::now();
+                    hand::run(hand, &updates).await;
+                    let elapsed = started.elapsed();
+                    hand.reset().await;
+                    elapsed
+                } else if mode == "sqlite-lazy" {
                     let sessions = BotSession::builder().default_store(store.clone()).build();
                     let started = Instant::now();
                     run_lazy(&sessions, &updates).await;
@@ -341,6 +354,12 @@ fn main() {
                 );
             }
             let _ = std::fs::remove_file(&path);
+            if let Some((hand, hand_path)) = hand {
+                drop(hand);
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", hand_path.display()));
+                }
+            }
             return true;
         }
         if let Ok(kind) = std::env::var("BENCH_PROFILE") {
