@@ -98,6 +98,171 @@ mod conformance {
     multisession::conformance_tests!(make);
 }
 
+/// The same suite with [`RedisConfig::combine_writes`]: every commit goes through the
+/// combined call.
+mod conformance_combined {
+    use super::*;
+
+    async fn make() -> Option<StoreRef> {
+        let config = RedisConfig::new()
+            .key_prefix("multisession-test:")
+            .connect_timeout(Duration::from_secs(2))
+            .combine_writes(true);
+        match RedisStore::connect_with(&url(), config).await {
+            Ok(store) => Some(StoreRef::new(store)),
+            Err(e) => service_unavailable("redis", &url(), e),
+        }
+    }
+
+    multisession::conformance_tests!(make);
+}
+
+async fn combining_store(prefix: &str) -> Option<RedisStore> {
+    let config = RedisConfig::new()
+        .key_prefix(prefix)
+        .connect_timeout(Duration::from_secs(2))
+        .combine_writes(true);
+    match RedisStore::connect_with(&url(), config).await {
+        Ok(store) => Some(store),
+        Err(e) => service_unavailable("redis", &url(), e),
+    }
+}
+
+/// Commits that go in one combined call keep their own answers: one applied, one
+/// refused by the server (its key holds another type: not written), one conflicting,
+/// one creating a key; the refusal and the conflict change nothing for the others.
+#[tokio::test(flavor = "current_thread")]
+async fn combined_commits_keep_their_own_answers() {
+    let prefix = unique_namespace();
+    let Some(store) = combining_store(&prefix).await else {
+        return;
+    };
+    for key in ["a", "c"] {
+        let applied = store.apply(&[put(key, b"0", None, Expect::Absent)]).await;
+        assert!(matches!(applied[..], [Ok(Outcome::Applied)]), "{applied:?}");
+    }
+    let a = store.read("a").await.unwrap().unwrap().revision;
+    let c = store.read("c").await.unwrap().unwrap().revision;
+    raw(&[b"SET", format!("{prefix}s:b").as_bytes(), b"not a hash"]).await;
+    // On one thread all four are queued before the flight task runs: one call.
+    let batches = [
+        [put("a", b"1", None, Expect::Revision(a))],
+        [put("b", b"1", None, Expect::Revision(1))],
+        [put("c", b"1", None, Expect::Revision(c + 5))],
+        [put(
+            "d",
+            b"1",
+            Some(Duration::from_secs(60)),
+            Expect::Absent,
+        )],
+    ];
+    let (applied, refused, conflict, created) = tokio::join!(
+        store.apply(&batches[0]),
+        store.apply(&batches[1]),
+        store.apply(&batches[2]),
+        store.apply(&batches[3]),
+    );
+    assert!(matches!(applied[..], [Ok(Outcome::Applied)]), "{applied:?}");
+    match &refused[..] {
+        [Err(error)] => assert!(
+            !error.outcome_unknown(),
+            "refused before any write: not written, {error}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(conflict[..], [Ok(Outcome::Conflict)]),
+        "{conflict:?}"
+    );
+    assert!(matches!(created[..], [Ok(Outcome::Applied)]), "{created:?}");
+    assert_eq!(store.read("a").await.unwrap().unwrap().revision, a + 1);
+    assert_eq!(store.read("c").await.unwrap().unwrap().value, b"0");
+    assert_eq!(store.read("d").await.unwrap().unwrap().value, b"1");
+    let pttl = raw(&[b"PTTL", format!("{prefix}s:d").as_bytes()]).await;
+    assert!(matches!(pttl, redis::Value::Int(ms) if ms > 0), "{pttl:?}");
+    assert_eq!(
+        raw(&[b"GET", format!("{prefix}s:b").as_bytes()]).await,
+        redis::Value::BulkString(b"not a hash".to_vec())
+    );
+    let listed = store.list("", None, 10).await.unwrap();
+    let keys: Vec<&str> = listed.entries.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["a", "c", "d"]);
+    drop_prefix(&prefix).await;
+}
+
+/// Many handlers committing at once through combined calls: compare-and-set still
+/// loses no increment (each conflict re-read and retried), on shared and own keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn combined_commits_lose_no_update_under_concurrency() {
+    let prefix = unique_namespace();
+    let Some(store) = combining_store(&prefix).await else {
+        return;
+    };
+    let (tasks, rounds, shared) = (48, 20, 4);
+    let workers: Vec<_> = (0..tasks)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for r in 0..rounds {
+                    for key in [format!("shared{}", (t + r) % shared), format!("own{t}")] {
+                        loop {
+                            let (count, expect) = match store.read(&key).await.unwrap() {
+                                Some(record) => (
+                                    std::str::from_utf8(&record.value)
+                                        .unwrap()
+                                        .parse::<u64>()
+                                        .unwrap(),
+                                    Expect::Revision(record.revision),
+                                ),
+                                None => (0, Expect::Absent),
+                            };
+                            let next = (count + 1).to_string();
+                            let applied = store
+                                .apply(&[put(&key, next.as_bytes(), None, expect)])
+                                .await;
+                            match applied[..] {
+                                [Ok(Outcome::Applied)] => break,
+                                [Ok(Outcome::Conflict)] => continue,
+                                _ => panic!("{applied:?}"),
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Duration::from_secs(60);
+    for worker in workers {
+        tokio::time::timeout(deadline, worker)
+            .await
+            .expect("no commit hangs")
+            .unwrap();
+    }
+    let count = |key: String| {
+        let store = store.clone();
+        async move {
+            let record = store.read(&key).await.unwrap().unwrap();
+            std::str::from_utf8(&record.value)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        }
+    };
+    let mut total = 0;
+    for k in 0..shared {
+        total += count(format!("shared{k}")).await;
+    }
+    assert_eq!(
+        total,
+        (tasks * rounds) as u64,
+        "every shared increment kept"
+    );
+    for t in 0..tasks {
+        assert_eq!(count(format!("own{t}")).await, rounds as u64);
+    }
+    drop_prefix(&prefix).await;
+}
+
 #[tokio::test]
 async fn s18_expired_values_read_as_missing_and_leave_the_index() {
     let prefix = unique_namespace();

@@ -329,6 +329,9 @@ enum Phase {
     LazySeq,
     HandSeq,
     Lazy(usize),
+    /// Lazy on a store with `RedisConfig::combine_writes`, sequential and with workers.
+    CombinedSeq,
+    Combined(usize),
     Hand(usize),
 }
 
@@ -343,6 +346,8 @@ impl Phase {
             Phase::LazySeq => "lazy, sequential".to_owned(),
             Phase::HandSeq => "hand-written redis bot, sequential".to_owned(),
             Phase::Lazy(w) => format!("lazy, {w} workers"),
+            Phase::CombinedSeq => "lazy, combined writes, sequential".to_owned(),
+            Phase::Combined(w) => format!("lazy, combined writes, {w} workers"),
             Phase::Hand(w) => format!("hand-written redis bot, {w} workers"),
         }
     }
@@ -500,6 +505,19 @@ pub async fn redis_part(url: &str, store: RedisStore) {
         workers: vec![64, 256],
     };
     let getset_key = format!("multisession-bench-getset:{}", std::process::id());
+    // The same bot on a store that combines concurrent commits into one script call.
+    let combined = {
+        let config = multisession::stores::RedisConfig::new()
+            .key_prefix("multisession-bench-combined:")
+            .combine_writes(true);
+        match RedisStore::connect_with(url, config).await {
+            Ok(store) => Some(store),
+            Err(e) => {
+                println!("lazy with combined writes: SKIPPED, {e}\n");
+                None
+            }
+        }
+    };
 
     // Leftovers of an interrupted run.
     clear_bot(
@@ -508,6 +526,9 @@ pub async fn redis_part(url: &str, store: RedisStore) {
             .build(),
     )
     .await;
+    if let Some(combined) = &combined {
+        clear_bot(&fresh(combined)).await;
+    }
     setup.hand.reset(&setup.conc).await;
     setup.hand.reset(&setup.seq).await;
 
@@ -581,6 +602,9 @@ pub async fn redis_part(url: &str, store: RedisStore) {
         println!("redis-benchmark: SKIPPED, not on PATH (the in-bench equivalent runs)\n");
     }
     let mut phases = vec![Phase::GetSet, Phase::LazySeq, Phase::HandSeq];
+    if combined.is_some() {
+        phases.push(Phase::CombinedSeq);
+    }
     let mut blocking = match client.get_connection() {
         Ok(blocking) => {
             phases.insert(0, Phase::GetSetSync);
@@ -596,6 +620,9 @@ pub async fn redis_part(url: &str, store: RedisStore) {
     }
     for &w in &setup.workers {
         phases.push(Phase::Lazy(w));
+        if combined.is_some() {
+            phases.push(Phase::Combined(w));
+        }
         phases.push(Phase::Hand(w));
     }
     let shares: HashMap<usize, Vec<Vec<Update>>> = setup
@@ -681,6 +708,19 @@ pub async fn redis_part(url: &str, store: RedisStore) {
                 }
                 Phase::Lazy(w) => {
                     let sessions = fresh(&setup.store);
+                    let shares = shares[&w].clone();
+                    let m = server.measure(timed(lazy_workers(&sessions, shares))).await;
+                    clear_bot(&sessions).await;
+                    bot_sample(m, conc_ops, setup.conc.len())
+                }
+                Phase::CombinedSeq => {
+                    let sessions = fresh(combined.as_ref().expect("connected"));
+                    let m = server.measure(timed(run_lazy(&sessions, &setup.seq))).await;
+                    clear_bot(&sessions).await;
+                    bot_sample(m, seq_ops, setup.seq.len())
+                }
+                Phase::Combined(w) => {
+                    let sessions = fresh(combined.as_ref().expect("connected"));
                     let shares = shares[&w].clone();
                     let m = server.measure(timed(lazy_workers(&sessions, shares))).await;
                     clear_bot(&sessions).await;
@@ -788,10 +828,26 @@ pub async fn redis_part(url: &str, store: RedisStore) {
             Target::None,
         );
     }
+    if let Some(spread) = paired(Phase::CombinedSeq, Phase::LazySeq, &updates) {
+        report::ratio(
+            "Redis: lazy with combined writes vs without, sequential (updates/s)",
+            spread,
+            Target::None,
+        );
+    }
     for &w in &setup.workers {
         if let Some(spread) = paired(Phase::Lazy(w), Phase::Hand(w), &updates) {
             report::ratio(
                 &format!("Redis: lazy vs hand-written redis bot, {w} workers (updates/s)"),
+                spread,
+                Target::AtLeast(0.8),
+            );
+        }
+        if let Some(spread) = paired(Phase::Combined(w), Phase::Hand(w), &updates) {
+            report::ratio(
+                &format!(
+                    "Redis: lazy with combined writes vs hand-written redis bot, {w} workers (updates/s)"
+                ),
                 spread,
                 Target::AtLeast(0.8),
             );
@@ -831,6 +887,15 @@ pub async fn redis_part(url: &str, store: RedisStore) {
                 report::ratio(
                     &format!(
                         "Redis: server CPU per update (/proc), lazy vs hand-written bot, {w} workers"
+                    ),
+                    spread,
+                    Target::None,
+                );
+            }
+            if let Some(spread) = paired(Phase::Combined(w), Phase::Hand(w), &cpu_update) {
+                report::ratio(
+                    &format!(
+                        "Redis: server CPU per update (/proc), lazy with combined writes vs hand-written bot, {w} workers"
                     ),
                     spread,
                     Target::None,
