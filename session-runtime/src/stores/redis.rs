@@ -480,8 +480,9 @@ impl RedisConfig {
     /// concurrent handlers or bot processes: a script call has a fixed cost, so one call
     /// of eight commits costs the server about half as much per commit as eight calls;
     /// with 256 concurrent handlers the replay bench's Redis CPU per update fell by a
-    /// fifth to a third, while its throughput stayed where the bot's own process limits
-    /// it (`BENCHMARKS.md`). Sequentially it makes no measurable difference.
+    /// fifth to a third and its throughput rose by 0–13% (on 2 cores the bot's own
+    /// process is the limit; `BENCHMARKS.md`). Sequentially it makes no measurable
+    /// difference.
     ///
     /// Covers the lazy runtime's usual writes (compare-and-set puts of distinct keys);
     /// other batches go as before. Single servers only: ignored by
