@@ -144,7 +144,9 @@ async fn combined_commits_keep_their_own_answers() {
     let a = store.read("a").await.unwrap().unwrap().revision;
     let c = store.read("c").await.unwrap().unwrap().revision;
     raw(&[b"SET", format!("{prefix}s:b").as_bytes(), b"not a hash"]).await;
-    // On one thread all four are queued before the flight task runs: one call.
+    // On one thread all four are queued before the flight task runs, so they share one
+    // call (the unit tests of `redis_combine` check the combining itself; this checks the
+    // answers each commit gets from the real script).
     let batches = [
         [put("a", b"1", None, Expect::Revision(a))],
         [put("b", b"1", None, Expect::Revision(1))],
@@ -814,6 +816,94 @@ async fn s26_a_lost_answer_is_unknown_a_refused_connection_is_not_written() {
     .await
     .expect("a write to a dead server hung");
     eprintln!("refused: {results:?}");
+    assert!(
+        matches!(&results[..], [Err(e @ StoreError::Backend(_))] if !e.outcome_unknown()),
+        "a write that could not be sent must be 'not written': {results:?}"
+    );
+}
+
+/// The same with combined writes: the server forgets the script (`NOSCRIPT`, sent again
+/// with its source, applied once), then is paused with one combined call in the air and
+/// more commits queued behind it, then killed. The call in the air is unknown; nothing is
+/// reported applied; nothing hangs; once nothing listens a commit is "not written".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s26_combined_writes_lost_answers_are_unknown() {
+    if !redis_server_available() {
+        return;
+    }
+    let port = free_port();
+    let Some(server) = PrivateRedis::start(port) else {
+        return;
+    };
+    server.ready().await;
+    let config = RedisConfig::new()
+        .key_prefix(unique_namespace())
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_secs(10))
+        .reconnect_attempts(1)
+        .combine_writes(true);
+    let store = RedisStore::connect_with(&server.url(), config)
+        .await
+        .expect("connect to the private server");
+    for key in ["a", "b", "c"] {
+        let results = store.apply(&[put(key, b"1", None, Expect::Absent)]).await;
+        assert!(matches!(results[..], [Ok(Outcome::Applied)]), "{results:?}");
+    }
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut raw_conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut raw_conn)
+        .await
+        .unwrap();
+    drop(raw_conn);
+    let rev = store.read("a").await.unwrap().unwrap().revision;
+    let results = store
+        .apply(&[put("a", b"2", None, Expect::Revision(rev))])
+        .await;
+    assert!(matches!(results[..], [Ok(Outcome::Applied)]), "{results:?}");
+    assert_eq!(store.read("a").await.unwrap().unwrap().revision, rev + 1);
+
+    signal(&server, "-STOP");
+    let commit = |key: &'static str, revision: u64| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .apply(&[put(key, b"3", None, Expect::Revision(revision))])
+                .await
+        })
+    };
+    let in_the_air = commit("a", rev + 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let queued = [commit("b", 1), commit("c", 1)];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!in_the_air.is_finished(), "a paused server answered");
+    server.stop();
+    let bound = Duration::from_secs(15);
+    let results = tokio::time::timeout(bound, in_the_air)
+        .await
+        .expect("a combined write to a killed server hung")
+        .unwrap();
+    assert!(
+        matches!(&results[..], [Err(StoreError::Unknown(_))]),
+        "the call in the air lost its answer: unknown, {results:?}"
+    );
+    for task in queued {
+        let results = tokio::time::timeout(bound, task)
+            .await
+            .expect("a queued combined write hung")
+            .unwrap();
+        assert!(
+            matches!(&results[..], [Err(_)]),
+            "nothing can have been applied: {results:?}"
+        );
+    }
+    let results = tokio::time::timeout(
+        bound,
+        store.apply(&[put("c", b"4", None, Expect::Revision(1))]),
+    )
+    .await
+    .expect("a combined write to a dead server hung");
     assert!(
         matches!(&results[..], [Err(e @ StoreError::Backend(_))] if !e.outcome_unknown()),
         "a write that could not be sent must be 'not written': {results:?}"

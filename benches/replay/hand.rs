@@ -9,7 +9,7 @@ use multisession::{ChatContext, SessionContext};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    pizza_bot::{Input, Pizza, Quiz, Settings},
+    pizza_bot::{Input, Pizza, Quiz, Settings, pizzas, pizzen, say},
     workload::Update,
 };
 
@@ -43,32 +43,6 @@ pub trait Backend: Sync {
     ) -> impl Future<Output = ()> + Send;
 
     fn delete(&self, key: &str) -> impl Future<Output = ()> + Send;
-}
-
-/// "1 pizza", "2 pizzas" (as `pizza_bot`).
-fn pizzas(count: u32) -> String {
-    if count == 1 {
-        "1 pizza".to_owned()
-    } else {
-        format!("{count} pizzas")
-    }
-}
-
-/// "1 Pizza", "2 Pizzen" (as `pizza_bot`).
-fn pizzen(count: u32) -> String {
-    if count == 1 {
-        "1 Pizza".to_owned()
-    } else {
-        format!("{count} Pizzen")
-    }
-}
-
-pub fn say(lang: &str, en: &str, de: &str) -> String {
-    if lang == "de" {
-        de.to_owned()
-    } else {
-        en.to_owned()
-    }
 }
 
 fn cas<R>(read: Option<R>) -> Cas<R> {

@@ -792,6 +792,13 @@ pub async fn redis_part(url: &str, store: RedisStore) {
     };
     let ops = |s: &Sample| Some(s.ops_per_s);
     let updates = |s: &Sample| s.updates_per_s;
+    // Reports `a` against `b` by `f` when both phases ran.
+    let report_pair =
+        |a: Phase, b: Phase, f: &dyn Fn(&Sample) -> Option<f64>, what: &str, target: Target| {
+            if let Some(spread) = paired(a, b, f) {
+                report::ratio(what, spread, target);
+            }
+        };
 
     println!("Issue 11, item 1:\n");
     match paired(Phase::LazySeq, Phase::RedisBenchmark, &ops) {
@@ -807,51 +814,51 @@ pub async fn redis_part(url: &str, store: RedisStore) {
                 .unwrap_or("redis-benchmark not on PATH"),
         ),
     }
-    if let Some(spread) = paired(Phase::LazySeq, Phase::GetSetSync, &ops) {
-        report::ratio(
-            "Redis: lazy sequential store ops/s vs in-bench GET/SET (redis crate, blocking connection)",
-            spread,
-            Target::AtLeast(0.9),
-        );
-    }
-    if let Some(spread) = paired(Phase::LazySeq, Phase::GetSet, &ops) {
-        report::ratio(
-            "Redis: lazy sequential store ops/s vs in-bench GET/SET (redis crate, multiplexed async connection, as the store)",
-            spread,
-            Target::AtLeast(0.9),
-        );
-    }
-    if let Some(spread) = paired(Phase::LazySeq, Phase::HandSeq, &updates) {
-        report::ratio(
-            "Redis: lazy vs hand-written redis bot, sequential (updates/s)",
-            spread,
-            Target::None,
-        );
-    }
-    if let Some(spread) = paired(Phase::CombinedSeq, Phase::LazySeq, &updates) {
-        report::ratio(
-            "Redis: lazy with combined writes vs without, sequential (updates/s)",
-            spread,
-            Target::None,
-        );
-    }
+    report_pair(
+        Phase::LazySeq,
+        Phase::GetSetSync,
+        &ops,
+        "Redis: lazy sequential store ops/s vs in-bench GET/SET (redis crate, blocking connection)",
+        Target::AtLeast(0.9),
+    );
+    report_pair(
+        Phase::LazySeq,
+        Phase::GetSet,
+        &ops,
+        "Redis: lazy sequential store ops/s vs in-bench GET/SET (redis crate, multiplexed async connection, as the store)",
+        Target::AtLeast(0.9),
+    );
+    report_pair(
+        Phase::LazySeq,
+        Phase::HandSeq,
+        &updates,
+        "Redis: lazy vs hand-written redis bot, sequential (updates/s)",
+        Target::None,
+    );
+    report_pair(
+        Phase::CombinedSeq,
+        Phase::LazySeq,
+        &updates,
+        "Redis: lazy with combined writes vs without, sequential (updates/s)",
+        Target::None,
+    );
     for &w in &setup.workers {
-        if let Some(spread) = paired(Phase::Lazy(w), Phase::Hand(w), &updates) {
-            report::ratio(
-                &format!("Redis: lazy vs hand-written redis bot, {w} workers (updates/s)"),
-                spread,
-                Target::AtLeast(0.8),
-            );
-        }
-        if let Some(spread) = paired(Phase::Combined(w), Phase::Hand(w), &updates) {
-            report::ratio(
-                &format!(
-                    "Redis: lazy with combined writes vs hand-written redis bot, {w} workers (updates/s)"
-                ),
-                spread,
-                Target::AtLeast(0.8),
-            );
-        }
+        report_pair(
+            Phase::Lazy(w),
+            Phase::Hand(w),
+            &updates,
+            &format!("Redis: lazy vs hand-written redis bot, {w} workers (updates/s)"),
+            Target::AtLeast(0.8),
+        );
+        report_pair(
+            Phase::Combined(w),
+            Phase::Hand(w),
+            &updates,
+            &format!(
+                "Redis: lazy with combined writes vs hand-written redis bot, {w} workers (updates/s)"
+            ),
+            Target::AtLeast(0.8),
+        );
     }
 
     // Server time per write: the write command found in the lazy phases' statistics.
@@ -861,46 +868,46 @@ pub async fn redis_part(url: &str, store: RedisStore) {
     let cpu_op = |s: &Sample| s.cpu_per_op_us;
     let cpu_update = |s: &Sample| s.cpu_per_update_us;
     if server.pid.is_some() {
-        if let Some(spread) = paired(Phase::LazySeq, Phase::GetSet, &cpu_op) {
-            report::ratio(
-                "Redis: server CPU per store op (/proc), lazy sequential vs in-bench GET/SET",
-                spread,
-                Target::AtMost(1.3),
-            );
-        }
-        if let Some(spread) = paired(Phase::LazySeq, Phase::RedisBenchmark, &cpu_op) {
-            report::ratio(
-                "Redis: server CPU per store op (/proc), lazy sequential vs redis-benchmark",
-                spread,
-                Target::AtMost(1.3),
-            );
-        }
-        if let Some(spread) = paired(Phase::LazySeq, Phase::HandSeq, &cpu_update) {
-            report::ratio(
-                "Redis: server CPU per update (/proc), lazy vs hand-written bot, sequential",
-                spread,
+        report_pair(
+            Phase::LazySeq,
+            Phase::GetSet,
+            &cpu_op,
+            "Redis: server CPU per store op (/proc), lazy sequential vs in-bench GET/SET",
+            Target::AtMost(1.3),
+        );
+        report_pair(
+            Phase::LazySeq,
+            Phase::RedisBenchmark,
+            &cpu_op,
+            "Redis: server CPU per store op (/proc), lazy sequential vs redis-benchmark",
+            Target::AtMost(1.3),
+        );
+        report_pair(
+            Phase::LazySeq,
+            Phase::HandSeq,
+            &cpu_update,
+            "Redis: server CPU per update (/proc), lazy vs hand-written bot, sequential",
+            Target::None,
+        );
+        for &w in &setup.workers {
+            report_pair(
+                Phase::Lazy(w),
+                Phase::Hand(w),
+                &cpu_update,
+                &format!(
+                    "Redis: server CPU per update (/proc), lazy vs hand-written bot, {w} workers"
+                ),
                 Target::None,
             );
-        }
-        for &w in &setup.workers {
-            if let Some(spread) = paired(Phase::Lazy(w), Phase::Hand(w), &cpu_update) {
-                report::ratio(
-                    &format!(
-                        "Redis: server CPU per update (/proc), lazy vs hand-written bot, {w} workers"
-                    ),
-                    spread,
-                    Target::None,
-                );
-            }
-            if let Some(spread) = paired(Phase::Combined(w), Phase::Hand(w), &cpu_update) {
-                report::ratio(
-                    &format!(
-                        "Redis: server CPU per update (/proc), lazy with combined writes vs hand-written bot, {w} workers"
-                    ),
-                    spread,
-                    Target::None,
-                );
-            }
+            report_pair(
+                Phase::Combined(w),
+                Phase::Hand(w),
+                &cpu_update,
+                &format!(
+                    "Redis: server CPU per update (/proc), lazy with combined writes vs hand-written bot, {w} workers"
+                ),
+                Target::None,
+            );
         }
     } else {
         report::skipped(
@@ -1006,25 +1013,9 @@ fn write_cost(
         }
         ratios.push((wu as f64 / wc as f64) / (su as f64 / sc as f64));
     }
-    let set_us: Vec<f64> = getset
-        .iter()
-        .flatten()
-        .filter_map(|g| {
-            g.stats
-                .as_ref()?
-                .get("set")
-                .map(|&(c, u)| u as f64 / c as f64)
-        })
-        .collect();
-    if !set_us.is_empty() {
-        let s = Spread::of(&set_us);
-        println!(
-            "\n`set` in the in-bench GET/SET phases (multiplexed connection): {:.2} µs per call ({:.2}–{:.2})",
-            s.median, s.min, s.max
-        );
-    }
-    if let Some(bench) = samples.get(&Phase::RedisBenchmark) {
-        let us: Vec<f64> = bench
+    // `set`'s µs per call in the rounds of one phase, printed after `label`.
+    let show_set = |label: &str, rounds: &[Option<Sample>]| {
+        let us: Vec<f64> = rounds
             .iter()
             .flatten()
             .filter_map(|g| {
@@ -1037,10 +1028,18 @@ fn write_cost(
         if !us.is_empty() {
             let s = Spread::of(&us);
             println!(
-                "`set` in the redis-benchmark phases: {:.2} µs per call ({:.2}–{:.2})",
+                "{label}: {:.2} µs per call ({:.2}–{:.2})",
                 s.median, s.min, s.max
             );
         }
+    };
+    println!();
+    show_set(
+        "`set` in the in-bench GET/SET phases (multiplexed connection)",
+        getset,
+    );
+    if let Some(bench) = samples.get(&Phase::RedisBenchmark) {
+        show_set("`set` in the redis-benchmark phases", bench);
     }
     foreign.dedup();
     if !foreign.is_empty() {

@@ -71,7 +71,7 @@ pub async fn run_direct(store: &dyn Store, ns: &str, updates: &[Update]) -> usiz
                     Some(record) => serde_json::from_slice(&record.value).expect("decode"),
                     None => Settings::english(),
                 };
-                Some(hand::say(&settings.lang, "Hi!", "Hallo!"))
+                Some(crate::pizza_bot::say(&settings.lang, "Hi!", "Hallo!"))
             }
             _ => None,
         };

@@ -54,7 +54,7 @@ pub enum Input<'a> {
 }
 
 /// "1 pizza", "2 pizzas".
-fn pizzas(count: u32) -> String {
+pub fn pizzas(count: u32) -> String {
     if count == 1 {
         "1 pizza".to_owned()
     } else {
@@ -63,7 +63,7 @@ fn pizzas(count: u32) -> String {
 }
 
 /// "1 Pizza", "2 Pizzen".
-fn pizzen(count: u32) -> String {
+pub fn pizzen(count: u32) -> String {
     if count == 1 {
         "1 Pizza".to_owned()
     } else {
@@ -71,7 +71,8 @@ fn pizzen(count: u32) -> String {
     }
 }
 
-fn say(lang: &str, en: &str, de: &str) -> String {
+/// `en` or, for the language `de`, `de`.
+pub fn say(lang: &str, en: &str, de: &str) -> String {
     if lang == "de" {
         de.to_owned()
     } else {

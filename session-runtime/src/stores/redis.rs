@@ -703,6 +703,26 @@ fn corrupt(what: impl fmt::Display) -> StoreError {
 
 /// A TTL in whole milliseconds, at least 1 (0 means "none" to the script) and at most
 /// [`MAX_TTL_MS`].
+/// `eval script numkeys counter index keys...`: a write script's command up to its
+/// arguments, for the `count` data keys `keys` of `bucket`.
+fn script_keys<K: redis::ToRedisArgs>(
+    eval: &str,
+    script: &str,
+    bucket: &Bucket,
+    count: usize,
+    keys: impl IntoIterator<Item = K>,
+) -> redis::Cmd {
+    let mut cmd = redis::cmd(eval);
+    cmd.arg(script)
+        .arg(count + 2)
+        .arg(&bucket.counter)
+        .arg(&bucket.index);
+    for key in keys {
+        cmd.arg(key);
+    }
+    cmd
+}
+
 /// The five [`PUT_LUA`] arguments of a compare-and-set put: `U`, the expected and the
 /// new revision (in place), or `N`, the plain key and nothing (a create); then the value
 /// and the TTL in ms. `None` for other writes.
@@ -1277,17 +1297,31 @@ impl RedisStore {
         })
     }
 
+    /// A write script's command up to its arguments: `eval` (`EVALSHA` or `EVAL`), the
+    /// script (hash or source), the key count, then the bucket's counter and index and the
+    /// data key of each of `writes` (the KEYS of [`APPLY_LUA`] and [`PUT_LUA`]).
+    fn script_cmd(
+        &self,
+        eval: &str,
+        script: &str,
+        bucket: &Bucket,
+        writes: &[&Write],
+    ) -> redis::Cmd {
+        script_keys(
+            eval,
+            script,
+            bucket,
+            writes.len(),
+            writes
+                .iter()
+                .map(|write| bucket.data_key(&self.inner.prefix, write.key().as_bytes())),
+        )
+    }
+
     /// The command (`EVALSHA` with the hash, or `EVAL` with the source) running
     /// [`PUT_LUA`] on `writes` (see [`plain_puts`](Self::plain_puts)).
     fn put_cmd(&self, eval: &str, script: &str, bucket: &Bucket, writes: &[&Write]) -> redis::Cmd {
-        let mut cmd = redis::cmd(eval);
-        cmd.arg(script)
-            .arg(writes.len() + 2)
-            .arg(&bucket.counter)
-            .arg(&bucket.index);
-        for write in writes {
-            cmd.arg(bucket.data_key(&self.inner.prefix, write.key().as_bytes()));
-        }
+        let mut cmd = self.script_cmd(eval, script, bucket, writes);
         for write in writes {
             for arg in put_args(write).into_iter().flatten() {
                 cmd.arg(&arg[..]);
@@ -1305,14 +1339,7 @@ impl RedisStore {
         bucket: &Bucket,
         writes: &[&Write],
     ) -> redis::Cmd {
-        let mut cmd = redis::cmd(eval);
-        cmd.arg(script)
-            .arg(writes.len() + 2)
-            .arg(&bucket.counter)
-            .arg(&bucket.index);
-        for write in writes {
-            cmd.arg(bucket.data_key(&self.inner.prefix, write.key().as_bytes()));
-        }
+        let mut cmd = self.script_cmd(eval, script, bucket, writes);
         for (i, write) in writes.iter().enumerate() {
             // A compare-and-set put of a key the batch writes once updates the hash in
             // place (`U`): the key exists (its revision was checked), so it is listed
@@ -1532,17 +1559,9 @@ impl RedisStore {
     ) -> Result<redis::Value, RedisError> {
         let bucket = &self.inner.buckets[0];
         let command = |eval: &str, script: &str| {
-            let keys: usize = commits.iter().map(|commit| commit.keys.len()).sum();
-            let mut cmd = redis::cmd(eval);
-            cmd.arg(script)
-                .arg(keys + 2)
-                .arg(&bucket.counter)
-                .arg(&bucket.index);
-            for commit in &commits {
-                for key in &commit.keys {
-                    cmd.arg(key);
-                }
-            }
+            let count = commits.iter().map(|commit| commit.keys.len()).sum();
+            let keys = commits.iter().flat_map(|commit| &commit.keys);
+            let mut cmd = script_keys(eval, script, bucket, count, keys);
             cmd.arg(commits.len());
             for commit in &commits {
                 cmd.arg(commit.keys.len());
