@@ -17,7 +17,7 @@ use crate::{
     error::{Error, SaveError, SaveFailure},
     lock::{HeldKey, KeyLocks},
     spec::{FragmentShared, FragmentSpec},
-    stats::Counters,
+    stats::Counter,
     store::{Expect, Record, StoreError, StoreRef, Write},
     update::{Taken, UpdateCtx, UpdateRef},
 };
@@ -100,7 +100,10 @@ pub(crate) struct Slot<T> {
     /// The key this update holds for the fragment (released at commit when clones of
     /// the session outlive it).
     held: std::sync::Mutex<Option<HeldKey>>,
-    pub(crate) state: tokio::sync::Mutex<State<T>>,
+    /// An async lock (guards live across `.await`s in handlers) whose uncontended
+    /// lock and unlock are one atomic each: `futures-util`'s, not tokio's (whose
+    /// release locks its wait list every time).
+    pub(crate) state: futures_util::lock::Mutex<State<T>>,
     /// The task holding the state ([`task_number`]; 0: none).
     holder: AtomicU64,
 }
@@ -135,7 +138,7 @@ fn task_number() -> u64 {
 
 /// The locked state of a cell; unlocking forgets the holder.
 pub(crate) struct StateGuard<'a, T> {
-    pub(crate) state: tokio::sync::MutexGuard<'a, State<T>>,
+    pub(crate) state: futures_util::lock::MutexGuard<'a, State<T>>,
     holder: &'a AtomicU64,
 }
 
@@ -149,7 +152,7 @@ impl<T> Slot<T> {
     fn new(held: Option<HeldKey>, state: State<T>) -> Box<Self> {
         Box::new(Slot {
             held: std::sync::Mutex::new(held),
-            state: tokio::sync::Mutex::new(state),
+            state: futures_util::lock::Mutex::new(state),
             holder: AtomicU64::new(0),
         })
     }
@@ -179,8 +182,8 @@ impl<T> Slot<T> {
     fn try_lock(&self, fragment: &'static str) -> Option<Result<StateGuard<'_, T>, Error>> {
         let me = task_number();
         match self.state.try_lock() {
-            Ok(state) => Some(Ok(self.guard(state, me))),
-            Err(_) => {
+            Some(state) => Some(Ok(self.guard(state, me))),
+            None => {
                 (self.holder.load(Ordering::Acquire) == me).then_some(Err(Error::Held { fragment }))
             }
         }
@@ -188,7 +191,7 @@ impl<T> Slot<T> {
 
     fn guard<'s>(
         &'s self,
-        state: tokio::sync::MutexGuard<'s, State<T>>,
+        state: futures_util::lock::MutexGuard<'s, State<T>>,
         me: u64,
     ) -> StateGuard<'s, T> {
         self.holder.store(me, Ordering::Release);
@@ -204,8 +207,9 @@ impl<T> Slot<T> {
 /// [`Bound`], so opening a session clones nothing per fragment.
 pub struct Cell<T> {
     index: usize,
-    /// The session key and the storage key (`None`: no key for this update).
-    keys: std::sync::OnceLock<Option<(String, String)>>,
+    /// The storage key, and where the session key starts in it (`None`: no key for this
+    /// update).
+    keys: std::sync::OnceLock<Option<(String, usize)>>,
     /// Boxed: an untouched fragment costs a pointer, not its value's size, per update.
     slot: std::sync::OnceLock<Box<Slot<T>>>,
     /// Set while a task of the update makes the slot, so that tasks that touch the
@@ -295,30 +299,36 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
         Self { cell, shared, cx }
     }
 
-    fn keys(&self) -> Option<&'a (String, String)> {
+    /// The storage key, and where in it the session key starts (it runs to the end).
+    fn keys(&self) -> Option<&'a (String, usize)> {
         self.cell
             .keys
             .get_or_init(|| {
                 let session_key = (self.shared.spec.key)(&self.cx.ctx)?;
-                let mut storage_key =
-                    String::with_capacity(self.shared.spec.prefix.len() + session_key.len() + 21);
-                if let Some(bot) = self.cx.bot {
-                    use std::fmt::Write as _;
-                    let _ = write!(storage_key, "{bot}/");
-                }
-                storage_key.push_str(&self.shared.spec.prefix);
+                let prefix = &self.shared.spec.prefix;
+                let Some(bot) = self.cx.bot else {
+                    // The key function's string becomes the storage key: one allocation.
+                    let mut storage_key = session_key;
+                    storage_key.insert_str(0, prefix);
+                    return Some((storage_key, prefix.len()));
+                };
+                let mut storage_key = String::with_capacity(prefix.len() + session_key.len() + 21);
+                use std::fmt::Write as _;
+                let _ = write!(storage_key, "{bot}/");
+                storage_key.push_str(prefix);
+                let at = storage_key.len();
                 storage_key.push_str(&session_key);
-                Some((session_key, storage_key))
+                Some((storage_key, at))
             })
             .as_ref()
     }
 
     pub(crate) fn session_key_str(&self) -> Option<&'a str> {
-        self.keys().map(|(session, _)| session.as_str())
+        self.keys().map(|(storage, at)| &storage[*at..])
     }
 
     pub(crate) fn storage_key_str(&self) -> Option<&'a str> {
-        self.keys().map(|(_, storage)| storage.as_str())
+        self.keys().map(|(storage, _)| storage.as_str())
     }
 
     pub(crate) fn name(&self) -> &'static str {
@@ -452,7 +462,7 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
                 self.state_from(key, record).map(|state| (state, found))
             });
         let counters = &self.cx.env.counters;
-        Counters::add(&counters.reads, 1);
+        counters.add(Counter::Reads, 1);
         let shown = self.cx.env.config.shown_key(key);
         match &result {
             Ok((_, found)) => tracing::debug!(
@@ -464,7 +474,7 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
                 "session fragment loaded"
             ),
             Err(error) => {
-                Counters::add(&counters.errors, 1);
+                counters.add(Counter::Errors, 1);
                 tracing::warn!(fragment = self.name(), key = %shown, store = %self.shared.store_name, %error, "session fragment load failed");
             }
         }
@@ -621,7 +631,7 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
     pub fn take_value(&self) -> T {
         let spec = &self.shared.spec;
         if let Some(slot) = self.cell.slot.get()
-            && let Ok(mut state) = slot.state.try_lock()
+            && let Some(mut state) = slot.state.try_lock()
         {
             let state = &mut *state;
             if !state.dirty
@@ -641,7 +651,7 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
     /// fragment without a key for this update is skipped (rule S24).
     pub fn put_value(&self, value: T) {
         if let Some(slot) = self.cell.slot.get()
-            && let Ok(mut state) = slot.state.try_lock()
+            && let Some(mut state) = slot.state.try_lock()
         {
             state.dirty = true;
             state.deleted = false;
@@ -752,7 +762,7 @@ impl<T: Send + 'static> ErasedCell for Bound<'_, T> {
 
     fn mark_deleted(&self) {
         if let Some(slot) = self.cell.slot.get()
-            && let Ok(mut state) = slot.state.try_lock()
+            && let Some(mut state) = slot.state.try_lock()
         {
             state.mark_deleted();
         }
@@ -781,7 +791,7 @@ impl<T: Send + 'static> ErasedCell for Bound<'_, T> {
             return Ok(Plan::Skip);
         };
         // The session is committed only when no other handle is alive, so no guard exists.
-        let Ok(state) = slot.state.try_lock() else {
+        let Some(state) = slot.state.try_lock() else {
             return Err(failure(SaveError::Store(StoreError::backend(
                 "a guard of this fragment is still held",
             ))));
@@ -790,7 +800,7 @@ impl<T: Send + 'static> ErasedCell for Bound<'_, T> {
         let applied = matches!(&state.base, Base::Stored { scan, .. } if scan.applied);
         if (written_before || applied) && (state.dirty || state.deleted) {
             // This update's change is stored already (rule S25).
-            Counters::add(&counters.repeats, 1);
+            counters.add(Counter::Repeats, 1);
             return Ok(Plan::Repeat);
         }
         let is_none = state
@@ -851,7 +861,7 @@ impl<T: Send + 'static> ErasedCell for Bound<'_, T> {
         };
         if !state.force && before.is_some_and(|before| spec.same_value(before, &bytes[at..], value))
         {
-            Counters::add(&counters.skipped_writes, 1);
+            counters.add(Counter::SkippedWrites, 1);
             return Ok(Plan::Skip);
         }
         if payload_at.is_none()

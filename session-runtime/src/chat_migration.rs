@@ -7,7 +7,7 @@ use crate::{
     error::{Error, SaveError, SaveFailure, WriteOutcome},
     lock::key_hash,
     session::{MultiSession, Sessions},
-    stats::Counters,
+    stats::Counter,
     store::{Expect, Outcome, Write},
     update::{UpdateCtx, UpdateRef},
 };
@@ -257,10 +257,10 @@ impl<S: MultiSession> Sessions<S> {
         };
         let applied = results.iter().all(|r| matches!(r, Ok(Outcome::Applied)));
         let counters = &self.inner.env.counters;
-        Counters::add(&counters.reads, 2);
+        counters.add(Counter::Reads, 2);
         if applied {
-            Counters::add(&counters.writes, 1);
-            Counters::add(&counters.deletes, 1);
+            counters.add(Counter::Writes, 1);
+            counters.add(Counter::Deletes, 1);
         }
         let failures: Vec<SaveFailure> = results
             .into_iter()

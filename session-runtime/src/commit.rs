@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use crate::{
     cell::{BoundCells, ErasedCell, Plan},
     error::{Error, SaveError, SaveFailure, WriteOutcome},
-    stats::Counters,
+    stats::{Counter, Counters},
     store::{Outcome, StoreError, StoreRef, Write},
     update::UpdateRef,
 };
@@ -55,7 +55,7 @@ fn ended(error: &CommitError, counters: &Counters) {
             tracing::debug!(%error, "session commit incomplete")
         }
         CommitError::Final(error) => {
-            Counters::add(&counters.errors, 1);
+            counters.add(Counter::Errors, 1);
             tracing::warn!(%error, "session commit failed");
         }
     }
@@ -120,7 +120,7 @@ pub(crate) fn commit_now(
                 if let [Ok(Outcome::Applied)] = results[..] {
                     // The common case: it landed.
                     saved(cell, &write, store, &Ok(Outcome::Applied), update);
-                    Counters::add(written_counter(&write, update), 1);
+                    update.env.counters.add(written_counter(&write), 1);
                     Ok(())
                 } else {
                     let batch = Batch {
@@ -146,10 +146,10 @@ pub(crate) fn commit_now(
 }
 
 /// The counter a landed write adds to.
-fn written_counter<'u>(write: &Write, update: UpdateRef<'u>) -> &'u std::sync::atomic::AtomicU64 {
+fn written_counter(write: &Write) -> Counter {
     match write {
-        Write::Put { .. } => &update.env.counters.writes,
-        Write::Delete { .. } => &update.env.counters.deletes,
+        Write::Put { .. } => Counter::Writes,
+        Write::Delete { .. } => Counter::Deletes,
     }
 }
 
@@ -304,11 +304,11 @@ fn settle(
             };
             match result {
                 Ok(Outcome::Applied) => {
-                    Counters::add(written_counter(write, update), 1);
+                    update.env.counters.add(written_counter(write), 1);
                     written.push(cell.fragment());
                 }
                 Ok(Outcome::Conflict) => {
-                    Counters::add(&update.env.counters.conflicts, 1);
+                    update.env.counters.add(Counter::Conflicts, 1);
                     conflicts.push(failure(SaveError::Conflict, WriteOutcome::NotWritten));
                 }
                 Err(error) => {

@@ -30,7 +30,7 @@ use crate::context::SessionContext;
 /// assert_eq!(keys::chat(&ChatContext::user_only(7)), None);
 /// ```
 pub fn chat(ctx: &dyn SessionContext) -> Option<String> {
-    ctx.chat_id().map(|chat| chat.to_string())
+    ctx.chat_id().map(decimal)
 }
 
 /// Per user: the sender's id, across all chats. No key for updates without a sender.
@@ -46,7 +46,7 @@ pub fn chat(ctx: &dyn SessionContext) -> Option<String> {
 /// assert_eq!(keys::user(&ChatContext::new(-100)), None);
 /// ```
 pub fn user(ctx: &dyn SessionContext) -> Option<String> {
-    ctx.user_id().map(|user| user.to_string())
+    ctx.user_id().map(decimal)
 }
 
 /// Per user in a chat: `"{chat}:{user}"`. No key unless the update has both.
@@ -60,7 +60,7 @@ pub fn user(ctx: &dyn SessionContext) -> Option<String> {
 /// assert_eq!(keys::user_in_chat(&ChatContext::user_only(7)), None);
 /// ```
 pub fn user_in_chat(ctx: &dyn SessionContext) -> Option<String> {
-    Some(format!("{}:{}", ctx.chat_id()?, ctx.user_id()?))
+    Some(pair(ctx.chat_id()?, ctx.user_id()?))
 }
 
 /// Per forum topic: `"{chat}:{thread}"` in a topic, the chat id elsewhere.
@@ -76,8 +76,8 @@ pub fn user_in_chat(ctx: &dyn SessionContext) -> Option<String> {
 pub fn chat_thread(ctx: &dyn SessionContext) -> Option<String> {
     let chat = ctx.chat_id()?;
     Some(match ctx.thread_id() {
-        Some(thread) => format!("{chat}:{thread}"),
-        None => chat.to_string(),
+        Some(thread) => pair(chat, thread),
+        None => decimal(chat),
     })
 }
 
@@ -148,13 +148,13 @@ impl IntoSessionKey for String {
 
 impl IntoSessionKey for Option<i64> {
     fn into_session_key(self) -> Option<String> {
-        self.map(|id| id.to_string())
+        self.map(decimal)
     }
 }
 
 impl IntoSessionKey for i64 {
     fn into_session_key(self) -> Option<String> {
-        Some(self.to_string())
+        Some(decimal(self))
     }
 }
 
@@ -168,4 +168,21 @@ impl IntoSessionKey for Option<&str> {
     fn into_session_key(self) -> Option<String> {
         self.map(str::to_owned)
     }
+}
+
+/// `id` in decimal: a key's text, made without the formatting machinery (a key is made
+/// for every fragment an update touches).
+fn decimal(id: i64) -> String {
+    itoa::Buffer::new().format(id).to_owned()
+}
+
+/// `"{a}:{b}"`, as [`decimal`] makes each.
+fn pair(a: i64, b: i64) -> String {
+    let (mut first, mut second) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (a, b) = (first.format(a), second.format(b));
+    let mut key = String::with_capacity(a.len() + 1 + b.len());
+    key.push_str(a);
+    key.push(':');
+    key.push_str(b);
+    key
 }

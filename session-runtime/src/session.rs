@@ -12,7 +12,7 @@ use crate::{
     context::{ChatContext, SessionContext},
     error::Error,
     lock::key_hash,
-    stats::{Counters, Stats},
+    stats::{Counter, Counters, Stats},
     update::{COMMIT_FAILED, COMMIT_NONE, CellKey, Env, KeysView, UpdateCtx, UpdateRef},
 };
 
@@ -302,7 +302,7 @@ impl<S: MultiSession> Sessions<S> {
     /// # Ok(()) }
     /// ```
     pub fn open<C: SessionContext + ?Sized>(&self, ctx: &C) -> Session<S> {
-        Counters::add(&self.inner.env.counters.updates, 1);
+        self.inner.env.counters.add(Counter::Updates, 1);
         self.open_raw(&ctx)
     }
 
@@ -360,7 +360,7 @@ impl<S: MultiSession> Sessions<S> {
         E: From<Error>,
     {
         let env = &self.inner.env;
-        Counters::add(&env.counters.updates, 1);
+        env.counters.add(Counter::Updates, 1);
         if let Some(migration) = ctx.chat_migration() {
             self.migrate_chat_of(ctx.bot_id(), migration).await?;
         }
@@ -390,7 +390,7 @@ impl<S: MultiSession> Sessions<S> {
                         if contentions + 1 < config.contention_attempts =>
                     {
                         contentions += 1;
-                        Counters::add(&counters.contention_retries, 1);
+                        counters.add(Counter::ContentionRetries, 1);
                         update_id = update_id.or(session.update().known_update_id());
                         continue;
                     }
@@ -414,12 +414,12 @@ impl<S: MultiSession> Sessions<S> {
                         .find(|cell| cell.fragment() == fragment)
                         .and_then(|cell| cell.storage_key().map(str::to_owned))
                         .unwrap_or_default();
-                    Counters::add(&counters.errors, 1);
+                    counters.add(Counter::Errors, 1);
                     return Err(incomplete
                         .unwrap_or(Error::Contended { fragment, key })
                         .into());
                 }
-                Counters::add(&counters.contention_retries, 1);
+                counters.add(Counter::ContentionRetries, 1);
                 // Re-run holding, in the global order, what this attempt held or wanted.
                 wanted = session
                     .bound()
@@ -447,13 +447,13 @@ impl<S: MultiSession> Sessions<S> {
                         // report what the earlier run stored.
                         let started = *started.get_or_insert_with(Instant::now);
                         if config.on_conflict.allows(runs, started.elapsed()) {
-                            Counters::add(&counters.commit_retries, 1);
+                            counters.add(Counter::CommitRetries, 1);
                             incomplete = Some(earlier);
                             tokio::time::sleep(backoff(runs)).await;
                             continue;
                         }
                         tracing::warn!(error = %earlier, "session re-run failed; the update is stored in part");
-                        Counters::add(&counters.errors, 1);
+                        counters.add(Counter::Errors, 1);
                         return Err(earlier.into());
                     }
                     if config.on_handler_error == OnHandlerError::Commit {
@@ -464,6 +464,11 @@ impl<S: MultiSession> Sessions<S> {
                     return Err(error);
                 }
             };
+            if session.untouched_and_alone() {
+                // The common case (chatter): no fragment touched, no other handle left,
+                // so nothing to commit; decided without the commit's future.
+                return Ok(value);
+            }
             match session.commit_attempt(runs).await {
                 Ok(()) => return Ok(value),
                 Err(CommitError::Retry(error)) => {
@@ -476,10 +481,10 @@ impl<S: MultiSession> Sessions<S> {
                     }
                     let started = *started.get_or_insert_with(Instant::now);
                     if !config.on_conflict.allows(runs, started.elapsed()) {
-                        Counters::add(&counters.errors, 1);
+                        counters.add(Counter::Errors, 1);
                         return Err(error.into());
                     }
-                    Counters::add(&counters.commit_retries, 1);
+                    counters.add(Counter::CommitRetries, 1);
                     tracing::debug!(attempt = runs + 1, %error, "session commit incomplete: re-running the handler");
                     if !matches!(error.stored(), crate::error::Stored::Nothing) {
                         incomplete = Some(error);
@@ -725,6 +730,18 @@ impl<S: MultiSession> Session<S> {
             return Some(Ok(()));
         }
         None
+    }
+
+    /// Whether this is the last handle of an update that touched no fragment and is not
+    /// contended: its commit would do nothing ([`quick_commit`](Self::quick_commit)'s
+    /// `Ok`), so it can be skipped.
+    fn untouched_and_alone(&self) -> bool {
+        if Arc::strong_count(&self.inner) > 1 {
+            return false;
+        }
+        // The other handles are gone: see what they did before they went.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        !S::__any_loaded(&self.inner) && !self.update().is_contended()
     }
 
     pub(crate) async fn commit_attempt(self, attempt: u32) -> Result<(), CommitError> {

@@ -13,7 +13,7 @@ use crate::{
     context::SessionContext,
     error::Error,
     session::{MultiSession, Session, Sessions},
-    stats::Counters,
+    stats::Counter,
 };
 
 impl<S: MultiSession> Sessions<S> {
@@ -45,7 +45,7 @@ impl<S: MultiSession> Sessions<S> {
     /// # Ok(()) }
     /// ```
     pub async fn load<C: SessionContext + ?Sized>(&self, ctx: &C) -> Result<Loaded<S>, Error> {
-        Counters::add(&self.inner.env.counters.updates, 1);
+        self.inner.env.counters.add(Counter::Updates, 1);
         if let Some(migration) = ctx.chat_migration() {
             self.migrate_chat_of(ctx.bot_id(), migration).await?;
         }
@@ -56,7 +56,7 @@ impl<S: MultiSession> Sessions<S> {
             Err(error) => Err(error),
         };
         if let Err(error) = loaded {
-            Counters::add(&self.inner.env.counters.errors, 1);
+            self.inner.env.counters.add(Counter::Errors, 1);
             return Err(error);
         }
         let value = S::__take(&session.inner);
@@ -81,7 +81,7 @@ impl<S: MultiSession> Session<S> {
         let update = self.cx();
         let reads = groups.into_iter().map(|(_, cells)| async move {
             let keys: Vec<&str> = cells.iter().filter_map(|c| c.storage_key()).collect();
-            Counters::add(&update.env.counters.reads, keys.len() as u64);
+            update.env.counters.add(Counter::Reads, keys.len() as u64);
             let store = cells[0].store().clone();
             let records = update.timed(store.as_dyn().read_many(&keys)).await;
             (cells, records)

@@ -688,8 +688,13 @@ impl MemoryStore {
         }
     }
 
-    /// [`Store::apply`], with the revision of each put when applied.
-    fn apply_inner(&self, writes: &[Write]) -> Vec<Result<(Outcome, Option<u64>), StoreError>> {
+    /// [`Store::apply`]: each write's outcome as `report` makes it from the outcome and
+    /// the revision of a put when applied (built in place: no second vector per call).
+    fn apply_inner<R>(
+        &self,
+        writes: &[Write],
+        report: impl Fn(Outcome, Option<u64>) -> R,
+    ) -> Vec<Result<R, StoreError>> {
         let too_large = writes.iter().find_map(|w| match w {
             Write::Put { key, value, .. } => too_large(key, value),
             Write::Delete { .. } => None,
@@ -717,7 +722,7 @@ impl MemoryStore {
         if !all_met {
             return writes
                 .iter()
-                .map(|_| Ok((Outcome::Conflict, None)))
+                .map(|_| Ok(report(Outcome::Conflict, None)))
                 .collect();
         }
         writes
@@ -729,11 +734,11 @@ impl MemoryStore {
                     } => {
                         let revision = self.next_revision();
                         map.put(key, value, revision, *ttl);
-                        (Outcome::Applied, Some(revision))
+                        report(Outcome::Applied, Some(revision))
                     }
                     Write::Delete { key, .. } => {
                         map.remove(key);
-                        (Outcome::Applied, None)
+                        report(Outcome::Applied, None)
                     }
                 })
             })
@@ -863,10 +868,9 @@ impl Store for MemoryStore {
         // With a default TTL, a value expires on a schedule the writer does not name:
         // no revision, so no cache keeps it past its expiry.
         let known = self.inner.default_ttl.is_none();
-        self.apply_inner(writes)
-            .into_iter()
-            .map(|result| result.map(|(outcome, revision)| (outcome, revision.filter(|_| known))))
-            .collect()
+        self.apply_inner(writes, |outcome, revision| {
+            (outcome, revision.filter(|_| known))
+        })
     }
 }
 
@@ -877,7 +881,7 @@ impl ImmediateStore for MemoryStore {
     }
 
     fn apply_now(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
-        crate::store::without_revisions(self.apply_inner(writes))
+        self.apply_inner(writes, |outcome, _| outcome)
     }
 }
 
