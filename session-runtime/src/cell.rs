@@ -202,6 +202,62 @@ impl<T> Slot<T> {
     }
 }
 
+/// A box set at most once and then read without a lock: `OnceLock<Box<T>>` for a
+/// cell's slot, with one compare-and-swap to set it and one load to read it (the
+/// `Once` behind `OnceLock` costs several atomic steps and a call per set, on every
+/// update that touches a fragment).
+struct SetOnce<T> {
+    value: std::sync::atomic::AtomicPtr<T>,
+    /// Sent and shared as `OnceLock<Box<T>>` would be.
+    _like: std::marker::PhantomData<std::sync::OnceLock<Box<T>>>,
+}
+
+impl<T> SetOnce<T> {
+    fn new() -> Self {
+        Self {
+            value: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+            _like: std::marker::PhantomData,
+        }
+    }
+
+    fn get(&self) -> Option<&T> {
+        // SAFETY: a non-null pointer is one `get_or_init` made from a `Box` and published
+        // with `Release` (read here with `Acquire`); it is never replaced, and freed only
+        // by `drop`, which has the cell to itself.
+        unsafe { self.value.load(Ordering::Acquire).as_ref() }
+    }
+
+    /// The value set first: `value` if none was, else the earlier one (`value` dropped).
+    fn get_or_init(&self, value: Box<T>) -> &T {
+        let new = Box::into_raw(value);
+        match self.value.compare_exchange(
+            std::ptr::null_mut(),
+            new,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            // SAFETY: `new` is now the cell's (see `get`).
+            Ok(_) => unsafe { &*new },
+            Err(earlier) => {
+                // SAFETY: `new` was not published: it is still this call's own box.
+                drop(unsafe { Box::from_raw(new) });
+                // SAFETY: `earlier` is non-null, the cell's (see `get`).
+                unsafe { &*earlier }
+            }
+        }
+    }
+}
+
+impl<T> Drop for SetOnce<T> {
+    fn drop(&mut self) {
+        let value = *self.value.get_mut();
+        if !value.is_null() {
+            // SAFETY: the cell's box (see `get`), and nobody else can reach it any more.
+            drop(unsafe { Box::from_raw(value) });
+        }
+    }
+}
+
 /// The per-update cell of one fragment: loaded at most once, on first touch. It holds
 /// only what this update learned; its fragment and the update come with it as a
 /// [`Bound`], so opening a session clones nothing per fragment.
@@ -211,7 +267,7 @@ pub struct Cell<T> {
     /// update).
     keys: std::sync::OnceLock<Option<(String, usize)>>,
     /// Boxed: an untouched fragment costs a pointer, not its value's size, per update.
-    slot: std::sync::OnceLock<Box<Slot<T>>>,
+    slot: SetOnce<Slot<T>>,
     /// Set while a task of the update makes the slot, so that tasks that touch the
     /// fragment at once read it once (rule S7).
     making: std::sync::atomic::AtomicBool,
@@ -223,7 +279,7 @@ impl<T> Cell<T> {
         Self {
             index,
             keys: std::sync::OnceLock::new(),
-            slot: std::sync::OnceLock::new(),
+            slot: SetOnce::new(),
             making: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -256,7 +312,7 @@ impl<T> Cell<T> {
             return Ok(slot);
         }
         let slot = make().await?;
-        Ok(self.slot.get_or_init(|| slot))
+        Ok(self.slot.get_or_init(slot))
     }
 }
 
@@ -306,15 +362,11 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
             .get_or_init(|| {
                 let session_key = (self.shared.spec.key)(&self.cx.ctx)?;
                 let prefix = &self.shared.spec.prefix;
-                let Some(bot) = self.cx.bot else {
-                    // The key function's string becomes the storage key: one allocation.
-                    let mut storage_key = session_key;
-                    storage_key.insert_str(0, prefix);
-                    return Some((storage_key, prefix.len()));
-                };
                 let mut storage_key = String::with_capacity(prefix.len() + session_key.len() + 21);
-                use std::fmt::Write as _;
-                let _ = write!(storage_key, "{bot}/");
+                if let Some(bot) = self.cx.bot {
+                    use std::fmt::Write as _;
+                    let _ = write!(storage_key, "{bot}/");
+                }
                 storage_key.push_str(prefix);
                 let at = storage_key.len();
                 storage_key.push_str(&session_key);
@@ -542,7 +594,7 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
         let held = cx.try_hold(&self.shared.locks, key)?;
         Some(
             self.loaded(key, held, store.read_now(key), None)
-                .map(|slot| &**self.cell.slot.get_or_init(|| slot)),
+                .map(|slot| self.cell.slot.get_or_init(slot)),
         )
     }
 
@@ -752,7 +804,9 @@ impl<T: Send + 'static> ErasedCell for Bound<'_, T> {
         let key = self.key()?;
         let held = self.cx.take_preheld(self.cell.index);
         let state = self.state_from(key, record)?;
-        let _ = self.cell.slot.set(Slot::new(held.map(Taken::keep), state));
+        self.cell
+            .slot
+            .get_or_init(Slot::new(held.map(Taken::keep), state));
         Ok(())
     }
 
@@ -876,5 +930,40 @@ impl<T: Send + 'static> ErasedCell for Bound<'_, T> {
             ttl: spec.ttl,
             expect,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, atomic::AtomicUsize};
+
+    use super::SetOnce;
+
+    /// Counts its drops.
+    struct Counted(usize, Arc<AtomicUsize>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn set_once_keeps_the_first_value_and_drops_every_other_once() {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let cell = Arc::new(SetOnce::<Counted>::new());
+        assert!(cell.get().is_none());
+        let threads: Vec<_> = (0..8)
+            .map(|n| {
+                let (cell, dropped) = (cell.clone(), dropped.clone());
+                std::thread::spawn(move || cell.get_or_init(Box::new(Counted(n, dropped))).0)
+            })
+            .collect();
+        let seen: Vec<usize> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let first = cell.get().expect("set").0;
+        assert!(seen.iter().all(|&n| n == first), "{seen:?} vs {first}");
+        assert_eq!(dropped.load(std::sync::atomic::Ordering::SeqCst), 7);
+        drop(Arc::try_unwrap(cell).ok().expect("the last handle"));
+        assert_eq!(dropped.load(std::sync::atomic::Ordering::SeqCst), 8);
     }
 }

@@ -97,6 +97,7 @@ impl Default for Counters {
 }
 
 /// This thread's shard number: below [`OWN_SHARDS`], its own; [`OWN_SHARDS`], shared.
+#[inline]
 fn shard_of_thread() -> usize {
     use std::{cell::Cell, sync::atomic::AtomicUsize};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -115,6 +116,7 @@ fn shard_of_thread() -> usize {
 }
 
 impl Counters {
+    #[inline]
     pub(crate) fn add(&self, counter: Counter, n: u64) {
         let shard = shard_of_thread();
         let cell = &self.shards[shard].0[counter as usize];
