@@ -116,19 +116,21 @@ pub(crate) fn commit_now(
         match first {
             None => Ok(()),
             Some((cell, write)) if batch.writes.is_empty() => {
-                let results = now.apply_now(std::slice::from_ref(&write));
-                if let [Ok(Outcome::Applied)] = results[..] {
-                    // The common case: it landed.
-                    saved(cell, &write, store, &Ok(Outcome::Applied), update);
-                    update.env.counters.add(written_counter(&write), 1);
-                    Ok(())
-                } else {
-                    let batch = Batch {
-                        store,
-                        cells: vec![cell],
-                        writes: vec![write],
-                    };
-                    settle(vec![(batch, results)], repeated, update, attempt)
+                match now.apply_one_now(&write) {
+                    Ok(Outcome::Applied) => {
+                        // The common case: it landed.
+                        saved(cell, &write, store, &Ok(Outcome::Applied), update);
+                        update.env.counters.add(written_counter(&write), 1);
+                        Ok(())
+                    }
+                    result => {
+                        let batch = Batch {
+                            store,
+                            cells: vec![cell],
+                            writes: vec![write],
+                        };
+                        settle(vec![(batch, vec![result])], repeated, update, attempt)
+                    }
                 }
             }
             Some((cell, write)) => {

@@ -480,6 +480,25 @@ pub trait ImmediateStore: Send + Sync {
 
     /// [`Store::apply`], answered at once.
     fn apply_now(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>>;
+
+    /// [`apply_now`](Self::apply_now) of one write (the common commit), without a vector
+    /// of results: a store that can, answers it directly.
+    ///
+    /// ```
+    /// use multisession::store::{Expect, ImmediateStore, Outcome, Store, Write};
+    /// use multisession::stores::MemoryStore;
+    ///
+    /// let store = MemoryStore::new();
+    /// let now = store.immediate().expect("the memory store answers at once");
+    /// let put = |expect| Write::Put { key: "count:1".into(), value: b"1".to_vec(), ttl: None, expect };
+    /// assert!(matches!(now.apply_one_now(&put(Expect::Absent)), Ok(Outcome::Applied)));
+    /// assert!(matches!(now.apply_one_now(&put(Expect::Absent)), Ok(Outcome::Conflict)));
+    /// ```
+    fn apply_one_now(&self, write: &Write) -> Result<Outcome, StoreError> {
+        self.apply_now(std::slice::from_ref(write))
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::backend("the store gave no result for a write")))
+    }
 }
 
 /// A key-value store of session bytes, usable as `Arc<dyn Store>`.

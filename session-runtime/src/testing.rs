@@ -1330,6 +1330,39 @@ pub mod cases {
             [Ok(Outcome::Applied)]
         ));
         assert!(store.read(&a).await.expect("read").is_none());
+        // One write by itself (`apply_one_now`, the commit's common case): the same
+        // answers, a create, a compare-and-set, a stale one, a delete.
+        assert!(matches!(
+            now.apply_one_now(&put(&a, b"4", Expect::Absent)),
+            Ok(Outcome::Applied)
+        ));
+        let record = now.read_now(&a).expect("read_now").expect("stored");
+        assert_eq!(record.value, b"4");
+        let current = Expect::Revision(record.revision);
+        assert!(matches!(
+            now.apply_one_now(&put(&a, b"5", current)),
+            Ok(Outcome::Applied)
+        ));
+        if capabilities.conditional {
+            assert!(matches!(
+                now.apply_one_now(&put(&a, b"6", current)),
+                Ok(Outcome::Conflict)
+            ));
+            assert!(matches!(
+                now.apply_one_now(&put(&a, b"6", Expect::Absent)),
+                Ok(Outcome::Conflict)
+            ));
+        }
+        assert_eq!(
+            value(store.read(&a).await.expect("read")),
+            Some(b"5".to_vec())
+        );
+        let delete = Write::Delete {
+            key: a.clone(),
+            expect: Expect::Any,
+        };
+        assert!(matches!(now.apply_one_now(&delete), Ok(Outcome::Applied)));
+        assert!(store.read(&a).await.expect("read").is_none());
         cleanup(store, &[a, b]).await;
     }
 

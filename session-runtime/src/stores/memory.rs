@@ -883,6 +883,27 @@ impl ImmediateStore for MemoryStore {
     fn apply_now(&self, writes: &[Write]) -> Vec<Result<Outcome, StoreError>> {
         self.apply_inner(writes, |outcome, _| outcome)
     }
+
+    fn apply_one_now(&self, write: &Write) -> Result<Outcome, StoreError> {
+        if let Write::Put { key, value, .. } = write
+            && let Some(error) = too_large(key, value)
+        {
+            return Err(error);
+        }
+        let mut map = self.lock()?;
+        if !write.expect().is_met_by(map.current_revision(write.key())) {
+            return Ok(Outcome::Conflict);
+        }
+        match write {
+            Write::Put {
+                key, value, ttl, ..
+            } => map.put(key, value, self.next_revision(), *ttl),
+            Write::Delete { key, .. } => {
+                map.remove(key);
+            }
+        }
+        Ok(Outcome::Applied)
+    }
 }
 
 #[cfg(test)]
