@@ -6,6 +6,7 @@
 //! cargo bench --bench listing                      # 1 000 000 sessions
 //! BENCH_SESSIONS=100000 cargo bench --bench listing
 //! BENCH_POINT_ONLY=1 cargo bench --bench listing   # memory and point operations only
+//! BENCH_ALLOC_TIMES=1 cargo bench --bench listing  # also: how long the slowest update spent in the allocator
 //! BENCH_STORE=sqlite cargo bench --bench listing   # or redis / redis-cluster / postgres (--all-features)
 //! ```
 //!
@@ -44,31 +45,75 @@ use multisession::{
     stores::MemoryStore,
 };
 
-/// The system allocator, counting the bytes asked for and not yet given back.
+/// The system allocator, counting the bytes asked for and not yet given back, and with
+/// `BENCH_ALLOC_TIMES=1` timing each call (see [`AllocTimes`]).
 struct Counting;
 
 static HEAP: AtomicIsize = AtomicIsize::new(0);
 
-// SAFETY: every call is passed to `System` unchanged; only a counter is kept beside it.
+/// Whether allocator calls are timed (`BENCH_ALLOC_TIMES=1`): two clock reads per call,
+/// so off by default.
+static TIMING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+thread_local! {
+    /// This thread's time in the allocator since the last [`AllocTimes::take`]: in all,
+    /// and its longest single call (ns).
+    static IN_ALLOC: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Runs one allocator call, timed when [`TIMING`] is on.
+fn timed_call<R>(call: impl FnOnce() -> R) -> R {
+    if !TIMING.load(Ordering::Relaxed) {
+        return call();
+    }
+    let started = Instant::now();
+    let result = call();
+    let took = started.elapsed().as_nanos() as u64;
+    IN_ALLOC.with(|cell| {
+        let (all, longest) = cell.get();
+        cell.set((all + took, longest.max(took)));
+    });
+    result
+}
+
+/// What one operation spent in the allocator on its thread.
+#[derive(Clone, Copy, Default)]
+struct AllocTimes {
+    /// ns in all allocator calls.
+    all: u64,
+    /// ns of the longest one.
+    longest: u64,
+}
+
+impl AllocTimes {
+    /// This thread's times since the last call, and a fresh start.
+    fn take() -> Self {
+        let (all, longest) = IN_ALLOC.with(|cell| cell.replace((0, 0)));
+        Self { all, longest }
+    }
+}
+
+// SAFETY: every call is passed to `System` unchanged; only a counter and (when timing)
+// a thread-local time are kept beside it, neither of which allocates.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
+        timed_call(|| unsafe { System.alloc(layout) })
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         HEAP.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
+        timed_call(|| unsafe { System.dealloc(ptr, layout) })
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc_zeroed(layout) }
+        timed_call(|| unsafe { System.alloc_zeroed(layout) })
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         HEAP.fetch_add(
             new_size as isize - layout.size() as isize,
             Ordering::Relaxed,
         );
-        unsafe { System.realloc(ptr, layout, new_size) }
+        timed_call(|| unsafe { System.realloc(ptr, layout, new_size) })
     }
 }
 
@@ -171,6 +216,10 @@ async fn timed_unpreempted(
     // in the kernel), page faults and CPU time (time off the CPU without a context switch
     // is not the guest's to see: the hypervisor's).
     let mut slowest = (Duration::ZERO, 0, 0, 0);
+    let mut slowest_alloc = AllocTimes::default();
+    // With allocator timing: the longest an unpreempted operation took outside the
+    // allocator (its own wait and work, whatever the allocator's calls cost).
+    let mut worst_outside_alloc = Duration::ZERO;
     // Operations that slept in the kernel (a voluntary switch: a lock's wait, a fault's
     // I/O), and the most CPU time one took (spinning on a lock would show there).
     let (mut slept, mut most_cpu) = (0usize, 0i64);
@@ -178,14 +227,18 @@ async fn timed_unpreempted(
     let mut i = 0u64;
     while Instant::now() < deadline {
         let before = switches();
+        AllocTimes::take();
         let started = Instant::now();
         op(i).await;
         let took = started.elapsed();
+        let in_alloc = AllocTimes::take();
         let after = switches();
         slept += usize::from(after[1] != before[1]);
         most_cpu = most_cpu.max(after[3] - before[3]);
         if after[0] == before[0] {
             unpreempted.push(took);
+            worst_outside_alloc =
+                worst_outside_alloc.max(took.saturating_sub(Duration::from_nanos(in_alloc.all)));
             if took > slowest.0 {
                 slowest = (
                     took,
@@ -193,6 +246,7 @@ async fn timed_unpreempted(
                     after[2] - before[2],
                     after[3] - before[3],
                 );
+                slowest_alloc = in_alloc;
             }
         }
         all.push(took);
@@ -206,6 +260,14 @@ async fn timed_unpreempted(
         slowest.2,
         most_cpu as f64 / 1e6
     );
+    if TIMING.load(Ordering::Relaxed) {
+        println!(
+            "  (that slowest one spent {:.3} ms in the allocator on its thread, {:.3} ms of it in one call; the longest any not preempted took outside the allocator: {})",
+            slowest_alloc.all as f64 / 1e6,
+            slowest_alloc.longest as f64 / 1e6,
+            ms(worst_outside_alloc)
+        );
+    }
     (all, unpreempted)
 }
 
@@ -214,6 +276,10 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
+    TIMING.store(
+        std::env::var_os("BENCH_ALLOC_TIMES").is_some_and(|v| v == "1"),
+        Ordering::Relaxed,
+    );
     let sessions_n: usize = std::env::var("BENCH_SESSIONS")
         .ok()
         .and_then(|v| v.parse().ok())
