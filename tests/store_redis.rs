@@ -747,6 +747,16 @@ fn signal(server: &PrivateRedis, signal: &str) {
     assert!(status.success(), "kill {signal} failed");
 }
 
+/// The private server's store in the lost-answer tests: a namespace of its own, a quick
+/// connect timeout, a response timeout longer than the tests' pauses, one reconnect.
+fn lost_answer_config() -> RedisConfig {
+    RedisConfig::new()
+        .key_prefix(unique_namespace())
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_secs(10))
+        .reconnect_attempts(1)
+}
+
 /// Rule S26 on Redis: a write whose request reached the server but whose answer was
 /// lost (the server is paused with the script in its input buffer, then killed) is an
 /// unknown outcome, never "not written"; a write that cannot be sent at all (the
@@ -762,12 +772,7 @@ async fn s26_a_lost_answer_is_unknown_a_refused_connection_is_not_written() {
         return;
     };
     server.ready().await;
-    let config = RedisConfig::new()
-        .key_prefix(unique_namespace())
-        .connect_timeout(Duration::from_millis(500))
-        .response_timeout(Duration::from_secs(10))
-        .reconnect_attempts(1);
-    let store = RedisStore::connect_with(&server.url(), config)
+    let store = RedisStore::connect_with(&server.url(), lost_answer_config())
         .await
         .expect("connect to the private server");
     let results = store.apply(&[put("k", b"1", None, Expect::Absent)]).await;
@@ -836,13 +841,7 @@ async fn s26_combined_writes_lost_answers_are_unknown() {
         return;
     };
     server.ready().await;
-    let config = RedisConfig::new()
-        .key_prefix(unique_namespace())
-        .connect_timeout(Duration::from_millis(500))
-        .response_timeout(Duration::from_secs(10))
-        .reconnect_attempts(1)
-        .combine_writes(true);
-    let store = RedisStore::connect_with(&server.url(), config)
+    let store = RedisStore::connect_with(&server.url(), lost_answer_config().combine_writes(true))
         .await
         .expect("connect to the private server");
     for key in ["a", "b", "c"] {

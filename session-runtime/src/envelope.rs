@@ -291,30 +291,19 @@ pub(crate) fn scan_stored(bytes: &[u8], id: u64) -> (Scan, usize) {
     };
     let mut cursor = encoded;
     let mut previous = 0u64;
-    // The first two ids by themselves (what `rejoin` keeps of them), then a loop with
-    // nothing but the decoding and the two tallies.
-    for at in 0..count.min(2) {
+    for at in 0..count {
         let Some((delta, next)) = read_varint(cursor) else {
             return plain;
         };
         cursor = next;
         previous = previous.wrapping_add(unzigzag(delta) as u64);
+        scan.applied |= previous == id;
+        scan.generated += usize::from(previous & GENERATED != 0);
         if at == 0 {
             scan.first_generated = previous & GENERATED != 0;
-        } else {
+        } else if at == 1 {
             scan.second = Some((previous, encoded.len() - cursor.len()));
         }
-        scan.applied |= previous == id;
-        scan.generated += usize::from(previous & GENERATED != 0);
-    }
-    for _ in 2..count {
-        let Some((delta, next)) = read_varint(cursor) else {
-            return plain;
-        };
-        cursor = next;
-        previous = previous.wrapping_add(unzigzag(delta) as u64);
-        scan.applied |= previous == id;
-        scan.generated += usize::from(previous & GENERATED != 0);
     }
     scan.last = previous;
     (scan, bytes.len() - cursor.len())

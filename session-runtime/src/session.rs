@@ -732,16 +732,16 @@ impl<S: MultiSession> Session<S> {
         None
     }
 
-    /// Whether this is the last handle of an update that touched no fragment and is not
-    /// contended: its commit would do nothing ([`quick_commit`](Self::quick_commit)'s
-    /// `Ok`), so it can be skipped.
+    /// Whether this is the last handle of an update whose commit would do nothing
+    /// ([`quick_commit`](Self::quick_commit)'s `Ok`: nothing touched, not contended),
+    /// so it can be skipped.
     fn untouched_and_alone(&self) -> bool {
         if Arc::strong_count(&self.inner) > 1 {
             return false;
         }
         // The other handles are gone: see what they did before they went.
         std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
-        !S::__any_loaded(&self.inner) && !self.update().is_contended()
+        matches!(self.quick_commit(), Some(Ok(())))
     }
 
     pub(crate) async fn commit_attempt(self, attempt: u32) -> Result<(), CommitError> {

@@ -480,6 +480,14 @@ const SWEEP_BATCH: usize = 16;
 
 /// The error for a key or value longer than an entry holds (checked before anything is
 /// written).
+/// [`too_large`] of a put's key and value; deletes are never refused.
+fn write_too_large(write: &Write) -> Option<StoreError> {
+    match write {
+        Write::Put { key, value, .. } => too_large(key, value),
+        Write::Delete { .. } => None,
+    }
+}
+
 fn too_large(key: &str, value: &[u8]) -> Option<StoreError> {
     (key.len() > MAX_LEN || value.len() > MAX_LEN).then(|| {
         StoreError::backend(format!(
@@ -695,11 +703,7 @@ impl MemoryStore {
         writes: &[Write],
         report: impl Fn(Outcome, Option<u64>) -> R,
     ) -> Vec<Result<R, StoreError>> {
-        let too_large = writes.iter().find_map(|w| match w {
-            Write::Put { key, value, .. } => too_large(key, value),
-            Write::Delete { .. } => None,
-        });
-        if let Some(error) = too_large {
+        if let Some(error) = writes.iter().find_map(write_too_large) {
             let message = error.to_string();
             return writes
                 .iter()
@@ -727,22 +731,25 @@ impl MemoryStore {
         }
         writes
             .iter()
-            .map(|write| {
-                Ok(match write {
-                    Write::Put {
-                        key, value, ttl, ..
-                    } => {
-                        let revision = self.next_revision();
-                        map.put(key, value, revision, *ttl);
-                        report(Outcome::Applied, Some(revision))
-                    }
-                    Write::Delete { key, .. } => {
-                        map.remove(key);
-                        report(Outcome::Applied, None)
-                    }
-                })
-            })
+            .map(|write| Ok(report(Outcome::Applied, self.apply_met(&mut map, write))))
             .collect()
+    }
+
+    /// Makes `write`, whose precondition `map` meets: the new revision of a put.
+    fn apply_met(&self, map: &mut Locked<'_>, write: &Write) -> Option<u64> {
+        match write {
+            Write::Put {
+                key, value, ttl, ..
+            } => {
+                let revision = self.next_revision();
+                map.put(key, value, revision, *ttl);
+                Some(revision)
+            }
+            Write::Delete { key, .. } => {
+                map.remove(key);
+                None
+            }
+        }
     }
 
     /// One page of [`Store::list`], walked without the lock.
@@ -885,23 +892,14 @@ impl ImmediateStore for MemoryStore {
     }
 
     fn apply_one_now(&self, write: &Write) -> Result<Outcome, StoreError> {
-        if let Write::Put { key, value, .. } = write
-            && let Some(error) = too_large(key, value)
-        {
+        if let Some(error) = write_too_large(write) {
             return Err(error);
         }
         let mut map = self.lock()?;
         if !write.expect().is_met_by(map.current_revision(write.key())) {
             return Ok(Outcome::Conflict);
         }
-        match write {
-            Write::Put {
-                key, value, ttl, ..
-            } => map.put(key, value, self.next_revision(), *ttl),
-            Write::Delete { key, .. } => {
-                map.remove(key);
-            }
-        }
+        self.apply_met(&mut map, write);
         Ok(Outcome::Applied)
     }
 }
