@@ -7,6 +7,7 @@
 //! BENCH_SESSIONS=100000 cargo bench --bench listing
 //! BENCH_POINT_ONLY=1 cargo bench --bench listing   # memory and point operations only
 //! BENCH_ALLOC_TIMES=1 cargo bench --bench listing  # also: how long the slowest update spent in the allocator
+//! BENCH_RAW_SEED=1 cargo bench --bench listing     # sessions stored without the runtime's envelope
 //! BENCH_STORE=sqlite cargo bench --bench listing   # or redis / redis-cluster / postgres (--all-features)
 //! ```
 //!
@@ -59,10 +60,12 @@ thread_local! {
     /// This thread's time in the allocator since the last [`AllocTimes::take`]: in all,
     /// and its longest single call (ns).
     static IN_ALLOC: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+    /// The longest call's kind and size (bytes asked for or given back).
+    static LONGEST_CALL: std::cell::Cell<(&'static str, usize)> = const { std::cell::Cell::new(("", 0)) };
 }
 
 /// Runs one allocator call, timed when [`TIMING`] is on.
-fn timed_call<R>(call: impl FnOnce() -> R) -> R {
+fn timed_call<R>(kind: &'static str, size: usize, call: impl FnOnce() -> R) -> R {
     if !TIMING.load(Ordering::Relaxed) {
         return call();
     }
@@ -71,6 +74,9 @@ fn timed_call<R>(call: impl FnOnce() -> R) -> R {
     let took = started.elapsed().as_nanos() as u64;
     IN_ALLOC.with(|cell| {
         let (all, longest) = cell.get();
+        if took > longest {
+            LONGEST_CALL.with(|call| call.set((kind, size)));
+        }
         cell.set((all + took, longest.max(took)));
     });
     result
@@ -83,13 +89,20 @@ struct AllocTimes {
     all: u64,
     /// ns of the longest one.
     longest: u64,
+    /// The longest one's kind (`alloc`, `dealloc`, ...) and size in bytes.
+    longest_call: (&'static str, usize),
 }
 
 impl AllocTimes {
     /// This thread's times since the last call, and a fresh start.
     fn take() -> Self {
         let (all, longest) = IN_ALLOC.with(|cell| cell.replace((0, 0)));
-        Self { all, longest }
+        let longest_call = LONGEST_CALL.with(|call| call.replace(("", 0)));
+        Self {
+            all,
+            longest,
+            longest_call,
+        }
     }
 }
 
@@ -98,22 +111,28 @@ impl AllocTimes {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        timed_call(|| unsafe { System.alloc(layout) })
+        timed_call("alloc", layout.size(), || unsafe { System.alloc(layout) })
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         HEAP.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        timed_call(|| unsafe { System.dealloc(ptr, layout) })
+        timed_call("dealloc", layout.size(), || unsafe {
+            System.dealloc(ptr, layout)
+        })
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        timed_call(|| unsafe { System.alloc_zeroed(layout) })
+        timed_call("alloc_zeroed", layout.size(), || unsafe {
+            System.alloc_zeroed(layout)
+        })
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         HEAP.fetch_add(
             new_size as isize - layout.size() as isize,
             Ordering::Relaxed,
         );
-        timed_call(|| unsafe { System.realloc(ptr, layout, new_size) })
+        timed_call("realloc", new_size, || unsafe {
+            System.realloc(ptr, layout, new_size)
+        })
     }
 }
 
@@ -191,7 +210,7 @@ async fn timed_updates_unpreempted(
     sessions: &multisession::Sessions<Bot>,
     n: usize,
     duration: Duration,
-) -> (Vec<Duration>, Vec<Duration>) {
+) -> Timed {
     timed_unpreempted(duration, async |i| {
         let ctx = ChatContext::new(-((100_000_000 + (i * 7919) % n as u64) as i64));
         sessions
@@ -207,11 +226,11 @@ async fn timed_updates_unpreempted(
 
 /// Runs `op(0)`, `op(1)`, ... for `duration`: the time of each, and the times of those
 /// during which the OS did not preempt the calling thread.
-async fn timed_unpreempted(
-    duration: Duration,
-    mut op: impl AsyncFnMut(u64),
-) -> (Vec<Duration>, Vec<Duration>) {
+async fn timed_unpreempted(duration: Duration, mut op: impl AsyncFnMut(u64)) -> Timed {
     let (mut all, mut unpreempted) = (Vec::with_capacity(4_000_000), Vec::new());
+    let mut ran = Vec::with_capacity(4_000_000);
+    // With allocator timing: the longest one ran or blocked outside the allocator.
+    let mut ran_outside_alloc = Duration::ZERO;
     // The slowest operation the OS did not preempt: its time, voluntary switches (waits
     // in the kernel), page faults and CPU time (time off the CPU without a context switch
     // is not the guest's to see: the hypervisor's).
@@ -235,6 +254,10 @@ async fn timed_unpreempted(
         let after = switches();
         slept += usize::from(after[1] != before[1]);
         most_cpu = most_cpu.max(after[3] - before[3]);
+        let ran_or_blocked = ran_or_blocked(took, &before, &after);
+        ran.push(ran_or_blocked);
+        ran_outside_alloc = ran_outside_alloc
+            .max(ran_or_blocked.saturating_sub(Duration::from_nanos(in_alloc.all)));
         if after[0] == before[0] {
             unpreempted.push(took);
             worst_outside_alloc =
@@ -262,13 +285,45 @@ async fn timed_unpreempted(
     );
     if TIMING.load(Ordering::Relaxed) {
         println!(
-            "  (that slowest one spent {:.3} ms in the allocator on its thread, {:.3} ms of it in one call; the longest any not preempted took outside the allocator: {})",
+            "  (that slowest one spent {:.3} ms in the allocator on its thread, {:.3} ms of it in one call ({} of {} B); the longest any not preempted took outside the allocator: {}; the longest any ran or blocked outside the allocator: {})",
             slowest_alloc.all as f64 / 1e6,
             slowest_alloc.longest as f64 / 1e6,
-            ms(worst_outside_alloc)
+            slowest_alloc.longest_call.0,
+            slowest_alloc.longest_call.1,
+            ms(worst_outside_alloc),
+            ms(ran_outside_alloc)
         );
     }
-    (all, unpreempted)
+    Timed {
+        all: Latencies::of(all),
+        unpreempted: Latencies::of(unpreempted),
+        ran: Latencies::of(ran),
+    }
+}
+
+/// The times of timed operations three ways.
+struct Timed {
+    /// Wall-clock.
+    all: Latencies,
+    /// Wall-clock, of those the OS did not preempt.
+    unpreempted: Latencies,
+    /// The time each ran or blocked ([`ran_or_blocked`]).
+    ran: Latencies,
+}
+
+/// The time an operation that took `took` (wall-clock) ran or blocked, from its thread's
+/// [`switches`] before and after: its CPU time, or all of `took` if it slept in the
+/// kernel (a blocking lock's wait, I/O). What is left out is the time its thread was
+/// runnable but not running: preempted by another thread (the OS's doing) or with its
+/// virtual CPU taken away by the hypervisor (no switch at all, yet the wall clock runs
+/// far ahead of the CPU clock). An update that spins or blocks behind a listing shows here
+/// in full; one delayed by the machine does not.
+fn ran_or_blocked(took: Duration, before: &[i64; 4], after: &[i64; 4]) -> Duration {
+    if after[1] != before[1] {
+        took
+    } else {
+        Duration::from_nanos((after[3] - before[3]).max(0) as u64).min(took)
+    }
 }
 
 fn ms(d: Duration) -> String {
@@ -517,12 +572,18 @@ async fn run_on(kind: &str, n: usize) {
 }
 
 async fn run(n: usize) {
-    // Memory per stored session: keys like the runtime's (`count:-100123456`), values of
-    // 17 bytes, written straight to the store.
+    // Memory per stored session: keys like the runtime's (`count:-100123456`), values as
+    // the runtime stores a counter (17 bytes of JSON in its envelope; with
+    // `BENCH_RAW_SEED=1`, the 17 bytes alone, which every update then moves to a bigger
+    // entry), written straight to the store.
+    let value = if std::env::var_os("BENCH_RAW_SEED").is_some() {
+        b"10000000000000000".to_vec()
+    } else {
+        runtime_value().await
+    };
     let before = rss_bytes();
     let heap_before = HEAP.load(Ordering::Relaxed);
     let store = MemoryStore::new();
-    let value = *b"10000000000000000"; // 17 bytes, a u64 in JSON
     let mut key_bytes = 0usize;
     for i in 0..n {
         let key = format!("count:-{}", 100_000_000 + i);
@@ -532,7 +593,7 @@ async fn run(n: usize) {
     let after = rss_bytes();
     let heap = (HEAP.load(Ordering::Relaxed) - heap_before) as f64 / n as f64;
     let per_session = (after.saturating_sub(before)) as f64 / n as f64;
-    let payload = (key_bytes + 17 * n) as f64 / n as f64;
+    let payload = (key_bytes + value.len() * n) as f64 / n as f64;
     println!(
         "memory: {n} sessions, {per_session:.0} B of RSS each for {payload:.0} B of key + value (overhead {:.0} B, target <= 64 B); heap bytes asked for: {heap:.0} B each",
         per_session - payload
@@ -540,14 +601,15 @@ async fn run(n: usize) {
 
     // Point operations on the full store, random keys.
     let sample = point_sample(n);
-    let (read_ns, cas_ns) = point_ops(&store, &sample).await;
+    let (read_ns, cas_ns) = point_ops(&store, &sample, &value).await;
     println!(
         "point operations on {n} sessions: read {read_ns:.0} ns, compare-and-set write {cas_ns:.0} ns (median of 5 rounds of {})",
         sample.len()
     );
     // Values that grow: each sampled key written once at its revision with a value
-    // 23 bytes longer, the same number padded with spaces (about what the runtime's first
-    // write adds to a value stored without its envelope).
+    // 23 bytes longer, the same number padded with spaces (more than the room an entry
+    // keeps, so each write moves its entry).
+    let grown_len = value.len() + 23;
     let grown = {
         let revisions = point_reads(&store, &sample);
         let writes: Vec<Write> = sample
@@ -555,7 +617,7 @@ async fn run(n: usize) {
             .zip(revisions)
             .map(|(key, revision)| Write::Put {
                 key: key.clone(),
-                value: format!("{:<40}", 10_000_000_000_000_000u64).into_bytes(),
+                value: format!("{:<grown_len$}", 10_000_000_000_000_000u64).into_bytes(),
                 ttl: None,
                 expect: Expect::Revision(revision),
             })
@@ -564,7 +626,10 @@ async fn run(n: usize) {
         point_writes(&store, &writes);
         started.elapsed().as_secs_f64() * 1e9 / sample.len() as f64
     };
-    println!("  a compare-and-set write that grows the value from 17 to 40 bytes: {grown:.0} ns");
+    println!(
+        "  a compare-and-set write that grows the value from {} to {grown_len} bytes: {grown:.0} ns",
+        value.len()
+    );
     if std::env::var_os("BENCH_POINT_ONLY").is_some() {
         return;
     }
@@ -582,16 +647,19 @@ async fn run(n: usize) {
     println!("count(): median {} of 5", ms(median(counts.clone())));
 
     // One page of 100 at cursors spread over the keys.
-    let mut pages = Vec::new();
+    let (mut pages, mut pages_ran) = (Vec::new(), Vec::new());
     let mut cursor: Option<String> = None;
     let mut walked = 0;
     while walked < n {
+        let before = switches();
         let started = Instant::now();
         let page = sessions
             .list("count", cursor.as_deref(), 100)
             .await
             .unwrap();
-        pages.push(started.elapsed());
+        let took = started.elapsed();
+        pages.push(took);
+        pages_ran.push(ran_or_blocked(took, &before, &switches()));
         walked += page.entries.len();
         match page.cursor {
             Some(next) => cursor = Some(next),
@@ -601,10 +669,12 @@ async fn run(n: usize) {
     let worst_page = pages.iter().max().copied().unwrap_or_default();
     let page_median = median(pages.clone());
     println!(
-        "list(100): {} pages, median {}, worst {}",
+        "list(100): {} pages, median {}, worst {}; the time each ran or blocked: median {}, worst {} (target: <= 1 ms)",
         pages.len(),
         ms(median(pages.clone())),
-        ms(worst_page)
+        ms(worst_page),
+        ms(median(pages_ran.clone())),
+        ms(pages_ran.iter().max().copied().unwrap_or_default())
     );
 
     // Updates alone, then while full listings and counts run beside them: the worst
@@ -620,10 +690,10 @@ async fn run(n: usize) {
             .await
             .unwrap();
     }
-    let (alone, alone_kept) = timed_updates_unpreempted(&sessions, n, Duration::from_secs(3)).await;
-    let (alone, alone_kept) = (Latencies::of(alone), Latencies::of(alone_kept));
-    println!("updates alone: {alone}");
-    println!("  of them not preempted by the OS: {alone_kept}");
+    let alone = timed_updates_unpreempted(&sessions, n, Duration::from_secs(3)).await;
+    println!("updates alone: {}", alone.all);
+    println!("  of them not preempted by the OS: {}", alone.unpreempted);
+    println!("  the time each ran or blocked: {}", alone.ran);
     let stop = Arc::new(AtomicBool::new(false));
     let lister = {
         let sessions = sessions.clone();
@@ -651,13 +721,19 @@ async fn run(n: usize) {
             rounds
         })
     };
-    let (beside, beside_kept) =
-        timed_updates_unpreempted(&sessions, n, Duration::from_secs(5)).await;
-    let (beside, beside_kept) = (Latencies::of(beside), Latencies::of(beside_kept));
+    let beside = timed_updates_unpreempted(&sessions, n, Duration::from_secs(5)).await;
     stop.store(true, Ordering::Relaxed);
     let rounds = lister.await.unwrap();
-    println!("updates beside {rounds} full listing+count rounds: {beside}");
-    println!("  of them not preempted by the OS: {beside_kept} (target: worst <= 1 ms)");
+    println!(
+        "updates beside {rounds} full listing+count rounds: {}",
+        beside.all
+    );
+    println!("  of them not preempted by the OS: {}", beside.unpreempted);
+    println!(
+        "  the time each ran or blocked: {} (target: worst <= 1 ms)",
+        beside.ran
+    );
+    let (alone, beside) = (alone.all, beside.all);
     println!(
         "  beside / alone: median {:.2}x, p99 {:.2}x, p99.9 {:.2}x, worst {:.2}x",
         beside.median.as_secs_f64() / alone.median.as_secs_f64(),
@@ -665,9 +741,15 @@ async fn run(n: usize) {
         beside.p999.as_secs_f64() / alone.p999.as_secs_f64(),
         beside.worst.as_secs_f64() / alone.worst.as_secs_f64()
     );
-    // The previous algorithm on the same keys, for scale: filter + sort per page.
+    // The previous algorithm on the same keys, for scale: filter + sort per page. The
+    // map holds what a hand-written bot would: the counter's JSON alone.
     let map: HashMap<String, Vec<u8>> = (0..n)
-        .map(|i| (format!("count:-{}", 100_000_000 + i), value.to_vec()))
+        .map(|i| {
+            (
+                format!("count:-{}", 100_000_000 + i),
+                b"10000000000000000".to_vec(),
+            )
+        })
         .collect();
     let mut old_pages = Vec::new();
     for start in [0usize, n / 2, n.saturating_sub(200)] {
@@ -702,7 +784,7 @@ async fn run(n: usize) {
     // counter, add one, write it back at the next revision) on the bare map of the same
     // 1M keys, timed the same way. A worst far above the median here is the machine's
     // (the VM's), not the store's: the map has no listing, no index and no runtime.
-    let (bare_all, bare_kept) = timed_unpreempted(Duration::from_secs(3), async |i| {
+    let bare_updates = timed_unpreempted(Duration::from_secs(3), async |i| {
         let key = format!("count:-{}", 100_000_000 + (i * 7919) % n as u64);
         let mut map = bare.0.lock().unwrap();
         let (bytes, revision) = map.get_mut(&key).expect("a stored key");
@@ -713,12 +795,35 @@ async fn run(n: usize) {
     .await;
     println!(
         "baseline Mutex<HashMap> updates alone: {}",
-        Latencies::of(bare_all)
+        bare_updates.all
     );
     println!(
         "  of them not preempted by the OS: {}",
-        Latencies::of(bare_kept)
+        bare_updates.unpreempted
     );
+    println!("  the time each ran or blocked: {}", bare_updates.ran);
+}
+
+/// The bytes the runtime stores for a counter of 10^16 it has written once (the value
+/// and the runtime's envelope), so the stored sessions are what a bot's would be: each
+/// update adds its id to the envelope's few (a byte or three), and an entry moves only
+/// when that outgrows its room, not at every session's first update.
+async fn runtime_value() -> Vec<u8> {
+    let store = MemoryStore::new();
+    store
+        .write("count:-1", b"9999999999999999", None)
+        .await
+        .unwrap();
+    let sessions = Bot::builder().default_store(store.clone()).build();
+    sessions
+        .run(&ChatContext::new(-1), async |s| {
+            *s.count().await? += 1;
+            Ok::<_, multisession::Error>(())
+        })
+        .await
+        .unwrap();
+    let stored = store.read("count:-1").await.unwrap().expect("written");
+    stored.value
 }
 
 /// How long updates took.
@@ -773,7 +878,7 @@ fn point_sample(n: usize) -> Vec<String> {
 
 /// ns per read and per compare-and-set write of `keys` (each written at the revision
 /// just read), the median of 5 rounds.
-async fn point_ops(store: &MemoryStore, keys: &[String]) -> (f64, f64) {
+async fn point_ops(store: &MemoryStore, keys: &[String], value: &[u8]) -> (f64, f64) {
     let (mut reads, mut writes) = (Vec::new(), Vec::new());
     for _ in 0..5 {
         let started = Instant::now();
@@ -784,7 +889,7 @@ async fn point_ops(store: &MemoryStore, keys: &[String]) -> (f64, f64) {
             .zip(revisions)
             .map(|(key, revision)| Write::Put {
                 key: key.clone(),
-                value: b"10000000000000001".to_vec(),
+                value: value.to_vec(),
                 ttl: None,
                 expect: Expect::Revision(revision),
             })
