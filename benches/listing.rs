@@ -27,7 +27,9 @@
 //! counts them, over and over (on 2 cores, it takes the other one). Beside all updates,
 //! the bench reports those during which the OS did not preempt the updating thread
 //! (`getrusage`: no involuntary context switch): on a busy machine, their worst is the
-//! worst wait behind the store rather than behind other processes.
+//! worst wait behind the store rather than behind other processes. Last, a loop that
+//! only reads the clock (with another thread spinning beside it) gives the machine's own
+//! longest gap in the same run: the floor under any wall-clock worst.
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
@@ -187,19 +189,27 @@ async fn timed_updates(
 /// The calling thread's involuntary and voluntary context switches, page faults, and
 /// CPU time (ns).
 fn switches() -> [i64; 4] {
-    // SAFETY: getrusage and clock_gettime fill the structs they are given; zeroed ones
-    // are valid.
-    unsafe {
+    // SAFETY: getrusage fills the struct it is given; a zeroed one is valid.
+    let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
+        usage
+    };
+    [
+        usage.ru_nivcsw,
+        usage.ru_nvcsw,
+        usage.ru_minflt + usage.ru_majflt,
+        thread_cpu_ns(),
+    ]
+}
+
+/// The calling thread's CPU time (ns).
+fn thread_cpu_ns() -> i64 {
+    // SAFETY: clock_gettime fills the struct it is given; a zeroed one is valid.
+    unsafe {
         let mut cpu: libc::timespec = std::mem::zeroed();
         libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut cpu);
-        [
-            usage.ru_nivcsw,
-            usage.ru_nvcsw,
-            usage.ru_minflt + usage.ru_majflt,
-            cpu.tv_sec * 1_000_000_000 + cpu.tv_nsec,
-        ]
+        cpu.tv_sec * 1_000_000_000 + cpu.tv_nsec
     }
 }
 
@@ -802,6 +812,43 @@ async fn run(n: usize) {
         bare_updates.unpreempted
     );
     println!("  the time each ran or blocked: {}", bare_updates.ran);
+    machine_floor(Duration::from_secs(3));
+}
+
+/// The machine's own floor: the longest gap between two clock reads of a loop that does
+/// nothing else, on this thread for `duration`, while a second thread spins beside it
+/// (as the listing task does). No update can be shown faster than this on the wall clock;
+/// the CPU clock's step over the same gap says whether the thread was running.
+fn machine_floor(duration: Duration) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    let started = Instant::now();
+    let (mut previous, mut previous_cpu) = (started, thread_cpu_ns());
+    let (mut worst, mut worst_cpu, mut over_1ms) = (Duration::ZERO, 0i64, 0usize);
+    while previous - started < duration {
+        let (now, now_cpu) = (Instant::now(), thread_cpu_ns());
+        let gap = now - previous;
+        if gap > worst {
+            (worst, worst_cpu) = (gap, now_cpu - previous_cpu);
+        }
+        over_1ms += usize::from(gap > Duration::from_millis(1));
+        (previous, previous_cpu) = (now, now_cpu);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = spinner.join();
+    println!(
+        "machine floor: a loop only reading the clock for {} s (another thread spinning beside it): longest gap {} ({:.3} ms of it on the CPU clock), {over_1ms} gaps over 1 ms",
+        duration.as_secs(),
+        ms(worst),
+        worst_cpu as f64 / 1e6
+    );
 }
 
 /// The bytes the runtime stores for a counter of 10^16 it has written once (the value
