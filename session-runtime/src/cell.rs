@@ -360,17 +360,16 @@ impl<'a, T: Send + 'static> Bound<'a, T> {
         self.cell
             .keys
             .get_or_init(|| {
-                let session_key = (self.shared.spec.key)(&self.cx.ctx)?;
                 let prefix = &self.shared.spec.prefix;
-                let mut storage_key = String::with_capacity(prefix.len() + session_key.len() + 21);
+                // Room for a bot namespace and a key of two ids; longer keys grow it.
+                let mut storage_key = String::with_capacity(prefix.len() + 64);
                 if let Some(bot) = self.cx.bot {
                     use std::fmt::Write as _;
                     let _ = write!(storage_key, "{bot}/");
                 }
                 storage_key.push_str(prefix);
                 let at = storage_key.len();
-                storage_key.push_str(&session_key);
-                Some((storage_key, at))
+                (self.shared.spec.key)(&self.cx.ctx, &mut storage_key).then_some((storage_key, at))
             })
             .as_ref()
     }

@@ -176,6 +176,22 @@ fn decimal(id: i64) -> String {
     itoa::Buffer::new().format(id).to_owned()
 }
 
+/// Appends `ids` in decimal, `:` between them, to `out`; `false` (and nothing appended)
+/// if one is missing. What [`chat`], [`user`] and [`user_in_chat`] return, written where
+/// the runtime builds the storage key.
+pub(crate) fn push_ids(out: &mut String, ids: &[Option<i64>]) -> bool {
+    if ids.iter().any(Option::is_none) {
+        return false;
+    }
+    for (n, id) in ids.iter().flatten().enumerate() {
+        if n > 0 {
+            out.push(':');
+        }
+        out.push_str(itoa::Buffer::new().format(*id));
+    }
+    true
+}
+
 /// `"{a}:{b}"`, as [`decimal`] makes each.
 fn pair(a: i64, b: i64) -> String {
     let (mut first, mut second) = (itoa::Buffer::new(), itoa::Buffer::new());

@@ -28,7 +28,30 @@ where
     F: Fn(&dyn SessionContext) -> K + Send + Sync + 'static,
     K: IntoSessionKey,
 {
-    Box::new(move |ctx| f(ctx).into_session_key())
+    // The built-in per-chat, per-user and per-user-in-chat keys write their digits into
+    // the storage key itself: no string of their own for every fragment an update
+    // touches. (`F` is the function's own type: equal type ids, the same function.)
+    if is_fn::<F, _>(&crate::keys::chat) {
+        return Box::new(|ctx, out| crate::keys::push_ids(out, &[ctx.chat_id()]));
+    }
+    if is_fn::<F, _>(&crate::keys::user) {
+        return Box::new(|ctx, out| crate::keys::push_ids(out, &[ctx.user_id()]));
+    }
+    if is_fn::<F, _>(&crate::keys::user_in_chat) {
+        return Box::new(|ctx, out| crate::keys::push_ids(out, &[ctx.chat_id(), ctx.user_id()]));
+    }
+    Box::new(move |ctx, out| match f(ctx).into_session_key() {
+        Some(key) => {
+            out.push_str(&key);
+            true
+        }
+        None => false,
+    })
+}
+
+/// Whether `F` is the type of `g` (for a function item: whether it is that function).
+fn is_fn<F: 'static, G: 'static>(_: &G) -> bool {
+    std::any::TypeId::of::<F>() == std::any::TypeId::of::<G>()
 }
 
 /// An initial-value function returning `T`.
@@ -202,5 +225,66 @@ impl<T: sealed::Never> FragmentData<NotAFragment> for T {
 
     fn decode_current<C: Codec>(_bytes: &[u8]) -> Result<T, DecodeFailure> {
         unreachable!("no type implements `Never`")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ChatContext, keys};
+
+    /// What a key function appends to a storage key of prefix `p:`.
+    fn storage_key(key: &KeyFn, ctx: &ChatContext) -> Option<String> {
+        let mut out = String::from("p:");
+        key(ctx, &mut out).then_some(out)
+    }
+
+    #[test]
+    fn built_in_keys_written_in_place_are_the_functions_keys() {
+        let contexts = [
+            ChatContext::new(-100).with_user(7),
+            ChatContext::new(i64::MIN).with_user(i64::MAX),
+            ChatContext::new(0).with_user(0),
+            ChatContext::new(-1_001_234_567_890),
+            ChatContext::user_only(42),
+        ];
+        type Function = fn(&dyn SessionContext) -> Option<String>;
+        let built_in: [(&str, Function, KeyFn); 3] = [
+            ("chat", keys::chat, key_fn(keys::chat)),
+            ("user", keys::user, key_fn(keys::user)),
+            (
+                "user_in_chat",
+                keys::user_in_chat,
+                key_fn(keys::user_in_chat),
+            ),
+        ];
+        for (name, function, in_place) in &built_in {
+            // A closure is another type: the general path, through the function's string.
+            let function = *function;
+            let general = key_fn(move |ctx: &dyn SessionContext| function(ctx));
+            for ctx in &contexts {
+                let expected = function(ctx).map(|key| format!("p:{key}"));
+                assert_eq!(storage_key(in_place, ctx), expected, "{name} of {ctx:?}");
+                assert_eq!(storage_key(&general, ctx), expected, "{name} of {ctx:?}");
+            }
+        }
+        // The in-place path is chosen by the function's type.
+        fn same<F: 'static, G: 'static>(_: &F, g: &G) -> bool {
+            is_fn::<F, G>(g)
+        }
+        assert!(same(&keys::chat, &keys::chat));
+        assert!(!same(&keys::user, &keys::chat));
+        assert!(!same(
+            &|ctx: &dyn SessionContext| keys::chat(ctx),
+            &keys::chat
+        ));
+        // Other functions keep their own keys.
+        let thread = key_fn(keys::chat_thread);
+        assert_eq!(
+            storage_key(&thread, &ChatContext::new(-100).with_thread(5)).as_deref(),
+            Some("p:-100:5")
+        );
+        let none = key_fn(|_: &dyn SessionContext| None::<String>);
+        assert_eq!(storage_key(&none, &contexts[0]), None);
     }
 }

@@ -10,7 +10,9 @@ use crate::{
     store::StoreRef,
 };
 
-pub(crate) type KeyFn = Box<dyn Fn(&dyn SessionContext) -> Option<String> + Send + Sync>;
+/// Appends the update's session key to the storage key being built; `false`: no key for
+/// this update.
+pub(crate) type KeyFn = Box<dyn Fn(&dyn SessionContext, &mut String) -> bool + Send + Sync>;
 pub(crate) type InitialFn<T> = Box<dyn Fn() -> T + Send + Sync>;
 
 /// The compile-time description of a fragment, built by the derive.

@@ -95,6 +95,58 @@ impl crate::context::SessionContext for UpdateIds {
     }
 }
 
+/// An update id set at most once, in two atomics: a `OnceLock`'s `Once` costs a call
+/// and several atomic steps, and every update that writes sets its id.
+struct IdOnce {
+    /// [`ID_UNSET`], [`ID_SETTING`] or [`ID_SET`].
+    state: AtomicU8,
+    /// The id, once `state` is [`ID_SET`].
+    id: AtomicU64,
+}
+
+const ID_UNSET: u8 = 0;
+const ID_SETTING: u8 = 1;
+const ID_SET: u8 = 2;
+
+impl IdOnce {
+    fn new(id: Option<u64>) -> Self {
+        Self {
+            state: AtomicU8::new(if id.is_some() { ID_SET } else { ID_UNSET }),
+            id: AtomicU64::new(id.unwrap_or(0)),
+        }
+    }
+
+    fn get(&self) -> Option<u64> {
+        // Acquire: the id stored before `ID_SET` was.
+        (self.state.load(Ordering::Acquire) == ID_SET).then(|| self.id.load(Ordering::Relaxed))
+    }
+
+    /// The id, or `make()`'s if none was set: every caller gets the same one.
+    fn get_or_init(&self, make: impl FnOnce() -> u64) -> u64 {
+        if let Some(id) = self.get() {
+            return id;
+        }
+        // Made before claiming the slot, so the claim holds it for two stores only.
+        let made = make();
+        if self
+            .state
+            .compare_exchange(ID_UNSET, ID_SETTING, Ordering::Acquire, Ordering::Acquire)
+            .is_ok()
+        {
+            self.id.store(made, Ordering::Relaxed);
+            self.state.store(ID_SET, Ordering::Release);
+            return made;
+        }
+        // Another task of the update claimed it: its two stores are under way.
+        loop {
+            if let Some(id) = self.get() {
+                return id;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
 /// What one update attempt shares among its cells.
 pub struct UpdateCtx {
     /// The update's identifiers, for the key functions (run on first need: an update
@@ -102,7 +154,7 @@ pub struct UpdateCtx {
     pub(crate) ctx: UpdateIds,
     /// The update's identity (rule S25): the same across re-runs of one update. Made on
     /// first need when the context has none (an update that touches nothing needs none).
-    update_id: OnceLock<u64>,
+    update_id: IdOnce,
     /// Its number in the wait-for graph (given when it first takes a key).
     locks: UpdateLocks,
     /// Keys this update took and did not give back: kept by its cells, taken in advance,
@@ -198,7 +250,7 @@ impl UpdateCtx {
                 ids: ctx,
                 business: None,
             },
-            update_id: update_id.map_or_else(OnceLock::new, OnceLock::from),
+            update_id: IdOnce::new(update_id),
             locks: UpdateLocks::default(),
             held: AtomicUsize::new(0),
             preheld: Mutex::new(Vec::new()),
@@ -242,12 +294,12 @@ impl UpdateCtx {
     /// The update's identity (generated now if the context has none and nothing needed
     /// it before).
     pub(crate) fn update_id(&self) -> u64 {
-        *self.update_id.get_or_init(generated_update_id)
+        self.update_id.get_or_init(generated_update_id)
     }
 
     /// The update's identity, if it has one already.
     pub(crate) fn known_update_id(&self) -> Option<u64> {
-        self.update_id.get().copied()
+        self.update_id.get()
     }
 
     /// Whether this update holds no key.
@@ -546,6 +598,38 @@ impl<'a> UpdateRef<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_update_id_is_set_once_and_every_caller_gets_it() {
+        let given = IdOnce::new(Some(584_120_332));
+        assert_eq!(given.get(), Some(584_120_332));
+        assert_eq!(given.get_or_init(|| 1), 584_120_332);
+        let zero = IdOnce::new(Some(0));
+        assert_eq!(zero.get_or_init(|| 1), 0, "0 is an id like any other");
+
+        let once = IdOnce::new(None);
+        assert_eq!(once.get(), None);
+        let made = AtomicU64::new(0);
+        let seen: Vec<u64> = std::thread::scope(|scope| {
+            let tasks: Vec<_> = (0..8u64)
+                .map(|n| {
+                    let (once, made) = (&once, &made);
+                    scope.spawn(move || {
+                        once.get_or_init(|| {
+                            made.fetch_add(1, Ordering::Relaxed);
+                            1_000 + n
+                        })
+                    })
+                })
+                .collect();
+            tasks.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let first = seen[0];
+        assert!(seen.iter().all(|&id| id == first), "{seen:?}");
+        assert!((1_000..1_008).contains(&first));
+        assert_eq!(once.get(), Some(first));
+        assert!(made.load(Ordering::Relaxed) >= 1);
+    }
 
     #[test]
     fn generated_ids_are_marked_distinct_and_cheap_to_record() {
