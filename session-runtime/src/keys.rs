@@ -132,6 +132,33 @@ pub fn business_connection(ctx: &dyn SessionContext) -> Option<String> {
 pub trait IntoSessionKey {
     /// The key, or `None` for "no key for this update".
     fn into_session_key(self) -> Option<String>;
+
+    /// Appends the key to `out` (the runtime builds the storage key there) and says
+    /// whether there was one; nothing is appended when there is none. Provided through
+    /// [`into_session_key`](Self::into_session_key); integers and string slices write
+    /// themselves without a string of their own.
+    ///
+    /// ```
+    /// use multisession::keys::IntoSessionKey;
+    ///
+    /// let mut storage_key = String::from("draft:");
+    /// assert!((-100_i64).push_session_key(&mut storage_key));
+    /// assert_eq!(storage_key, "draft:-100");
+    /// assert!(!None::<i64>.push_session_key(&mut storage_key));
+    /// assert_eq!(storage_key, "draft:-100");
+    /// ```
+    fn push_session_key(self, out: &mut String) -> bool
+    where
+        Self: Sized,
+    {
+        match self.into_session_key() {
+            Some(key) => {
+                out.push_str(&key);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl IntoSessionKey for Option<String> {
@@ -150,11 +177,19 @@ impl IntoSessionKey for Option<i64> {
     fn into_session_key(self) -> Option<String> {
         self.map(decimal)
     }
+
+    fn push_session_key(self, out: &mut String) -> bool {
+        push_ids(out, &[self])
+    }
 }
 
 impl IntoSessionKey for i64 {
     fn into_session_key(self) -> Option<String> {
         Some(decimal(self))
+    }
+
+    fn push_session_key(self, out: &mut String) -> bool {
+        push_ids(out, &[Some(self)])
     }
 }
 
@@ -162,11 +197,20 @@ impl IntoSessionKey for &str {
     fn into_session_key(self) -> Option<String> {
         Some(self.to_owned())
     }
+
+    fn push_session_key(self, out: &mut String) -> bool {
+        out.push_str(self);
+        true
+    }
 }
 
 impl IntoSessionKey for Option<&str> {
     fn into_session_key(self) -> Option<String> {
         self.map(str::to_owned)
+    }
+
+    fn push_session_key(self, out: &mut String) -> bool {
+        self.is_some_and(|key| key.push_session_key(out))
     }
 }
 
@@ -178,7 +222,7 @@ fn decimal(id: i64) -> String {
 
 /// Appends `ids` in decimal, `:` between them, to `out`; `false` (and nothing appended)
 /// if one is missing. What [`chat`], [`user`] and [`user_in_chat`] return, written where
-/// the runtime builds the storage key.
+/// the runtime builds the storage key (and integer keys of any key function).
 pub(crate) fn push_ids(out: &mut String, ids: &[Option<i64>]) -> bool {
     if ids.iter().any(Option::is_none) {
         return false;
@@ -194,11 +238,7 @@ pub(crate) fn push_ids(out: &mut String, ids: &[Option<i64>]) -> bool {
 
 /// `"{a}:{b}"`, as [`decimal`] makes each.
 fn pair(a: i64, b: i64) -> String {
-    let (mut first, mut second) = (itoa::Buffer::new(), itoa::Buffer::new());
-    let (a, b) = (first.format(a), second.format(b));
-    let mut key = String::with_capacity(a.len() + 1 + b.len());
-    key.push_str(a);
-    key.push(':');
-    key.push_str(b);
+    let mut key = String::with_capacity(41);
+    push_ids(&mut key, &[Some(a), Some(b)]);
     key
 }

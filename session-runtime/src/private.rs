@@ -28,9 +28,11 @@ where
     F: Fn(&dyn SessionContext) -> K + Send + Sync + 'static,
     K: IntoSessionKey,
 {
-    // The built-in per-chat, per-user and per-user-in-chat keys write their digits into
-    // the storage key itself: no string of their own for every fragment an update
-    // touches. (`F` is the function's own type: equal type ids, the same function.)
+    // Every key is written into the storage key (`IntoSessionKey::push_session_key`:
+    // integers and slices without a string of their own). The built-in per-chat,
+    // per-user and per-user-in-chat functions return a `String` (their public shape),
+    // so they are recognized by type (a function item's own type: equal type ids, the
+    // same function) and their ids written directly.
     if is_fn::<F, _>(&crate::keys::chat) {
         return Box::new(|ctx, out| crate::keys::push_ids(out, &[ctx.chat_id()]));
     }
@@ -40,13 +42,7 @@ where
     if is_fn::<F, _>(&crate::keys::user_in_chat) {
         return Box::new(|ctx, out| crate::keys::push_ids(out, &[ctx.chat_id(), ctx.user_id()]));
     }
-    Box::new(move |ctx, out| match f(ctx).into_session_key() {
-        Some(key) => {
-            out.push_str(&key);
-            true
-        }
-        None => false,
-    })
+    Box::new(move |ctx, out| f(ctx).push_session_key(out))
 }
 
 /// Whether `F` is the type of `g` (for a function item: whether it is that function).
@@ -286,5 +282,38 @@ mod tests {
         );
         let none = key_fn(|_: &dyn SessionContext| None::<String>);
         assert_eq!(storage_key(&none, &contexts[0]), None);
+        // Every key type a key function may return writes what its string would be.
+        for ctx in &contexts {
+            let cases: [(KeyFn, Option<String>); 6] = [
+                (
+                    key_fn(|ctx: &dyn SessionContext| ctx.user_id()),
+                    ctx.user_id().into_session_key(),
+                ),
+                (
+                    key_fn(|ctx: &dyn SessionContext| ctx.chat_id().unwrap_or(-1)),
+                    ctx.chat_id().unwrap_or(-1).into_session_key(),
+                ),
+                (
+                    key_fn(|_: &dyn SessionContext| "a \"b\"\0c"),
+                    Some("a \"b\"\0c".into()),
+                ),
+                (
+                    key_fn(|ctx: &dyn SessionContext| ctx.user_id().map(|_| "sender")),
+                    ctx.user_id().map(|_| "sender".into()),
+                ),
+                (
+                    key_fn(|_: &dyn SessionContext| "k".repeat(10_000)),
+                    Some("k".repeat(10_000)),
+                ),
+                (
+                    key_fn(|ctx: &dyn SessionContext| ctx.chat_id().map(|c| format!("c{c}"))),
+                    ctx.chat_id().map(|c| format!("c{c}")),
+                ),
+            ];
+            for (n, (key, expected)) in cases.iter().enumerate() {
+                let expected = expected.as_ref().map(|key| format!("p:{key}"));
+                assert_eq!(storage_key(key, ctx), expected, "case {n} of {ctx:?}");
+            }
+        }
     }
 }

@@ -478,8 +478,6 @@ const STEP: usize = 4096;
 /// How many expired entries a sweep removes per hold of the lock.
 const SWEEP_BATCH: usize = 16;
 
-/// The error for a key or value longer than an entry holds (checked before anything is
-/// written).
 /// [`too_large`] of a put's key and value; deletes are never refused.
 fn write_too_large(write: &Write) -> Option<StoreError> {
     match write {
@@ -488,6 +486,8 @@ fn write_too_large(write: &Write) -> Option<StoreError> {
     }
 }
 
+/// The error for a key or value longer than an entry holds (checked before anything is
+/// written).
 fn too_large(key: &str, value: &[u8]) -> Option<StoreError> {
     (key.len() > MAX_LEN || value.len() > MAX_LEN).then(|| {
         StoreError::backend(format!(
